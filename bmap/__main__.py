@@ -1,0 +1,5 @@
+"""``python -m bmap``: the same as the ``bmap`` command."""
+
+from bmap.cli import main
+
+main(prog_name="bmap")

@@ -1,0 +1,284 @@
+"""The block map: objects and their extents, columnar.
+
+A map holds millions of extents, so extents are never Python objects: they live in numpy
+arrays (disk, start, end, type, object number, offset inside the object), and each object
+(a disk, a partition, a file, a structure) is one row of an :class:`ObjectTable`. The
+:class:`MapBuilder` collects both, in any order and in chunks, and :meth:`MapBuilder.build`
+sorts them once into the order of the format: disk, start ascending, end descending, the
+enclosing object before what it contains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bmap.errors import Finding
+
+#: The object types of the format, in the order of their codes.
+TYPES = "vpldfmu"
+TYPE_CODE = {letter: code for code, letter in enumerate(TYPES)}
+#: The ``kind`` column of the table formats for the types whose kind is not their own word.
+KIND_OF_TYPE = {"v": "disk", "p": "partition", "l": "lv", "d": "dir", "f": "file"}
+#: When two lines cover the same bytes, the container comes first: disk, partition, LV, rest.
+_CONTAINER_RANK = np.array([0, 1, 2, 3, 3, 3, 3], dtype=np.int8)
+
+#: ``file_offset`` where it has no meaning.
+NO_OFFSET = -1
+#: ``inode`` where there is none.
+NO_INODE = -1
+
+COLUMNS = ["disk", "start", "end", "type", "device", "kind", "path", "file_offset", "inode"]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Provenance of one disk of the map."""
+
+    number: int
+    path: str
+    size: int
+    sha256: str | None = None
+
+
+class ObjectTable:
+    """The objects of a map, one row each, in columns.
+
+    Row ``i`` is object number ``i``; extents point at it by that number.
+    """
+
+    def __init__(self) -> None:
+        self.types: list[str] = []
+        self.devices: list[str] = []
+        self.kinds: list[str] = []
+        self.paths: list[str] = []
+        self.inodes: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def add(
+        self, type_: str, device: str, kind: str | None = None, path: str = "", inode: int = -1
+    ) -> int:
+        """Add one object and return its number.
+
+        Args:
+            type_: one letter of :data:`TYPES`.
+            device: the device that holds it (``/dev/sda1``), or the object itself for v/p/l.
+            kind: for ``m`` and ``u`` the kind word; for the others it follows from the type.
+            path: path inside the filesystem, or the owning path of per-object metadata.
+            inode: inode number where there is one.
+        """
+        if type_ not in TYPE_CODE:
+            raise ValueError(f"unknown object type {type_!r}")
+        if kind is None:
+            if type_ not in KIND_OF_TYPE:
+                raise ValueError(f"type {type_!r} needs a kind")
+            kind = KIND_OF_TYPE[type_]
+        self.types.append(type_)
+        self.devices.append(device)
+        self.kinds.append(kind)
+        self.paths.append(path)
+        self.inodes.append(inode)
+        return len(self.types) - 1
+
+    def id_of(self, number: int) -> str:
+        """The ID column of the text format for one object, before escaping."""
+        type_ = self.types[number]
+        device = self.devices[number]
+        if type_ in "vpl":
+            return device
+        if type_ in "df":
+            return f"{device} {self.paths[number]}"
+        path = self.paths[number]
+        return f"{device} {self.kinds[number]} {path}" if path else f"{device} {self.kinds[number]}"
+
+
+@dataclass
+class BlockMap:
+    """A finished, sorted map.
+
+    The extent arrays all have one entry per line of the text format, in its order.
+    """
+
+    disk: npt.NDArray[np.uint16]
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+    type_code: npt.NDArray[np.uint8]
+    obj: npt.NDArray[np.int64]
+    file_offset: npt.NDArray[np.int64]
+    objects: ObjectTable
+    images: list[ImageInfo] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def to_dataframe(self) -> Any:
+        """The map as a pandas DataFrame with the documented columns (docs/format.md)."""
+        import pandas as pd
+
+        objs = self.objects
+        inode = np.asarray(objs.inodes, dtype=np.int64)[self.obj] if len(objs) else np.array([])
+        return pd.DataFrame(
+            {
+                "disk": self.disk.astype(np.int64),
+                "start": self.start,
+                "end": self.end,
+                "type": np.array(list(TYPES))[self.type_code] if len(self) else [],
+                "device": _take(objs.devices, self.obj),
+                "kind": _take(objs.kinds, self.obj),
+                "path": _take(objs.paths, self.obj),
+                "file_offset": pd.array(
+                    np.where(self.file_offset < 0, None, self.file_offset), dtype="Int64"
+                ),
+                "inode": pd.array(np.where(inode < 0, None, inode), dtype="Int64"),
+            },
+            columns=COLUMNS,
+        )
+
+    def covered_bytes(self, disk: int | None = None) -> int:
+        """Bytes covered by at least one line other than a whole-disk ``v`` line."""
+        mask = self.type_code != TYPE_CODE["v"]
+        if disk is not None:
+            mask &= self.disk == disk
+        total = 0
+        for d in np.unique(self.disk[mask]):
+            sel = mask & (self.disk == d)
+            total += union_length(self.start[sel], self.end[sel])
+        return total
+
+
+def _take(values: Sequence[str], index: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr[index] if len(index) else np.array([], dtype=object)
+
+
+def union_length(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> int:
+    """Total length of the union of half-open intervals, vectorised."""
+    if len(starts) == 0:
+        return 0
+    order = np.argsort(starts, kind="stable")
+    s = starts[order]
+    e = np.maximum.accumulate(ends[order])
+    # A new run begins where an interval starts after everything before it has ended.
+    prev_end = np.concatenate(([s[0]], e[:-1]))
+    new_run = s > prev_end
+    run_id = np.cumsum(new_run)
+    run_start = s[np.concatenate(([True], new_run[1:]))]
+    run_end = np.zeros(run_id[-1] + 1, dtype=np.int64)
+    np.maximum.at(run_end, run_id, e)
+    return int((run_end - run_start).sum())
+
+
+class MapBuilder:
+    """Collects objects and extents in any order; :meth:`build` sorts them once."""
+
+    def __init__(self) -> None:
+        self.objects = ObjectTable()
+        self.findings: list[Finding] = []
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._disk: list[int] = []
+        self._start: list[int] = []
+        self._end: list[int] = []
+        self._obj: list[int] = []
+        self._file_offset: list[int] = []
+
+    def add_object(
+        self, type_: str, device: str, kind: str | None = None, path: str = "", inode: int = -1
+    ) -> int:
+        """See :meth:`ObjectTable.add`."""
+        return self.objects.add(type_, device, kind, path, inode)
+
+    def add_extent(
+        self, obj: int, disk: int, start: int, end: int, file_offset: int = NO_OFFSET
+    ) -> None:
+        """One extent ``[start, end)`` of object ``obj`` on ``disk``; empty ones are dropped."""
+        if end <= start:
+            return
+        self._disk.append(disk)
+        self._start.append(start)
+        self._end.append(end)
+        self._obj.append(obj)
+        self._file_offset.append(file_offset)
+
+    def add_object_extent(
+        self,
+        type_: str,
+        device: str,
+        disk: int,
+        start: int,
+        end: int,
+        kind: str | None = None,
+        path: str = "",
+        file_offset: int = 0,
+    ) -> int:
+        """An object that is one range (a partition, a table): add both at once."""
+        obj = self.add_object(type_, device, kind, path)
+        self.add_extent(obj, disk, start, end, file_offset)
+        return obj
+
+    def add_extents(
+        self,
+        obj: int | npt.ArrayLike,
+        disk: int,
+        starts: npt.ArrayLike,
+        ends: npt.ArrayLike,
+        file_offsets: npt.ArrayLike | None = None,
+    ) -> None:
+        """Many extents at once, from arrays (the fast path for filesystems)."""
+        s = np.asarray(starts, dtype=np.int64)
+        e = np.asarray(ends, dtype=np.int64)
+        keep = e > s
+        n = int(keep.sum())
+        if n == 0:
+            return
+        o = np.broadcast_to(np.asarray(obj, dtype=np.int64), s.shape)[keep]
+        fo = (
+            np.full(n, NO_OFFSET, dtype=np.int64)
+            if file_offsets is None
+            else np.broadcast_to(np.asarray(file_offsets, dtype=np.int64), s.shape)[keep]
+        )
+        self._chunks.append((np.full(n, disk, dtype=np.uint16), s[keep], e[keep], o, fo))
+
+    def add_finding(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def build(self, images: Sequence[ImageInfo] = ()) -> BlockMap:
+        """Sort every extent into the format's order and freeze the map."""
+        chunks = list(self._chunks)
+        if self._start:
+            chunks.append(
+                (
+                    np.asarray(self._disk, dtype=np.uint16),
+                    np.asarray(self._start, dtype=np.int64),
+                    np.asarray(self._end, dtype=np.int64),
+                    np.asarray(self._obj, dtype=np.int64),
+                    np.asarray(self._file_offset, dtype=np.int64),
+                )
+            )
+        if chunks:
+            disk, start, end, obj, file_offset = (np.concatenate(c) for c in zip(*chunks))
+        else:
+            disk = np.zeros(0, np.uint16)
+            start = end = obj = file_offset = np.zeros(0, np.int64)
+        codes = np.asarray([TYPE_CODE[t] for t in self.objects.types], dtype=np.uint8)
+        type_code = codes[obj] if len(obj) else np.zeros(0, np.uint8)
+        # lexsort: the last key is the primary one.
+        order = np.lexsort((obj, _CONTAINER_RANK[type_code], -end, start, disk))
+        return BlockMap(
+            disk=disk[order],
+            start=start[order],
+            end=end[order],
+            type_code=type_code[order],
+            obj=obj[order],
+            file_offset=file_offset[order],
+            objects=self.objects,
+            images=list(images),
+            findings=list(self.findings),
+        )

@@ -1,0 +1,388 @@
+"""The ``bmap`` command: thin click wrappers over the library.
+
+Every error a user can cause ends in one line on stderr and an exit code from
+:class:`bmap.errors.ExitCode` (docs/cli.md), never a traceback; ``--debug`` shows the
+traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from bmap import __version__
+from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
+from bmap.images import Image, open_images
+from bmap.index import MapIndex
+from bmap.layout import discover
+from bmap.mapfile import FORMATS, read_map, sniff_format, write_map
+from bmap.mapper import map_disks, map_images
+from bmap.render import describe_hit, disk_dict, disk_tree, hits_table, human_size
+
+_SUFFIXES = {
+    "": 1,
+    "s": 512,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tib": 1 << 40,
+}
+_NUMBER = re.compile(r"(0x[0-9a-f]+|\d+)([a-z]*)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count or offset: ``1048576``, ``0x100000``, ``1M``, ``4KiB``, ``2048s`` (sectors
+    of 512 bytes). Suffixes are binary (K = 1024).
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = _NUMBER.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an offset: {text!r} (use 1048576, 0x100000, 1M, 2048s)")
+    number, suffix = match.groups()
+    if suffix.lower() not in _SUFFIXES:
+        raise ValueError(f"unknown suffix {suffix!r} in {text!r} (K, M, G, T, KiB, ..., s)")
+    return int(number, 0) * _SUFFIXES[suffix.lower()]
+
+
+def parse_query(text: str) -> tuple[int, int]:
+    """``OFFSET`` or ``OFFSET+LENGTH`` -> ``(start, end)``."""
+    offset, plus, length = text.partition("+")
+    start = parse_size(offset)
+    size = parse_size(length) if plus else 1
+    if size <= 0:
+        raise ValueError(f"empty range: {text!r}")
+    return start, start + size
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    click.echo(f"bmap: {message}", err=True)
+    sys.exit(int(code))
+
+
+class _Group(click.Group):
+    """Turns every error into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except BmapError as exc:
+            _fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERNAL)
+        except BrokenPipeError:
+            # The reader went away (bmap ... | head): not an error of ours.
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            finally:
+                sys.exit(0)
+        except Exception as exc:
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(a bug in bmap; run again with --debug for the traceback and report it)",
+                ExitCode.INTERNAL,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bmap")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def main(debug: bool) -> None:
+    """Map disk images: which bytes belong to which partition, structure and file.
+
+    Exit codes: 0 done; 1 internal error; 2 bad usage; 3 done, but the input is damaged (see
+    the findings); 4 an input cannot be read; 5 an input is not a disk image; 6 a map file is
+    not valid.
+    """
+
+
+def _sector_size_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--sector-size",
+        type=click.Choice(["auto", "512", "4096"]),
+        default="auto",
+        show_default=True,
+        help="Logical sector size; auto finds the GPT header or asks the block device.",
+    )(f)
+
+
+def _sector_size(value: str) -> int | None:
+    return None if value == "auto" else int(value)
+
+
+def _report_findings(findings: Sequence[Finding]) -> None:
+    for f in findings:
+        click.echo(f"bmap: {f}", err=True)
+
+
+def _exit_for(findings: Sequence[Finding]) -> int:
+    damaged = any(f.severity >= Severity.WARNING for f in findings)
+    return int(ExitCode.DAMAGED if damaged else ExitCode.OK)
+
+
+class _LazyProgress:
+    """A progress bar on stderr, shown only on a terminal and only once work takes a moment."""
+
+    DELAY = 0.5
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < self.DELAY:
+                return
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _default_output(first: Path, fmt: str) -> Path:
+    suffix = "bmap" if fmt == "bmap" else fmt
+    if first.is_block_device():
+        return Path.cwd() / f"{first.name}.{suffix}"
+    return first.with_name(f"{first.name}.{suffix}")
+
+
+@main.command("map")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Where to write the map ('-' for stdout). Default: <first image>.bmap.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="bmap (text, default), csv or jsonl; by default taken from the output's extension.",
+)
+@click.option("--sha256", is_flag=True, help="Record each image's SHA-256 in the map header.")
+@_sector_size_option
+def map_command(
+    images: tuple[Path, ...], output: Path | None, fmt: str | None, sha256: bool, sector_size: str
+) -> None:
+    """Map IMAGE... (disk 1, 2, ... in the order given) and write the block map."""
+    if fmt is None:
+        ext = output.suffix.lstrip(".") if output is not None and str(output) != "-" else ""
+        fmt = ext if ext in FORMATS else "bmap"
+    target = output or _default_output(images[0], fmt)
+    opened = open_images(images)
+    try:
+        if str(target) != "-":
+            _refuse_to_overwrite_input(target, opened)
+        progress = _LazyProgress("hashing")
+        try:
+            bmap = map_images(
+                opened, sector_size=_sector_size(sector_size), with_sha256=sha256,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        if str(target) == "-":
+            write_map(bmap, sys.stdout, fmt)
+            sys.stdout.flush()
+        else:
+            try:
+                write_map(bmap, target, fmt)
+            except OSError as exc:
+                raise ImageError(f"{target}: cannot write the map: {exc.strerror or exc}") from None
+        _report_findings(bmap.findings)
+        total = sum(i.size for i in bmap.images)
+        covered = bmap.covered_bytes()
+        where = "stdout" if str(target) == "-" else str(target)
+        click.echo(
+            f"bmap: wrote {where} ({fmt}): {len(bmap.images)} disk(s), "
+            f"{len(bmap.objects)} objects, {len(bmap)} lines, {human_size(covered)} of "
+            f"{human_size(total)} covered, {len(bmap.findings)} finding(s)",
+            err=True,
+        )
+        sys.exit(_exit_for(bmap.findings))
+    finally:
+        for image in opened:
+            image.close()
+
+
+def _refuse_to_overwrite_input(target: Path, images: Sequence[Image]) -> None:
+    if not target.exists():
+        return
+    for image in images:
+        try:
+            if os.path.samefile(target, image.path):
+                raise ImageError(f"{target}: is an input image; refusing to write the map over it")
+        except OSError:
+            continue
+
+
+@main.command("info")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also list table structures and gaps.")
+@_sector_size_option
+def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector_size: str) -> None:
+    """Show the layout of IMAGE...: tables, partitions and what each holds."""
+    opened = open_images(images)
+    try:
+        disks = [discover(image, _sector_size(sector_size)) for image in opened]
+        findings = [f for d in disks for f in d.findings]
+        if as_json:
+            click.echo(json.dumps({"disks": [disk_dict(d) for d in disks]}, indent=2))
+        else:
+            for i, disk in enumerate(disks):
+                if i:
+                    click.echo("")
+                for line in disk_tree(disk, show_all):
+                    click.echo(line)
+            _report_findings(findings)
+        if not any(d.recognised for d in disks):
+            _fail(
+                f"{', '.join(str(d.image.path) for d in disks)}: not a disk image: "
+                "no partition table and no recognised content",
+                ExitCode.NOT_A_DISK,
+            )
+        sys.exit(_exit_for(findings))
+    finally:
+        for image in opened:
+            image.close()
+
+
+def _looks_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b"\0" in head
+
+
+def _load_for_lookup(source: Path) -> Any:
+    """A map file as a DataFrame, or an image mapped in memory."""
+    if not source.exists():
+        raise MapFormatError(f"{source}: no such file")
+    if source.is_dir():
+        raise MapFormatError(f"{source}: is a directory, not a map")
+    if source.is_block_device() or _looks_binary(source):
+        with Image(source) as image:
+            return map_disks([discover(image)]).to_dataframe()
+    try:
+        with open(source, encoding="utf-8", errors="replace") as fh:
+            sniff_format(fh.readline())
+    except MapFormatError as exc:
+        raise MapFormatError(f"{source}: {exc}") from None
+    return read_map(source)
+
+
+@main.command("lookup")
+@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True, metavar="OFFSET[+LENGTH]...")
+@click.option("-d", "--disk", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Disk number in a multi-disk map.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json: bool) -> None:
+    """What is at each OFFSET of a disk: every object, innermost first, with the offset inside it.
+
+    MAP is a map file (bmap, csv or jsonl) or a disk image, mapped on the fly. OFFSET accepts
+    decimal, 0x hex, K/M/G/T suffixes (binary) and s for 512-byte sectors.
+    """
+    try:
+        ranges = [parse_query(q) for q in queries]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="OFFSET") from None
+    frame = _load_for_lookup(map_file)
+    disks = set(frame["disk"].unique().tolist())
+    if disk not in disks:
+        raise MapFormatError(
+            f"{map_file}: has no disk {disk} (disks: {', '.join(map(str, sorted(disks))) or 'none'})"
+        )
+    index = MapIndex.from_frame(frame)
+    starts = [r[0] for r in ranges]
+    ends = [r[1] for r in ranges]
+    hits = index.overlapping(disk, starts, ends)
+    answers: list[dict[str, Any]] = []
+    for qi, (start, end) in enumerate(ranges):
+        sel = hits.query == qi
+        rows = hits.row[sel].tolist()
+        offs = hits.offset[sel].tolist()
+        answers.append({"disk": disk, "start": start, "end": end, "rows": list(zip(rows, offs))})
+    if as_json:
+        out = []
+        for a in answers:
+            out.append(
+                {
+                    "disk": a["disk"],
+                    "start": a["start"],
+                    "end": a["end"],
+                    "objects": [_hit_dict(frame.iloc[r], off) for r, off in a["rows"]],
+                }
+            )
+        click.echo(json.dumps(out, indent=2))
+        return
+    for a in answers:
+        size = a["end"] - a["start"]
+        label = f"disk {a['disk']} {a['start']:#x}" + (f"+{size:#x}" if size > 1 else "")
+        click.echo(f"{label}:")
+        if not a["rows"]:
+            click.echo("  nothing in the map covers these bytes")
+            continue
+        table = []
+        for r, off in a["rows"]:
+            row = frame.iloc[r]
+            table.append(
+                (
+                    describe_hit(row),
+                    f"at {off:#x}" if off >= 0 else "at ?",
+                    f"[{int(row['start']):#x}, {int(row['end']):#x})",
+                )
+            )
+        for line in hits_table(table):
+            click.echo(line)
+
+
+def _hit_dict(row: Any, offset: int) -> dict[str, Any]:
+    inode = row["inode"]
+    return {
+        "type": row["type"],
+        "device": row["device"],
+        "kind": row["kind"],
+        "path": row["path"],
+        "start": int(row["start"]),
+        "end": int(row["end"]),
+        "offset": None if offset < 0 else offset,
+        "inode": None if inode is None or inode != inode or str(inode) == "<NA>" else int(inode),
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,322 @@
+"""Writing a block map in the three formats of docs/format.md, and reading any of them back.
+
+- ``bmap``: the text format, readable by virt-bmap's own reader.
+- ``csv``: named columns; names are written as the bytes the filesystem stores (a name that is
+  not valid UTF-8 stays not valid UTF-8), read back with ``surrogateescape``.
+- ``jsonl``: one JSON object per line, ASCII only (``ensure_ascii``); a byte that is not valid
+  UTF-8 is the lone surrogate U+DC80..U+DCFF, Python's ``surrogateescape`` convention.
+
+Per-object text (the escaped ID, the quoted CSV fields) is made once per object, not once per
+line: a file with a thousand extents costs one escape.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from bmap import __version__
+from bmap.blockmap import COLUMNS, KIND_OF_TYPE, TYPES, BlockMap
+from bmap.errors import MapFormatError
+from bmap.escape import escape, unescape
+
+FORMATS = ("bmap", "csv", "jsonl")
+FORMAT_VERSION = 1
+_LINES_PER_WRITE = 65536
+
+
+def write_map(bmap: BlockMap, out: str | os.PathLike[str] | IO[str], fmt: str = "bmap") -> None:
+    """Write ``bmap`` to a path or a text stream in format ``fmt``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown map format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(out, (str, os.PathLike)):
+        # surrogateescape: the CSV format keeps a name's stored bytes as they are.
+        with open(out, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            _WRITERS[fmt](bmap, fh)
+    else:
+        _WRITERS[fmt](bmap, out)
+
+
+def _chunks(bmap: BlockMap) -> Iterator[slice]:
+    for i in range(0, len(bmap), _LINES_PER_WRITE):
+        yield slice(i, i + _LINES_PER_WRITE)
+
+
+def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
+    fh.write(f"# bmap-format {FORMAT_VERSION}\n# generator bmap {__version__}\n")
+    for info in bmap.images:
+        line = f"# image {info.number} {escape(info.path)} size={info.size:#x}"
+        if info.sha256:
+            line += f" sha256={info.sha256}"
+        fh.write(line + "\n")
+    for f in bmap.findings:
+        offset = "-" if f.offset is None else f"{f.offset:#x}"
+        fh.write(
+            f"# finding {f.severity} disk={f.disk} offset={offset} "
+            f"{escape(f.source)}: {escape(f.message)}\n"
+        )
+    objs = bmap.objects
+    ids = [f"{objs.types[i]} {escape(objs.id_of(i))}" for i in range(len(objs))]
+    for part in _chunks(bmap):
+        fh.write(
+            "".join(
+                f"{d} {s:x} {e:x} {ids[o]}\n"
+                for d, s, e, o in zip(
+                    bmap.disk[part].tolist(),
+                    bmap.start[part].tolist(),
+                    bmap.end[part].tolist(),
+                    bmap.obj[part].tolist(),
+                )
+            )
+        )
+
+
+def _csv_field(value: str) -> str:
+    if value == "" or not any(c in value for c in ',"\r\n'):
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _write_csv(bmap: BlockMap, fh: IO[str]) -> None:
+    fh.write(",".join(COLUMNS) + "\n")
+    objs = bmap.objects
+    tail = [
+        ",".join(
+            (
+                objs.types[i],
+                _csv_field(objs.devices[i]),
+                _csv_field(objs.kinds[i]),
+                _csv_field(objs.paths[i]),
+            )
+        )
+        for i in range(len(objs))
+    ]
+    inodes = ["" if n < 0 else str(n) for n in objs.inodes]
+    for part in _chunks(bmap):
+        fh.write(
+            "".join(
+                f"{d},{s},{e},{tail[o]},{'' if fo < 0 else fo},{inodes[o]}\n"
+                for d, s, e, o, fo in zip(
+                    bmap.disk[part].tolist(),
+                    bmap.start[part].tolist(),
+                    bmap.end[part].tolist(),
+                    bmap.obj[part].tolist(),
+                    bmap.file_offset[part].tolist(),
+                )
+            )
+        )
+
+
+def _write_jsonl(bmap: BlockMap, fh: IO[str]) -> None:
+    objs = bmap.objects
+    dumps = json.dumps
+    tail = [
+        f'"type":{dumps(objs.types[i])},"device":{dumps(objs.devices[i])},'
+        f'"kind":{dumps(objs.kinds[i])},"path":{dumps(objs.paths[i])}'
+        for i in range(len(objs))
+    ]
+    inodes = ["null" if n < 0 else str(n) for n in objs.inodes]
+    for part in _chunks(bmap):
+        fh.write(
+            "".join(
+                f'{{"disk":{d},"start":{s},"end":{e},{tail[o]},'
+                f'"file_offset":{"null" if fo < 0 else fo},"inode":{inodes[o]}}}\n'
+                for d, s, e, o, fo in zip(
+                    bmap.disk[part].tolist(),
+                    bmap.start[part].tolist(),
+                    bmap.end[part].tolist(),
+                    bmap.obj[part].tolist(),
+                    bmap.file_offset[part].tolist(),
+                )
+            )
+        )
+
+
+_WRITERS = {"bmap": _write_bmap, "csv": _write_csv, "jsonl": _write_jsonl}
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+_LINE = re.compile(r"(\d+) ([0-9a-f]+) ([0-9a-f]+) ([vpldfmu]) (.+)")
+
+
+def sniff_format(head: str) -> str:
+    """Which of the three formats a file is, from its first line."""
+    first = head.lstrip("\ufeff")
+    if first.startswith("disk,start,end"):
+        return "csv"
+    if first.startswith("{"):
+        return "jsonl"
+    if first.startswith("#") or _LINE.match(first):
+        return "bmap"
+    raise MapFormatError("not a block map: the first line is neither bmap, csv nor jsonl")
+
+
+def read_map(path: str | os.PathLike[str]) -> Any:
+    """Read a map in any of the three formats into a DataFrame with the documented columns.
+
+    Columns: ``disk, start, end, type, device, kind, path, file_offset, inode``; ``path`` is
+    ``""`` where there is none, ``file_offset`` and ``inode`` are nullable integers.
+
+    Raises:
+        MapFormatError: the file is not a map, with the line number of the first bad line.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            head = fh.readline()
+            if not head:
+                raise MapFormatError(f"{path}: empty file, not a block map")
+            fmt = sniff_format(head)
+            fh.seek(0)
+            frame = _READERS[fmt](fh, str(path))
+    except OSError as exc:
+        raise MapFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return frame
+
+
+def _frame(rows: dict[str, list[Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "disk": np.asarray(rows["disk"], dtype=np.int64),
+            "start": np.asarray(rows["start"], dtype=np.int64),
+            "end": np.asarray(rows["end"], dtype=np.int64),
+            "type": pd.Series(rows["type"], dtype=object),
+            "device": pd.Series(rows["device"], dtype=object),
+            "kind": pd.Series(rows["kind"], dtype=object),
+            "path": pd.Series(rows["path"], dtype=object),
+            "file_offset": pd.array(rows["file_offset"], dtype="Int64"),
+            "inode": pd.array(rows["inode"], dtype="Int64"),
+        },
+        columns=COLUMNS,
+    )
+
+
+def _split_id(type_: str, ident: str, where: str) -> tuple[str, str, str]:
+    """``(device, kind, path)`` from the ID column of one text line."""
+    if type_ in "vpl":
+        return ident, KIND_OF_TYPE[type_], ""
+    device, sep, rest = ident.partition(" ")
+    if not sep or not rest:
+        raise MapFormatError(f"{where}: '{type_}' line needs a device and a path or kind")
+    if type_ in "df":
+        return device, KIND_OF_TYPE[type_], rest
+    kind, _, path = rest.partition(" ")
+    return device, kind, path
+
+
+def _read_bmap(fh: IO[str], name: str) -> Any:
+    rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    cache: dict[str, tuple[str, str, str]] = {}
+    for number, line in enumerate(fh, start=1):
+        line = line.rstrip("\n")
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(" ", 4)
+        where = f"{name}:{number}"
+        if len(parts) != 5 or parts[3] not in TYPES or len(parts[3]) != 1:
+            raise MapFormatError(f"{where}: not a map line: {line[:80]!r}")
+        disk, start, end, type_, ident = parts
+        try:
+            d, s, e = int(disk), int(start, 16), int(end, 16)
+        except ValueError:
+            raise MapFormatError(f"{where}: bad number in {line[:80]!r}") from None
+        if e < s or d < 1:
+            raise MapFormatError(f"{where}: bad range or disk in {line[:80]!r}")
+        key = type_ + ident
+        split = cache.get(key)
+        if split is None:
+            try:
+                split = _split_id(type_, unescape(ident), where)
+            except ValueError as exc:
+                raise MapFormatError(f"{where}: {exc}") from None
+            cache[key] = split
+        rows["disk"].append(d)
+        rows["start"].append(s)
+        rows["end"].append(e)
+        rows["type"].append(type_)
+        rows["device"].append(split[0])
+        rows["kind"].append(split[1])
+        rows["path"].append(split[2])
+        rows["file_offset"].append(None)
+        rows["inode"].append(None)
+    return _fill_offsets(_frame(rows))
+
+
+def _fill_offsets(frame: Any) -> Any:
+    """The text format has no offset column: rebuild it where the lines alone determine it.
+
+    A disk, a partition and a table structure are each one contiguous range, so the offset of
+    a byte inside them follows from their first line. A file, a directory or an LV may lie on
+    the disk out of order, so their offsets stay unknown (use csv or jsonl to keep them).
+    """
+    if frame.empty:
+        return frame
+    contiguous = frame["type"].isin(["v", "p", "m"])
+    sub = frame[contiguous]
+    lines = sub.groupby(["disk", "type", "device", "kind", "path"], sort=False)["start"]
+    counts = lines.transform("size")
+    frame.loc[counts.index[counts.to_numpy() == 1], "file_offset"] = 0
+    return frame
+
+
+def _read_csv(fh: IO[str], name: str) -> Any:
+    rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    reader = csv.reader(fh)
+    header = next(reader)
+    if header != COLUMNS:
+        raise MapFormatError(f"{name}:1: expected the columns {','.join(COLUMNS)}")
+    for number, rec in enumerate(reader, start=2):
+        if len(rec) != len(COLUMNS):
+            raise MapFormatError(f"{name}:{number}: {len(rec)} fields, expected {len(COLUMNS)}")
+        try:
+            _append(rows, rec)
+        except (ValueError, TypeError) as exc:
+            raise MapFormatError(f"{name}:{number}: {exc}") from None
+    return _frame(rows)
+
+
+def _read_jsonl(fh: IO[str], name: str) -> Any:
+    rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    for number, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            _append(rows, [rec[c] for c in COLUMNS])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MapFormatError(f"{name}:{number}: not a map record: {exc}") from None
+    return _frame(rows)
+
+
+def _append(rows: dict[str, list[Any]], rec: list[Any]) -> None:
+    disk, start, end, type_, device, kind, path, file_offset, inode = rec
+    if str(type_) not in TYPES or len(str(type_)) != 1:
+        raise ValueError(f"unknown type {type_!r}")
+    rows["disk"].append(int(disk))
+    rows["start"].append(int(start))
+    rows["end"].append(int(end))
+    rows["type"].append(str(type_))
+    rows["device"].append(str(device))
+    rows["kind"].append(str(kind))
+    rows["path"].append("" if path is None else str(path))
+    rows["file_offset"].append(None if file_offset in ("", None) else int(file_offset))
+    rows["inode"].append(None if inode in ("", None) else int(inode))
+
+
+_READERS = {"bmap": _read_bmap, "csv": _read_csv, "jsonl": _read_jsonl}
+
+
+def dumps_map(bmap: BlockMap, fmt: str = "bmap") -> str:
+    """The map as one string (small maps, tests)."""
+    buf = io.StringIO()
+    write_map(bmap, buf, fmt)
+    return buf.getvalue()

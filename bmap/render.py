@@ -1,0 +1,226 @@
+"""Text and JSON views of a discovered layout and of lookup answers, for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bmap.escape import escape
+from bmap.layout import Disk, Partition
+from bmap.mapper import gaps
+from parsers.signatures import Content
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(n: int) -> str:
+    """``512 B``, ``1.0 MiB``, ``7.5 GiB``."""
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def content_text(content: Content | None) -> str:
+    if content is None:
+        return ""
+    words = [content.kind]
+    if content.version:
+        words.append(content.version)
+    if content.label:
+        words.append(f'label="{escape(content.label)}"')
+    if content.uuid:
+        words.append(f"uuid={content.uuid}")
+    return " ".join(words)
+
+
+def content_dict(content: Content | None) -> dict[str, Any] | None:
+    if content is None:
+        return None
+    return {
+        "kind": content.kind,
+        "version": content.version,
+        "label": content.label,
+        "uuid": content.uuid,
+        "fs_size": content.fs_size,
+    }
+
+
+def _table_text(disk: Disk) -> str:
+    if disk.scheme == "gpt":
+        source = "" if disk.table_source == "primary" else f", from the {disk.table_source} header"
+        return f"GPT, {disk.sector_size}-byte sectors, disk GUID {disk.disk_id}{source}"
+    if disk.scheme == "mbr":
+        return f"MBR (DOS), {disk.sector_size}-byte sectors, disk id {disk.disk_id}"
+    return "no partition table"
+
+
+def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
+    """The layout of one disk as a tree, like ``mmls`` and ``virt-filesystems --long``.
+
+    With ``show_all``, the table structures and the unpartitioned gaps are rows too.
+    """
+    lines = [
+        f"{disk.device}  {escape(str(disk.image.path))}  {human_size(disk.size)} "
+        f"({disk.size} bytes)  {_table_text(disk)}"
+    ]
+    if disk.scheme == "none":
+        lines.append(f"└─ content: {content_text(disk.content) or 'unknown'}")
+        return lines
+    rows: list[tuple[int, int, list[str]]] = []  # (offset, depth, cells)
+    ss = disk.sector_size
+    for p in disk.partitions:
+        depth = 1 if p.is_logical else 0
+        kind = "extended" if p.is_extended else (p.type_name if p.type_name else p.type_id)
+        name = f'"{escape(p.name)}"' if p.name else ""
+        flags = "boot" if p.bootable else ""
+        cells = [
+            p.device,
+            f"{p.offset:#x}",
+            f"{p.offset // ss}-{(p.offset + p.size) // ss - 1}",
+            human_size(p.size),
+            kind,
+            name,
+            flags,
+            content_text(p.content),
+        ]
+        rows.append((p.offset, depth, cells))
+    if show_all:
+        for s in disk.structures:
+            depth = 0 if s.device == disk.device else 1
+            cells = [f"({s.kind})", f"{s.offset:#x}", f"{s.offset // ss}-{(s.offset + s.size - 1) // ss}",
+                     human_size(s.size), "table structure", "", "", ""]
+            rows.append((s.offset, depth, cells))
+        for device, lo, hi, depth in _containers(disk):
+            parent = None if device == disk.device else device
+            used = [(s.offset, s.offset + s.size) for s in disk.structures if s.device == device]
+            used += [(q.offset, q.end) for q in disk.partitions if q.parent == parent]
+            for a, b in gaps(lo, hi, used):
+                cells = ["(free)", f"{a:#x}", f"{a // ss}-{(b - 1) // ss}", human_size(b - a),
+                         "unpartitioned", "", "", ""]
+                rows.append((a, depth, cells))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    # Logical rows must follow their extended partition: order by (container offset, offset).
+    rows.sort(key=lambda r: (_top_offset(disk, r), r[1], r[0]))
+    header = ["DEVICE", "START", "SECTORS", "SIZE", "TYPE", "NAME", "FLAGS", "CONTENT"]
+    prefixes = _branches([depth for _, depth, _ in rows])
+    table = [("   ", header)] + [(pre, cells) for pre, (_, _, cells) in zip(prefixes, rows)]
+    widths = [max(len(pre) + len(cells[0]) for pre, cells in table)]
+    widths += [max(len(cells[i]) for _, cells in table) for i in range(1, len(header))]
+    for pre, cells in table:
+        first = (pre + cells[0]).ljust(widths[0])
+        rest = "  ".join(c.ljust(w) for c, w in zip(cells[1:], widths[1:]))
+        lines.append((first + "  " + rest).rstrip())
+    return lines
+
+
+def _branches(depths: list[int]) -> list[str]:
+    """Tree prefixes for rows at depth 0 or 1 (logical partitions under their extended one)."""
+    prefixes = []
+    for i, depth in enumerate(depths):
+        later = depths[i + 1 :]
+        if depth == 0:
+            last = 0 not in later
+            prefixes.append("└─ " if last else "├─ ")
+        else:
+            parent_last = 0 not in later
+            last = not later or later[0] == 0
+            prefixes.append(("   " if parent_last else "│  ") + ("└─ " if last else "├─ "))
+    return prefixes
+
+
+def _containers(disk: Disk) -> list[tuple[str, int, int, int]]:
+    result = [(disk.device, 0, disk.size, 0)]
+    result += [(p.device, p.offset, p.offset + p.mapped_size, 1) for p in disk.partitions if p.is_extended]
+    return result
+
+
+def _top_offset(disk: Disk, row: tuple[int, int, list[str]]) -> int:
+    """The offset of the top-level row a row sorts under (itself, or its extended partition)."""
+    offset, depth, _ = row
+    if depth == 0:
+        return offset
+    for p in disk.partitions:
+        if p.is_extended and p.offset <= offset < p.offset + max(p.size, 1):
+            return p.offset
+    return offset
+
+
+def partition_dict(p: Partition, sector_size: int) -> dict[str, Any]:
+    return {
+        "number": p.number,
+        "device": p.device,
+        "start": p.offset,
+        "size": p.size,
+        "end": p.end,
+        "mapped_size": p.mapped_size,
+        "start_sector": p.offset // sector_size,
+        "sectors": p.size // sector_size,
+        "type": p.type_id,
+        "type_name": p.type_name,
+        "name": p.name,
+        "uuid": p.uuid,
+        "bootable": p.bootable,
+        "attributes": p.attributes,
+        "extended": p.is_extended,
+        "logical": p.is_logical,
+        "parent": p.parent,
+        "content": content_dict(p.content),
+    }
+
+
+def disk_dict(disk: Disk) -> dict[str, Any]:
+    return {
+        "number": disk.number,
+        "image": str(disk.image.path),
+        "device": disk.device,
+        "size": disk.size,
+        "sector_size": disk.sector_size,
+        "table": None
+        if disk.scheme == "none"
+        else {
+            "type": disk.scheme,
+            "id": disk.disk_id,
+            "source": disk.table_source,
+            "first_usable": disk.gpt_first_usable,
+            "last_usable": disk.gpt_last_usable,
+        },
+        "content": content_dict(disk.content),
+        "partitions": [partition_dict(p, disk.sector_size) for p in disk.partitions],
+        "structures": [
+            {"kind": s.kind, "device": s.device, "start": s.offset, "size": s.size}
+            for s in disk.structures
+        ],
+        "findings": [
+            {
+                "severity": str(f.severity),
+                "disk": f.disk,
+                "offset": f.offset,
+                "source": f.source,
+                "message": f.message,
+            }
+            for f in disk.findings
+        ],
+    }
+
+
+def describe_hit(row: Any) -> str:
+    """``m /dev/sda1 superblock`` for one row of a map DataFrame."""
+    type_ = row["type"]
+    if type_ in "vpl":
+        ident = row["device"]
+    elif type_ in "df":
+        ident = f"{row['device']} {row['path']}"
+    else:
+        ident = f"{row['device']} {row['kind']}" + (f" {row['path']}" if row["path"] else "")
+    return f"{type_} {escape(ident)}"
+
+
+def hits_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
+    if not rows:
+        return []
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return [f"  {a.ljust(w0)}  {b.ljust(w1)}  {c}".rstrip() for a, b, c in rows]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Make sure the system tools that bmap's tests compare against are installed.
+# As root, missing Debian packages are installed with apt-get; otherwise this says what to
+# install and fails. Each entry is COMMAND:PACKAGE.
+set -euo pipefail
+
+tools=(
+    sfdisk:fdisk
+    sgdisk:gdisk
+    mke2fs:e2fsprogs
+    debugfs:e2fsprogs
+    dumpe2fs:e2fsprogs
+    blkid:util-linux
+    losetup:mount
+    mkfs.vfat:dosfstools
+    mkswap:util-linux
+    xz:xz-utils
+    mkfs.ntfs:ntfs-3g
+    mkfs.exfat:exfatprogs
+    mkfs.xfs:xfsprogs
+    mkfs.btrfs:btrfs-progs
+    cryptsetup:cryptsetup-bin
+    pvcreate:lvm2
+    xorriso:xorriso
+)
+# A venv needs python3-venv on Debian's own Python; pyenv and other builds carry it.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    tools+=("python3-venv-missing:python3-venv")
+fi
+
+missing=()
+for entry in "${tools[@]}"; do
+    cmd=${entry%%:*}
+    pkg=${entry##*:}
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/sbin/$cmd" ] && [ ! -x "/usr/sbin/$cmd" ]; then
+        case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+    fi
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "ensure-tools: missing system packages: ${missing[*]}" >&2
+    echo "ensure-tools: install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi
