@@ -385,7 +385,7 @@ _FAT_MAGICS = (
 _FAT12_MAX_CLUSTERS = 0xFF4
 _FAT16_MAX_CLUSTERS = 0xFFF4
 _FAT32_MAX_CLUSTERS = 0x0FFFFFF6
-_FAT_NO_NAME = b"NO NAME    "
+_BITLOCKER_OEM_NAME = b"-FVE-FS-"
 _FAT_ATTR_VOLUME_ID = 0x08
 _FAT_ATTR_DIRECTORY = 0x10
 _FAT_ATTR_LONG_NAME = 0x0F
@@ -413,12 +413,20 @@ def _fat_root_dir_label(dev: _Device, offset: int, length: int) -> tuple[bytes |
         if entry.dir_attr & 0x3F == _FAT_ATTR_LONG_NAME:
             continue
         if entry.dir_attr & (_FAT_ATTR_VOLUME_ID | _FAT_ATTR_DIRECTORY) == _FAT_ATTR_VOLUME_ID:
-            return entry.dir_name, True
+            name = entry.dir_name
+            # 0x05 stands for a leading 0xE5, which would mark the entry free
+            return (b"\xe5" + name[1:] if first == 0x05 else name), True
     return None, False
 
 
 def _probe_vfat(dev: _Device) -> Content:
-    """FAT12/16/32: blkid's BPB checks, FAT type by cluster count, label from the root dir."""
+    """FAT12/16/32: blkid's BPB checks, FAT type by cluster count, label from the root dir.
+
+    LABEL is the root directory's volume-label entry only, as blkid prints it: the boot
+    sector's copy (blkid's LABEL_FATBOOT) is often stale, since Windows renames a volume in
+    the root directory alone, and a volume whose root directory has no label entry has no
+    LABEL even when its boot sector names one.
+    """
     raw = dev.read("fat-boot-sector", 0, 512)
     magic = next(
         (m for m, at in _FAT_MAGICS if raw[at : at + len(m)] == m),
@@ -432,6 +440,8 @@ def _probe_vfat(dev: _Device) -> Content:
             raise NotThisFormat("fat-boot-sector", 0x1FE, "no 55 AA signature")
         if raw[0x36:0x3E] in (b"JFS     ", b"HPFS    "):
             raise NotThisFormat("fat-boot-sector", 0x36, "JFS/HPFS pseudo-superblock")
+    if boot.bs_oem_name == _BITLOCKER_OEM_NAME:
+        raise NotThisFormat("fat-boot-sector", 3, "a BitLocker volume, not FAT")
     bytes_per_sector = boot.bpb_bytes_per_sector
     sectors_per_cluster = boot.bpb_sectors_per_cluster
     if (
@@ -477,20 +487,17 @@ def _probe_vfat(dev: _Device) -> Content:
             version = "FAT16"
         else:
             version = None
-        bpb_label, serial = fat16.bs_volume_label, fat16.bs_volume_id
+        # Before DOS 4 (boot signature 0x28/0x29) there was no serial number field.
+        serial = fat16.bs_volume_id if fat16.bs_boot_signature in (0x28, 0x29) else 0
     elif fat32.bpb_fat_size_32:
         dir_label = _fat32_root_dir_label(dev, boot, fat32, fat_sectors)
         _check_fat32_fsinfo(dev, fat32.bpb_fs_info, bytes_per_sector)
         version = "FAT32"
-        bpb_label, serial = fat32.bs_volume_label, fat32.bs_volume_id
+        serial = fat32.bs_volume_id
     else:
         # blkid still says vfat, with nothing more to tell.
         return Content("vfat", None, None, None, fs_size)
-
-    # blkid prefers the root directory's label entry (what Windows and fatlabel update) and
-    # falls back to the boot sector's copy; "NO NAME" means no label.
-    chosen = dir_label if dir_label is not None and dir_label != _FAT_NO_NAME else bpb_label
-    label = None if chosen == _FAT_NO_NAME else _label(chosen)
+    label = _label(dir_label) if dir_label is not None else None
     return Content("vfat", version, label, _serial_uuid(serial), fs_size)
 
 

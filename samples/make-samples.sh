@@ -20,7 +20,6 @@ umask 022
 
 SAMPLES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FAKE_TIME=1700000000          # 2023-11-14T22:13:20Z, for mke2fs, debugfs and the file tree
-MiB=$((1024 * 1024))
 
 die() { printf 'make-samples: %s\n' "$*" >&2; exit 1; }
 
@@ -161,7 +160,7 @@ make_ext() {                   # make_ext IMAGE FSFILE SIZE_MIB TYPE BLOCKSIZE U
     run "$image" truncate -s "${size}M" "$fsfile"
     run "$image" env E2FSPROGS_FAKE_TIME=$FAKE_TIME mke2fs -F -q -t "$fstype" -O "$features" \
         -b "$bs" -I 256 -U "$uuid" -E "hash_seed=$uuid,root_owner=0:0" -L "$label" -d tree "$fsfile"
-    local cmds=() path
+    local cmds=() path field
     while IFS= read -r path; do
         path=${path#tree}; path=${path:-/}
         for field in atime ctime mtime crtime; do

@@ -1,0 +1,98 @@
+"""Shared fixtures: the bundled sample images, decompressed once, and the outside tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+TRUTH = SAMPLES / "truth"
+
+
+def manifest() -> list[dict]:
+    return json.loads((SAMPLES / "MANIFEST.json").read_text())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every sample image decompressed into one directory, checked against the manifest."""
+    out = tmp_path_factory.mktemp("samples")
+    for entry in manifest():
+        target = out / entry["file"].removesuffix(".xz")
+        with lzma.open(SAMPLES / entry["file"]) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        assert sha256_file(target) == entry["sha256"], f"{target.name} differs from MANIFEST"
+        # Read-only on disk too: a write by mistake fails loudly (for non-root runs).
+        target.chmod(0o444)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample(samples_dir: Path):
+    def get(name: str) -> Path:
+        path = samples_dir / f"{name}.img"
+        assert path.exists(), f"no sample {name}"
+        return path
+
+    return get
+
+
+def tool(name: str) -> str:
+    """Path of a system tool, or skip the test saying which package brings it."""
+    for folder in ("", "/usr/sbin/", "/sbin/"):
+        found = shutil.which(name) if not folder else (folder + name if os.access(folder + name, os.X_OK) else None)
+        if found:
+            return found
+    pytest.skip(f"{name} is not installed (make test installs it as root)")
+
+
+def run_tool(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    exe = tool(args[0])
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, check=check)
+
+
+def sfdisk_json(path: Path | str) -> dict:
+    """``sfdisk --json`` of an image or device: the truth for partition tables."""
+    return json.loads(run_tool("sfdisk", "--json", str(path)).stdout)["partitiontable"]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@pytest.fixture
+def loop_device() -> Iterator:
+    """Attach images to loop devices (read-only); every device is detached afterwards."""
+    if not is_root():
+        pytest.skip("needs root to attach loop devices")
+    if not Path("/dev/loop-control").exists():
+        pytest.skip("this machine has no loop devices (/dev/loop-control missing)")
+    attached: list[str] = []
+
+    def attach(path: Path, sector_size: int = 512) -> str:
+        out = run_tool(
+            "losetup", "--find", "--show", "--read-only", "--sector-size", str(sector_size),
+            str(path),
+        ).stdout.strip()
+        attached.append(out)
+        return out
+
+    yield attach
+    for dev in attached:
+        subprocess.run([tool("losetup"), "--detach", dev], check=False)
