@@ -133,10 +133,8 @@ class BlockMap:
                 "device": _take(objs.devices, self.obj),
                 "kind": _take(objs.kinds, self.obj),
                 "path": _take(objs.paths, self.obj),
-                "file_offset": pd.array(
-                    np.where(self.file_offset < 0, None, self.file_offset), dtype="Int64"
-                ),
-                "inode": pd.array(np.where(inode < 0, None, inode), dtype="Int64"),
+                "file_offset": _nullable(self.file_offset),
+                "inode": _nullable(inode),
             },
             columns=COLUMNS,
         )
@@ -151,6 +149,14 @@ class BlockMap:
             sel = mask & (self.disk == d)
             total += union_length(self.start[sel], self.end[sel])
         return total
+
+
+def _nullable(values: npt.NDArray[np.int64]) -> Any:
+    """A pandas nullable Int64 column: negative values are missing."""
+    import pandas as pd
+
+    values = np.asarray(values, dtype=np.int64)
+    return pd.arrays.IntegerArray(values, values < 0)
 
 
 def _take(values: Sequence[str], index: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:

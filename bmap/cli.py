@@ -206,7 +206,9 @@ def map_command(
         progress = _LazyProgress("hashing")
         try:
             bmap = map_images(
-                opened, sector_size=_sector_size(sector_size), with_sha256=sha256,
+                opened,
+                sector_size=_sector_size(sector_size),
+                with_sha256=sha256,
                 progress=progress,
             )
         finally:
@@ -307,8 +309,14 @@ def _load_for_lookup(source: Path) -> Any:
 @main.command("lookup")
 @click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("queries", nargs=-1, required=True, metavar="OFFSET[+LENGTH]...")
-@click.option("-d", "--disk", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Disk number in a multi-disk map.")
+@click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Disk number in a multi-disk map.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json: bool) -> None:
     """What is at each OFFSET of a disk: every object, innermost first, with the offset inside it.
@@ -323,9 +331,8 @@ def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json:
     frame = _load_for_lookup(map_file)
     disks = set(frame["disk"].unique().tolist())
     if disk not in disks:
-        raise MapFormatError(
-            f"{map_file}: has no disk {disk} (disks: {', '.join(map(str, sorted(disks))) or 'none'})"
-        )
+        known = ", ".join(map(str, sorted(disks))) or "none"
+        raise MapFormatError(f"{map_file}: has no disk {disk} (disks: {known})")
     index = MapIndex.from_frame(frame)
     starts = [r[0] for r in ranges]
     ends = [r[1] for r in ranges]
@@ -371,6 +378,8 @@ def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json:
 
 
 def _hit_dict(row: Any, offset: int) -> dict[str, Any]:
+    import pandas as pd
+
     inode = row["inode"]
     return {
         "type": row["type"],
@@ -380,7 +389,7 @@ def _hit_dict(row: Any, offset: int) -> dict[str, Any]:
         "start": int(row["start"]),
         "end": int(row["end"]),
         "offset": None if offset < 0 else offset,
-        "inode": None if inode is None or inode != inode or str(inode) == "<NA>" else int(inode),
+        "inode": None if pd.isna(inode) else int(inode),
     }
 
 

@@ -37,6 +37,10 @@ class RangeStream(io.RawIOBase):
     one addition per read, however deep the nesting.
     """
 
+    source: PositionalReader
+    offset: int
+    size: int
+
     def __init__(self, source: PositionalReader, offset: int, size: int) -> None:
         super().__init__()
         if offset < 0 or size < 0:

@@ -1,4 +1,4 @@
-""""What is at this offset?": an index over a map, answered innermost first, many at once.
+""" "What is at this offset?": an index over a map, answered innermost first, many at once.
 
 The lines of a map nest (disk, partition, file) and may repeat a range (hard links), so no
 single sorted array answers a query. The index peels the lines into *layers* in which no two
@@ -110,9 +110,7 @@ class MapIndex:
     def __len__(self) -> int:
         return len(self.start)
 
-    def overlapping(
-        self, disk: npt.ArrayLike, start: npt.ArrayLike, end: npt.ArrayLike
-    ) -> Hits:
+    def overlapping(self, disk: npt.ArrayLike, start: npt.ArrayLike, end: npt.ArrayLike) -> Hits:
         """Every line that overlaps each query range ``[start, end)`` on ``disk``.
 
         All three arguments broadcast; the answer is ordered by query, then innermost first

@@ -8,6 +8,7 @@ does not stop the discovery becomes a :class:`~bmap.errors.Finding`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from bmap.errors import Finding, Severity
@@ -333,7 +334,7 @@ def _check_overlaps(disk: Disk) -> None:
         levels.setdefault(p.parent, []).append(p)
     for parts in levels.values():
         parts = sorted(parts, key=lambda q: q.offset)
-        for a, b in zip(parts, parts[1:]):
+        for a, b in itertools.pairwise(parts):
             if b.offset < a.end:
                 disk.finding(
                     Severity.ERROR,

@@ -62,7 +62,9 @@ def map_disk(disk: Disk, builder: MapBuilder) -> None:
     for device, lo, hi in containers:
         parent = None if device == disk.device else device
         used = [(s.offset, s.offset + s.size) for s in disk.structures if s.device == device]
-        used += [(p.offset, p.offset + p.mapped_size) for p in disk.partitions if p.parent == parent]
+        used += [
+            (p.offset, p.offset + p.mapped_size) for p in disk.partitions if p.parent == parent
+        ]
         if disk.scheme == "none" and parent is None and disk.recognised:
             continue
         for start, end in gaps(lo, hi, used):
@@ -98,9 +100,7 @@ def sha256_of(image: Image, progress: Progress | None = None, chunk: int = 4 << 
     return digest.hexdigest()
 
 
-def map_disks(
-    disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = None
-) -> BlockMap:
+def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = None) -> BlockMap:
     """Build the map of disks already discovered."""
     builder = MapBuilder()
     for disk in disks:

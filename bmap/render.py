@@ -90,16 +90,32 @@ def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
     if show_all:
         for s in disk.structures:
             depth = 0 if s.device == disk.device else 1
-            cells = [f"({s.kind})", f"{s.offset:#x}", f"{s.offset // ss}-{(s.offset + s.size - 1) // ss}",
-                     human_size(s.size), "table structure", "", "", ""]
+            cells = [
+                f"({s.kind})",
+                f"{s.offset:#x}",
+                f"{s.offset // ss}-{(s.offset + s.size - 1) // ss}",
+                human_size(s.size),
+                "table structure",
+                "",
+                "",
+                "",
+            ]
             rows.append((s.offset, depth, cells))
         for device, lo, hi, depth in _containers(disk):
             parent = None if device == disk.device else device
             used = [(s.offset, s.offset + s.size) for s in disk.structures if s.device == device]
             used += [(q.offset, q.end) for q in disk.partitions if q.parent == parent]
             for a, b in gaps(lo, hi, used):
-                cells = ["(free)", f"{a:#x}", f"{a // ss}-{(b - 1) // ss}", human_size(b - a),
-                         "unpartitioned", "", "", ""]
+                cells = [
+                    "(free)",
+                    f"{a:#x}",
+                    f"{a // ss}-{(b - 1) // ss}",
+                    human_size(b - a),
+                    "unpartitioned",
+                    "",
+                    "",
+                    "",
+                ]
                 rows.append((a, depth, cells))
     rows.sort(key=lambda r: (r[0], r[1]))
     # Logical rows must follow their extended partition: order by (container offset, offset).
@@ -133,7 +149,9 @@ def _branches(depths: list[int]) -> list[str]:
 
 def _containers(disk: Disk) -> list[tuple[str, int, int, int]]:
     result = [(disk.device, 0, disk.size, 0)]
-    result += [(p.device, p.offset, p.offset + p.mapped_size, 1) for p in disk.partitions if p.is_extended]
+    result += [
+        (p.device, p.offset, p.offset + p.mapped_size, 1) for p in disk.partitions if p.is_extended
+    ]
     return result
 
 

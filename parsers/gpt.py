@@ -11,7 +11,6 @@ inclusive: a partition holds ``last_lba - first_lba + 1`` sectors.
 
 from __future__ import annotations
 
-import typing
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import construct as cs
 
 from parsers.errors import DamagedError, NotThisFormat, ParserError, TruncatedError
+from parsers.stream import ReadSeek
 
 SIGNATURE = b"EFI PART"
 HEADER_SIZE = 92
@@ -261,7 +261,7 @@ def parse_entries(data: bytes, header: GPTHeader, offset: int) -> tuple[GPTParti
     return tuple(result)
 
 
-def _read_at(fh: typing.BinaryIO, offset: int, size: int) -> bytes:
+def _read_at(fh: ReadSeek, offset: int, size: int) -> bytes:
     fh.seek(offset)
     return fh.read(size)
 
@@ -271,7 +271,7 @@ def _array_bytes(header: GPTHeader, sector_size: int) -> int:
     return -(-header.len_array // sector_size) * sector_size
 
 
-def probe_sector_size(fh: typing.BinaryIO, disk_size: int) -> int | None:
+def probe_sector_size(fh: ReadSeek, disk_size: int) -> int | None:
     """The sector size whose LBA 1 holds an ``EFI PART`` signature, or None.
 
     A disk made with 4096-byte sectors has its header at byte 4096; one with 512-byte sectors at
@@ -281,9 +281,12 @@ def probe_sector_size(fh: typing.BinaryIO, disk_size: int) -> int | None:
         if disk_size >= 2 * ss and _read_at(fh, ss, 8) == SIGNATURE:
             return ss
     for ss in SECTOR_SIZES:
-        if disk_size >= 2 * ss and disk_size % ss == 0:
-            if _read_at(fh, disk_size - ss, 8) == SIGNATURE:
-                return ss
+        if (
+            disk_size >= 2 * ss
+            and disk_size % ss == 0
+            and _read_at(fh, disk_size - ss, 8) == SIGNATURE
+        ):
+            return ss
     return None
 
 
@@ -317,7 +320,7 @@ class GPT:
         DamagedError: both copies damaged.
     """
 
-    def __init__(self, fh: typing.BinaryIO, disk_size: int, sector_size: int = 512):
+    def __init__(self, fh: ReadSeek, disk_size: int, sector_size: int = 512):
         self.fh = fh
         self.disk_size = disk_size
         self.sector_size = sector_size
@@ -373,9 +376,9 @@ class GPT:
             if not signatures:
                 raise NotThisFormat("gpt-header", ss, "no GPT header at LBA 1 or the last LBA")
             raise DamagedError(
-                "gpt", ss, "both primary and backup GPT are damaged: " + "; ".join(
-                    str(p) for p in signatures
-                )
+                "gpt",
+                ss,
+                "both primary and backup GPT are damaged: " + "; ".join(str(p) for p in signatures),
             )
         self._check_partitions()
 
@@ -402,16 +405,20 @@ class GPT:
         size = _array_bytes(header, ss)
         if offset >= self.disk_size or header.partition_entry_lba < 1:
             self.problems.append(
-                TruncatedError(kind, offset, f"entry array at LBA {header.partition_entry_lba} "
-                               "lies outside the disk")
+                TruncatedError(
+                    kind,
+                    offset,
+                    f"entry array at LBA {header.partition_entry_lba} lies outside the disk",
+                )
             )
             return None
         self.structures.append((kind, Location(offset, min(size, self.disk_size - offset))))
         try:
             return parse_entries(_read_at(self.fh, offset, header.len_array), header, offset)
         except ParserError as exc:
-            self.problems.append(exc if exc.structure == kind else type(exc)(kind, offset,
-                                                                             exc.reason))
+            self.problems.append(
+                exc if exc.structure == kind else type(exc)(kind, offset, exc.reason)
+            )
             return None
 
     def _check_partitions(self) -> None:

@@ -13,13 +13,13 @@ bounded, because a hostile image can point anywhere, including back at itself.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import construct as cs
 
 from parsers.errors import DamagedError, NotThisFormat, ParserError, TruncatedError
+from parsers.stream import ReadSeek
 
 SECTOR_SIZE = 512
 BOOT_SIGNATURE = b"\x55\xaa"
@@ -187,7 +187,7 @@ def parse_table_sector(data: bytes, offset: int) -> tuple[int, tuple[MBREntry, .
     return parsed.disk_signature, entries
 
 
-def _read_at(fh: typing.BinaryIO, offset: int, size: int) -> bytes:
+def _read_at(fh: ReadSeek, offset: int, size: int) -> bytes:
     fh.seek(offset)
     return fh.read(size)
 
@@ -209,7 +209,7 @@ class MBR:
         TruncatedError: the disk is shorter than one sector.
     """
 
-    def __init__(self, fh: typing.BinaryIO, disk_size: int, sector_size: int = SECTOR_SIZE):
+    def __init__(self, fh: ReadSeek, disk_size: int, sector_size: int = SECTOR_SIZE):
         self.fh = fh
         self.disk_size = disk_size
         self.sector_size = sector_size

@@ -113,10 +113,15 @@ class _Device:
         if self.bytes_read + want > READ_BUDGET:
             raise UnsupportedError(structure, start, "read budget of detect() exhausted")
         self._fh.seek(start)
-        page = self._fh.read(want)
         self.bytes_read += want
-        if len(page) != want:
-            raise TruncatedError(structure, start, f"short read: {len(page)} of {want} bytes")
+        parts, got = [], 0
+        while got < want:  # a raw stream may return less than asked for
+            part = self._fh.read(want - got)
+            if not part:
+                raise TruncatedError(structure, start, f"short read: {got} of {want} bytes")
+            parts.append(part)
+            got += len(part)
+        page = b"".join(parts)
         self._pages[index] = page
         return page
 
@@ -203,7 +208,7 @@ def _probe_lvm2(dev: _Device) -> Content:
             raw = dev.read("lvm2-label", offset, 512)
         except TruncatedError:
             break
-        if raw[:8] != b"LABELONE":
+        if raw[:8] != b"LABELONE" or raw[0x18:0x20] != b"LVM2 001":
             continue
         label = LVM2_LABEL_HEADER.parse(raw)
         if label.sector_xl != sector:
@@ -268,14 +273,10 @@ def _luks_content(raw: bytes, offset: int) -> Content:
     header = LUKS2_BINARY_HEADER.parse(raw)
     if header.version == 1:
         phdr = LUKS1_PHDR.parse(raw)
-        return Content(
-            "crypto_LUKS", "1", None, _label(phdr.uuid), None, offset_in_device=offset
-        )
+        return Content("crypto_LUKS", "1", None, _label(phdr.uuid), None, offset_in_device=offset)
     label = _label(header.label) if header.version == 2 else None
     uuid = _label(header.uuid) if header.version == 2 else None
-    return Content(
-        "crypto_LUKS", str(header.version), label, uuid, None, offset_in_device=offset
-    )
+    return Content("crypto_LUKS", str(header.version), label, uuid, None, offset_in_device=offset)
 
 
 def _probe_luks(dev: _Device) -> Content:
@@ -863,8 +864,7 @@ def _probe_iso9660(dev: _Device) -> Content:
         # The Joliet copy may be a cut-down UCS-2 form of the same label: keep the PVD's then.
         joliet = svd.volume_identifier
         same = all(
-            joliet[2 * i] == 0 and joliet[2 * i + 1] == pvd.volume_identifier[i]
-            for i in range(16)
+            joliet[2 * i] == 0 and joliet[2 * i + 1] == pvd.volume_identifier[i] for i in range(16)
         )
         if not same:
             label = _utf16_label(joliet, "utf-16-be")

@@ -55,10 +55,12 @@ def sample(samples_dir: Path):
 
 def tool(name: str) -> str:
     """Path of a system tool, or skip the test saying which package brings it."""
-    for folder in ("", "/usr/sbin/", "/sbin/"):
-        found = shutil.which(name) if not folder else (folder + name if os.access(folder + name, os.X_OK) else None)
-        if found:
-            return found
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin/", "/sbin/"):
+        if os.access(folder + name, os.X_OK):
+            return folder + name
     pytest.skip(f"{name} is not installed (make test installs it as root)")
 
 
@@ -87,7 +89,12 @@ def loop_device() -> Iterator:
 
     def attach(path: Path, sector_size: int = 512) -> str:
         out = run_tool(
-            "losetup", "--find", "--show", "--read-only", "--sector-size", str(sector_size),
+            "losetup",
+            "--find",
+            "--show",
+            "--read-only",
+            "--sector-size",
+            str(sector_size),
             str(path),
         ).stdout.strip()
         attached.append(out)

@@ -83,7 +83,7 @@ def test_range_stream_reads_exactly_its_window(offset, size, pos, count):
 
     class Source:
         def pread(self, o: int, n: int) -> bytes:
-            assert 0 <= o and o + n <= offset + size, "read outside the window"
+            assert o >= 0 and o + n <= offset + size, "read outside the window"
             return data[o : o + n]
 
     view = RangeStream(Source(), offset, size)

@@ -10,15 +10,19 @@ from bmap.blockmap import TYPE_CODE
 from bmap.index import MapIndex
 
 intervals = st.lists(
-    st.tuples(st.integers(1, 2), st.integers(0, 200), st.integers(1, 60),
-              st.sampled_from(list("vpldfmu"))),
+    st.tuples(
+        st.integers(1, 2), st.integers(0, 200), st.integers(1, 60), st.sampled_from(list("vpldfmu"))
+    ),
     max_size=60,
 )
 
 
 def brute_force(lines, disk, start, end):
-    hits = [i for i, (d, s, length, _) in enumerate(lines)
-            if d == disk and s < end and s + length > start]
+    hits = [
+        i
+        for i, (d, s, length, _) in enumerate(lines)
+        if d == disk and s < end and s + length > start
+    ]
     return sorted(hits, key=lambda i: (lines[i][2], -min(TYPE_CODE[lines[i][3]], 3), i))
 
 
@@ -32,12 +36,19 @@ def build(lines):
 
 
 @settings(max_examples=300)
-@given(intervals, st.lists(st.tuples(st.integers(1, 2), st.integers(0, 270), st.integers(1, 30)),
-                           min_size=1, max_size=20))
+@given(
+    intervals,
+    st.lists(
+        st.tuples(st.integers(1, 2), st.integers(0, 270), st.integers(1, 30)),
+        min_size=1,
+        max_size=20,
+    ),
+)
 def test_overlapping_equals_brute_force(lines, queries):
     index = build(lines)
-    hits = index.overlapping([q[0] for q in queries], [q[1] for q in queries],
-                             [q[1] + q[2] for q in queries])
+    hits = index.overlapping(
+        [q[0] for q in queries], [q[1] for q in queries], [q[1] + q[2] for q in queries]
+    )
     for qi, (disk, start, length) in enumerate(queries):
         got = hits.row[hits.query == qi].tolist()
         assert got == brute_force(lines, disk, start, start + length)
@@ -63,8 +74,9 @@ def test_nested_lines_answer_innermost_first_with_offsets():
 
 def test_identical_ranges_all_answer():
     """Hard links: the same range under several names, all reported."""
-    index = MapIndex([1, 1, 1, 1], [0, 10, 10, 10], [100, 20, 20, 20],
-                     [TYPE_CODE["v"]] + [TYPE_CODE["f"]] * 3)
+    index = MapIndex(
+        [1, 1, 1, 1], [0, 10, 10, 10], [100, 20, 20, 20], [TYPE_CODE["v"]] + [TYPE_CODE["f"]] * 3
+    )
     hits = index.lookup(1, 15)
     assert sorted(hits.row.tolist()[:3]) == [1, 2, 3]
     assert hits.row.tolist()[3] == 0
@@ -83,8 +95,9 @@ def test_deep_nesting_falls_back_to_a_scan():
 def test_a_million_queries_in_one_call():
     rng = np.random.default_rng(1)
     starts = np.arange(0, 1 << 30, 1 << 12)
-    index = MapIndex(np.ones(len(starts)), starts, starts + (1 << 12),
-                     np.full(len(starts), TYPE_CODE["f"]))
+    index = MapIndex(
+        np.ones(len(starts)), starts, starts + (1 << 12), np.full(len(starts), TYPE_CODE["f"])
+    )
     queries = rng.integers(0, 1 << 30, 1_000_000)
     rows = index.innermost(1, queries)
     assert np.array_equal(rows, queries >> 12)

@@ -18,8 +18,14 @@ from bmap.mapper import map_images
 from tests.conftest import TRUTH, run_tool, sfdisk_json
 
 NODE_NUMBER = re.compile(r"(\d+)$")
-PARTITIONED = ["mbr-extended", "mbr-4-primaries-tiny", "gpt-512", "gpt-damaged-primary",
-               "gpt-damaged-entries", "ebr-loop"]
+PARTITIONED = [
+    "mbr-extended",
+    "mbr-4-primaries-tiny",
+    "gpt-512",
+    "gpt-damaged-primary",
+    "gpt-damaged-entries",
+    "ebr-loop",
+]
 
 
 def map_of(path):
@@ -40,9 +46,14 @@ def innermost_lines(frame):
     result = []
     for i, a in enumerate(rows):
         contains = any(
-            j != i and b["disk"] == a["disk"] and a["start"] <= b["start"] and b["end"] <= a["end"]
-            and ((b["end"] - b["start"]) < (a["end"] - a["start"])
-                 or RANK.get(b["type"], 3) > RANK.get(a["type"], 3))
+            j != i
+            and b["disk"] == a["disk"]
+            and a["start"] <= b["start"]
+            and b["end"] <= a["end"]
+            and (
+                (b["end"] - b["start"]) < (a["end"] - a["start"])
+                or RANK.get(b["type"], 3) > RANK.get(a["type"], 3)
+            )
             for j, b in enumerate(rows)
         )
         if not contains:
@@ -65,8 +76,11 @@ def sfdisk_partitions(path, truth=None):
     truth = truth or sfdisk_json(path)
     ss = truth.get("sectorsize", 512)
     return sorted(
-        ("/dev/sda" + NODE_NUMBER.search(p["node"]).group(1), p["start"] * ss,
-         (p["start"] + p["size"]) * ss)
+        (
+            "/dev/sda" + NODE_NUMBER.search(p["node"]).group(1),
+            p["start"] * ss,
+            (p["start"] + p["size"]) * ss,
+        )
         for p in truth["partitions"]
     )
 
@@ -82,7 +96,7 @@ def test_partition_lines_equal_sfdisk(sample, name):
     assert p_lines(map_of(path)) == sfdisk_partitions(path)
 
 
-@pytest.mark.parametrize("name", PARTITIONED + ["gpt-4k", "whole-disk-ext4", "truncated"])
+@pytest.mark.parametrize("name", [*PARTITIONED, "gpt-4k", "whole-disk-ext4", "truncated"])
 def test_innermost_lines_cover_every_byte_once(sample, name):
     path = sample(name)
     assert_covers_exactly_once(map_of(path), path.stat().st_size)
@@ -91,20 +105,32 @@ def test_innermost_lines_cover_every_byte_once(sample, name):
 def test_gpt_structures_where_sgdisk_says(sample):
     path = sample("gpt-512")
     out = run_tool("sgdisk", "-p", str(path)).stdout
-    first, last = map(int, re.search(r"Main partition table begins at sector (\d+) and ends at "
-                                     r"sector (\d+)", out).groups())
+    first, last = map(
+        int,
+        re.search(
+            r"Main partition table begins at sector (\d+) and ends at "
+            r"sector (\d+)",
+            out,
+        ).groups(),
+    )
     frame = map_of(path)
     m = frame[frame["type"] == "m"].set_index("kind")
     size = path.stat().st_size
     assert (m.loc["mbr", "start"], m.loc["mbr", "end"]) == (0, 512)
     assert (m.loc["gpt-header", "start"], m.loc["gpt-header", "end"]) == (512, 1024)
-    assert (m.loc["gpt-entries", "start"], m.loc["gpt-entries", "end"]) == (first * 512,
-                                                                          (last + 1) * 512)
+    assert (m.loc["gpt-entries", "start"], m.loc["gpt-entries", "end"]) == (
+        first * 512,
+        (last + 1) * 512,
+    )
     n_array = last - first + 1
     assert (m.loc["gpt-backup-header", "start"], m.loc["gpt-backup-header", "end"]) == (
-        size - 512, size)
+        size - 512,
+        size,
+    )
     assert (m.loc["gpt-backup-entries", "start"], m.loc["gpt-backup-entries", "end"]) == (
-        size - 512 - n_array * 512, size - 512)
+        size - 512 - n_array * 512,
+        size - 512,
+    )
 
 
 def test_gaps_are_unpartitioned_and_swap_is_named(sample):
@@ -193,8 +219,11 @@ def test_two_disks_are_numbered_in_order(sample):
     with Image(a, 1) as ia, Image(b, 2) as ib:
         frame = map_images([ia, ib]).to_dataframe()
     assert frame[frame["type"] == "v"][["disk", "device"]].values.tolist() == [
-        [1, "/dev/sda"], [2, "/dev/sdb"]]
+        [1, "/dev/sda"],
+        [2, "/dev/sdb"],
+    ]
     second = frame[(frame["disk"] == 2) & (frame["type"] == "p")]
     assert sorted(zip(second["device"], second["start"], second["end"])) == [
-        (d.replace("sda", "sdb"), s, e) for d, s, e in sfdisk_partitions(b)]
+        (d.replace("sda", "sdb"), s, e) for d, s, e in sfdisk_partitions(b)
+    ]
     assert_covers_exactly_once(frame, b.stat().st_size, disk=2)

@@ -29,12 +29,20 @@ def assert_equals_sfdisk(table: gpt.GPT, truth: dict) -> None:
     assert table.header.first_usable_lba == truth["firstlba"]
     assert table.header.last_usable_lba == truth["lastlba"]
     expected = [
-        (int(re.search(r"(\d+)$", p["node"]).group(1)), p["start"], p["size"], p["type"],
-         p["uuid"], p.get("name", ""))
+        (
+            int(re.search(r"(\d+)$", p["node"]).group(1)),
+            p["start"],
+            p["size"],
+            p["type"],
+            p["uuid"],
+            p.get("name", ""),
+        )
         for p in truth["partitions"]
     ]
-    got = [(p.number, p.first_lba, p.num_sectors, p.type_guid, p.unique_guid, p.name)
-           for p in table.partitions]
+    got = [
+        (p.number, p.first_lba, p.num_sectors, p.type_guid, p.unique_guid, p.name)
+        for p in table.partitions
+    ]
     assert got == expected
 
 
@@ -52,8 +60,12 @@ def test_gpt_512_names_and_types_equal_sgdisk(sample):
     path = sample("gpt-512")
     out = run_tool("sgdisk", "-p", str(path)).stdout
     rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+ \S+\s+([0-9A-F]{4})\s+(.*)$", out, re.M)
-    codes = {"EF00": "EFI System", "8300": "Linux filesystem", "8200": "Linux swap",
-             "8E00": "Linux LVM"}
+    codes = {
+        "EF00": "EFI System",
+        "8300": "Linux filesystem",
+        "8200": "Linux swap",
+        "8E00": "Linux LVM",
+    }
     table = open_gpt(path)
     assert [(p.number, p.first_lba, p.last_lba, p.type_name, p.name) for p in table.partitions] == [
         (int(n), int(s), int(e), codes[c], name) for n, s, e, c, name in rows
@@ -97,8 +109,10 @@ def test_damaged_primary_entries_uses_backup(sample):
 def test_truncated_disk_reports_missing_backup(sample):
     table = open_gpt(sample("truncated"))
     assert table.source == "primary"
-    assert any(p.structure == "gpt-backup-header" and "outside the disk" in p.reason
-               for p in table.problems)
+    assert any(
+        p.structure == "gpt-backup-header" and "outside the disk" in p.reason
+        for p in table.problems
+    )
 
 
 def test_structures_cover_both_copies(sample):
@@ -124,10 +138,22 @@ def test_name_decoding_stops_at_nul_and_survives_lone_surrogates():
 
 
 def _header_sector(**fields) -> bytes:
-    values = dict(signature=b"EFI PART", revision=0x10000, header_size=92, header_crc32=0,
-                  reserved=0, my_lba=1, alternate_lba=127, first_usable_lba=34,
-                  last_usable_lba=94, disk_guid=bytes(16), partition_entry_lba=2,
-                  num_entries=128, len_entry=128, entries_crc32=zlib.crc32(bytes(128 * 128)))
+    values = dict(
+        signature=b"EFI PART",
+        revision=0x10000,
+        header_size=92,
+        header_crc32=0,
+        reserved=0,
+        my_lba=1,
+        alternate_lba=127,
+        first_usable_lba=34,
+        last_usable_lba=94,
+        disk_guid=bytes(16),
+        partition_entry_lba=2,
+        num_entries=128,
+        len_entry=128,
+        entries_crc32=zlib.crc32(bytes(128 * 128)),
+    )
     values.update(fields)
     raw = bytearray(gpt.Header.build(values))
     if "header_crc32" not in fields:

@@ -26,8 +26,13 @@ def test_partitions_equal_sfdisk(sample, name):
     table = open_mbr(path)
     found = list(table.primary) + list(table.chain.logical)
     expected = [
-        (int(p["node"].removeprefix(str(path))), p["start"], p["size"], int(p["type"], 16),
-         bool(p.get("bootable")))
+        (
+            int(p["node"].removeprefix(str(path))),
+            p["start"],
+            p["size"],
+            int(p["type"], 16),
+            bool(p.get("bootable")),
+        )
         for p in truth["partitions"]
     ]
     got = [(p.number, p.start_lba, p.num_sectors, p.type_id, p.bootable) for p in found]
@@ -61,14 +66,27 @@ def test_ebr_loop_is_cut_and_reported(sample):
 
 
 def _entry(status=0, type_id=0, start=0, size=0) -> dict:
-    return dict(status=status, chs_first=b"\0\0\0", type_id=type_id, chs_last=b"\0\0\0",
-                start_lba=start, num_sectors=size)
+    return dict(
+        status=status,
+        chs_first=b"\0\0\0",
+        type_id=type_id,
+        chs_last=b"\0\0\0",
+        start_lba=start,
+        num_sectors=size,
+    )
 
 
 def _sector(entries) -> bytes:
     entries = list(entries) + [_entry()] * (4 - len(entries))
-    return mbr.MBRSector.build(dict(bootcode=b"\0" * 440, disk_signature=0x1234, reserved=b"\0\0",
-                                    entries=entries, boot_signature=b"\x55\xaa"))
+    return mbr.MBRSector.build(
+        dict(
+            bootcode=b"\0" * 440,
+            disk_signature=0x1234,
+            reserved=b"\0\0",
+            entries=entries,
+            boot_signature=b"\x55\xaa",
+        )
+    )
 
 
 def _disk(sectors: dict[int, bytes], size_sectors: int) -> io.BytesIO:
@@ -79,16 +97,26 @@ def _disk(sectors: dict[int, bytes], size_sectors: int) -> io.BytesIO:
 
 
 def test_ebr_self_loop_built_with_construct():
-    disk = _disk({0: _sector([_entry(0, 0x05, 100, 1000)]),
-                  100: _sector([_entry(0, 0x83, 10, 50), _entry(0, 0x05, 0, 100)])}, 2000)
+    disk = _disk(
+        {
+            0: _sector([_entry(0, 0x05, 100, 1000)]),
+            100: _sector([_entry(0, 0x83, 10, 50), _entry(0, 0x05, 0, 100)]),
+        },
+        2000,
+    )
     table = mbr.MBR(disk, 2000 * 512)
     assert [(p.number, p.start_lba) for p in table.chain.logical] == [(5, 110)]
     assert "loop" in str(table.chain.problems[0])
 
 
 def test_ebr_link_outside_extended_is_reported():
-    disk = _disk({0: _sector([_entry(0, 0x0F, 100, 1000)]),
-                  100: _sector([_entry(0, 0x83, 10, 50), _entry(0, 0x05, 5000, 100)])}, 2000)
+    disk = _disk(
+        {
+            0: _sector([_entry(0, 0x0F, 100, 1000)]),
+            100: _sector([_entry(0, 0x83, 10, 50), _entry(0, 0x05, 5000, 100)]),
+        },
+        2000,
+    )
     table = mbr.MBR(disk, 2000 * 512)
     assert len(table.chain.logical) == 1
     assert "leaves the extended partition" in str(table.chain.problems[0])
@@ -113,8 +141,9 @@ def test_long_chain_is_bounded():
 def test_protective_and_hybrid():
     table = mbr.MBR(_disk({0: _sector([_entry(0, 0xEE, 1, 99)])}, 100), 100 * 512)
     assert table.is_protective and not table.is_hybrid
-    table = mbr.MBR(_disk({0: _sector([_entry(0, 0xEE, 1, 50), _entry(0x80, 0x0C, 60, 10)])},
-                          100), 100 * 512)
+    table = mbr.MBR(
+        _disk({0: _sector([_entry(0, 0xEE, 1, 50), _entry(0x80, 0x0C, 60, 10)])}, 100), 100 * 512
+    )
     assert table.is_hybrid
 
 
@@ -146,8 +175,18 @@ def test_random_bytes_raise_only_parser_errors(data, claimed_size):
 
 
 @settings(max_examples=300)
-@given(st.lists(st.tuples(st.integers(0, 7), st.sampled_from([0x05, 0x0F, 0x85, 0x83, 0]),
-                          st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),
+            st.sampled_from([0x05, 0x0F, 0x85, 0x83, 0]),
+            st.integers(0, 40),
+            st.integers(0, 40),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_random_chains_stay_bounded(links):
     """Chains of EBRs pointing anywhere, including at themselves, never hang or crash."""
     sectors = {0: _sector([_entry(0, 0x05, 1, 40)])}

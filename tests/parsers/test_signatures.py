@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,8 +480,8 @@ class RangeView(io.RawIOBase):
 
 def detect_file(path: Path) -> Content:
     with path.open("rb") as fh:
-        view = RangeView(fh, 0, path.stat().st_size)  # type: ignore[arg-type]
-        content = detect(view, path.stat().st_size)
+        view = RangeView(fh, 0, path.stat().st_size)
+        content = detect(typing.cast(typing.BinaryIO, view), path.stat().st_size)
     assert view.furthest <= path.stat().st_size
     assert view.bytes_read <= READ_BUDGET
     return content
@@ -559,8 +560,8 @@ def test_detects_at_an_offset_inside_a_bigger_file(image: Image, tmp_path: Path)
     patch(bigger, offset + image.size, read_at(image.path, 0, 128 * KiB))
     copy_sparse(image.path, bigger, offset)
     with bigger.open("rb") as fh:
-        view = RangeView(fh, offset, image.size)  # type: ignore[arg-type]
-        content = detect(view, image.size)
+        view = RangeView(fh, offset, image.size)
+        content = detect(typing.cast(typing.BinaryIO, view), image.size)
     assert view.furthest <= image.size
     assert content == detect_file(image.path)
 

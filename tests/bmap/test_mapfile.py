@@ -1,0 +1,115 @@
+"""The three map formats: exact text, what virt-bmap's reader sees, and exact round trips."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder
+from bmap.errors import MapFormatError
+from bmap.escape import name_from_bytes
+from bmap.mapfile import dumps_map, read_map, write_map
+
+HOSTILE = [
+    b"with space",
+    b"new\nline",
+    b"<script>x</script>",
+    b"=cmd|'/C calc'!A0",
+    b"\x1b[2J",
+    b"\xff\xfe bad utf8",
+    "données ☃".encode(),
+    b"x" * 255,
+    b'comma,"q"',
+]
+
+
+def hostile_map():
+    b = MapBuilder()
+    b.add_object_extent("v", "/dev/sda", 1, 0, 0x100000)
+    b.add_object_extent("m", "/dev/sda", 1, 0, 0x200, kind="mbr")
+    b.add_object_extent("p", "/dev/sda1", 1, 0x800, 0x100000)
+    for i, raw in enumerate(HOSTILE):
+        obj = b.add_object("f", "/dev/sda1", path="/" + name_from_bytes(raw), inode=12 + i)
+        # Two extents, the second before the first on disk: offsets must survive.
+        b.add_extent(obj, 1, 0x10000 + i * 0x2000, 0x10000 + i * 0x2000 + 0x1000, 0x1000)
+        b.add_extent(obj, 1, 0x8000 + i * 0x400, 0x8000 + i * 0x400 + 0x400, 0)
+    b.add_object_extent("m", "/dev/sda1", 1, 0xC00, 0x1000, kind="extent-tree", path="/a b")
+    b.add_object_extent("u", "/dev/sda", 1, 0x200, 0x800, kind="unpartitioned")
+    return b.build([ImageInfo(1, "disk one.img", 0x100000)])
+
+
+def test_text_format_lines_and_order():
+    text = dumps_map(hostile_map(), "bmap")
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert lines[:5] == [
+        "1 0 100000 v /dev/sda",
+        "1 0 200 m /dev/sda mbr",
+        "1 200 800 u /dev/sda unpartitioned",
+        "1 800 100000 p /dev/sda1",
+        "1 c00 1000 m /dev/sda1 extent-tree /a b",
+    ]
+    assert "1 8400 8800 f /dev/sda1 /new\\nline" in lines
+    assert "1 8800 8c00 f /dev/sda1 /<script>x</script>" in lines
+    assert "1 9000 9400 f /dev/sda1 /\\x1b[2J" in lines
+    assert "1 9400 9800 f /dev/sda1 /\\xff\\xfe bad utf8" in lines
+    assert text.startswith("# bmap-format 1\n")
+    assert "# image 1 disk one.img size=0x100000" in text
+
+
+def test_virt_bmap_reader_sees_every_line():
+    """virt-bmap's logger: sscanf("1 %lx %lx %n") and the rest of the line is the object."""
+    text = dumps_map(hostile_map(), "bmap")
+    pattern = re.compile(r"^1 ([0-9a-f]+) ([0-9a-f]+) (.*)$")
+    objects = [pattern.match(line) for line in text.splitlines() if not line.startswith("#")]
+    assert all(objects)
+    assert sum(1 for m in objects if m.group(3).startswith("f ")) == 2 * len(HOSTILE)
+
+
+@pytest.mark.parametrize("fmt", ["bmap", "csv", "jsonl"])
+def test_round_trip(tmp_path, fmt):
+    bmap = hostile_map()
+    path = tmp_path / f"map.{fmt}"
+    write_map(bmap, path, fmt)
+    got = read_map(path)
+    want = bmap.to_dataframe()
+    assert list(got.columns) == COLUMNS
+    same = ["disk", "start", "end", "type", "device", "kind", "path"]
+    pd.testing.assert_frame_equal(got[same], want[same], check_dtype=False)
+    if fmt == "bmap":
+        # The text format carries no offsets or inodes: only single-range objects get offsets.
+        assert got.loc[got["type"] == "p", "file_offset"].tolist() == [0]
+        assert got.loc[got["type"] == "f", "file_offset"].isna().all()
+    else:
+        assert got["file_offset"].equals(want["file_offset"])
+        assert got["inode"].equals(want["inode"])
+    paths = set(got["path"])
+    assert {"/" + name_from_bytes(raw) for raw in HOSTILE} <= paths
+
+
+def test_jsonl_is_ascii_json():
+    for line in dumps_map(hostile_map(), "jsonl").splitlines():
+        line.encode("ascii")
+        assert set(json.loads(line)) == set(COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty file"),
+        ("hello world\n", "neither"),
+        ("1 0 10 v /dev/sda\n1 zz 10 p /dev/sda1\n", ":2: not a map line|bad number"),
+        ("1 10 0 v /dev/sda\n", "bad range"),
+        ("1 0 10 f /dev/sda1\n", "needs a device and a path"),
+        ("1 0 10 f /dev/sda1 /bad\\q\n", "unknown escape"),
+        ("disk,start,end\n", "expected the columns"),
+        ('{"disk": 1}\n', "not a map record"),
+    ],
+)
+def test_bad_maps_raise_map_format_error(tmp_path, content, message):
+    path = tmp_path / "bad.bmap"
+    path.write_text(content)
+    with pytest.raises(MapFormatError, match=message):
+        read_map(path)
