@@ -34,7 +34,6 @@ The formats, and where their on-disk layout is specified:
 from __future__ import annotations
 
 import logging
-import typing
 import uuid as uuid_module
 import zlib
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 import construct as cs
 
 from parsers.errors import NotThisFormat, ParserError, TruncatedError, UnsupportedError
+from parsers.stream import ReadSeek
 
 __all__ = ["PROBES", "READ_BUDGET", "UNKNOWN", "Content", "detect"]
 
@@ -86,7 +86,7 @@ _MIN_DEVICE = 1024 + 1
 class _Device:
     """Bounded, cached reads of the device being probed (position 0 is the device start)."""
 
-    def __init__(self, fh: typing.BinaryIO, size: int) -> None:
+    def __init__(self, fh: ReadSeek, size: int) -> None:
         self._fh = fh
         self.size = size
         self._pages: dict[int, bytes] = {}
@@ -1184,7 +1184,7 @@ PROBES: tuple[tuple[str, Probe], ...] = (
 )
 
 
-def detect(fh: typing.BinaryIO, size: int) -> Content:
+def detect(fh: ReadSeek, size: int) -> Content:
     """Say what the device in ``fh`` holds, by the signatures blkid looks for.
 
     Args:

@@ -16,6 +16,7 @@ tools=(
     mkswap:util-linux
     xz:xz-utils
     mkfs.ntfs:ntfs-3g
+    isoinfo:genisoimage
     mkfs.exfat:exfatprogs
     mkfs.xfs:xfsprogs
     mkfs.btrfs:btrfs-progs
