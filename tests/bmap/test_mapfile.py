@@ -113,3 +113,17 @@ def test_bad_maps_raise_map_format_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(MapFormatError, match=message):
         read_map(path)
+
+
+def test_public_api_reads_what_it_writes(sample, tmp_path):
+    import bmap
+
+    images = bmap.open_images([sample("gpt-512")])
+    blockmap = bmap.map_images(images)
+    bmap.write_map(blockmap, tmp_path / "m.jsonl", "jsonl")
+    frame = bmap.read_map(tmp_path / "m.jsonl")
+    assert frame.equals(blockmap.to_dataframe())
+    index = bmap.MapIndex.from_frame(frame)
+    assert frame.iloc[index.innermost(1, 0x1600000)[0]]["kind"] == "swap"
+    for image in images:
+        image.close()
