@@ -120,23 +120,18 @@ class BlockMap:
 
     def to_dataframe(self) -> Any:
         """The map as a pandas DataFrame with the documented columns (docs/format.md)."""
-        import pandas as pd
-
         objs = self.objects
         inode = np.asarray(objs.inodes, dtype=np.int64)[self.obj] if len(objs) else np.array([])
-        return pd.DataFrame(
-            {
-                "disk": self.disk.astype(np.int64),
-                "start": self.start,
-                "end": self.end,
-                "type": np.array(list(TYPES))[self.type_code] if len(self) else [],
-                "device": _take(objs.devices, self.obj),
-                "kind": _take(objs.kinds, self.obj),
-                "path": _take(objs.paths, self.obj),
-                "file_offset": _nullable(self.file_offset),
-                "inode": _nullable(inode),
-            },
-            columns=COLUMNS,
+        return make_frame(
+            disk=self.disk,
+            start=self.start,
+            end=self.end,
+            type=_take(list(TYPES), self.type_code.astype(np.int64)),
+            device=_take(objs.devices, self.obj),
+            kind=_take(objs.kinds, self.obj),
+            path=_take(objs.paths, self.obj),
+            file_offset=_nullable(self.file_offset),
+            inode=_nullable(inode),
         )
 
     def covered_bytes(self, disk: int | None = None) -> int:
@@ -149,6 +144,31 @@ class BlockMap:
             sel = mask & (self.disk == d)
             total += union_length(self.start[sel], self.end[sel])
         return total
+
+
+def make_frame(**columns: Any) -> Any:
+    """The map's DataFrame with the documented columns and dtypes, from array-likes.
+
+    Strings stay Python objects: a name that is not valid UTF-8 is kept with
+    ``surrogateescape``, which pandas' Arrow-backed string dtype would refuse.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "disk": np.asarray(columns["disk"], dtype=np.int64),
+            "start": np.asarray(columns["start"], dtype=np.int64),
+            "end": np.asarray(columns["end"], dtype=np.int64),
+            **{
+                name: pd.Series(np.asarray(columns[name], dtype=object), dtype=object)
+                for name in ("type", "device", "kind", "path")
+            },
+            "file_offset": pd.array(columns["file_offset"], dtype="Int64"),
+            "inode": pd.array(columns["inode"], dtype="Int64"),
+        },
+        columns=COLUMNS,
+    )
+    return frame
 
 
 def _nullable(values: npt.NDArray[np.int64]) -> Any:

@@ -20,10 +20,8 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-import numpy as np
-
 from bmap import __version__
-from bmap.blockmap import COLUMNS, KIND_OF_TYPE, TYPES, BlockMap
+from bmap.blockmap import COLUMNS, KIND_OF_TYPE, TYPES, BlockMap, make_frame
 from bmap.errors import MapFormatError
 from bmap.escape import escape, unescape
 
@@ -182,22 +180,7 @@ def read_map(path: str | os.PathLike[str]) -> Any:
 
 
 def _frame(rows: dict[str, list[Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            "disk": np.asarray(rows["disk"], dtype=np.int64),
-            "start": np.asarray(rows["start"], dtype=np.int64),
-            "end": np.asarray(rows["end"], dtype=np.int64),
-            "type": pd.Series(rows["type"], dtype=object),
-            "device": pd.Series(rows["device"], dtype=object),
-            "kind": pd.Series(rows["kind"], dtype=object),
-            "path": pd.Series(rows["path"], dtype=object),
-            "file_offset": pd.array(rows["file_offset"], dtype="Int64"),
-            "inode": pd.array(rows["inode"], dtype="Int64"),
-        },
-        columns=COLUMNS,
-    )
+    return make_frame(**rows)
 
 
 def _split_id(type_: str, ident: str, where: str) -> tuple[str, str, str]:
