@@ -51,3 +51,8 @@ samples:
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+## make bench: time bmap map against pytsk3 and dissect.extfs walks (see bench/README.md).
+bench: install
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/run.py

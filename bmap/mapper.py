@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 from bmap.blockmap import BlockMap, ImageInfo, MapBuilder
 from bmap.errors import Finding, NotADiskError, Severity
+from bmap.extmap import map_ext
 from bmap.images import Image
 from bmap.layout import Disk, discover
+from bmap.placement import Placement
 
 #: Called as ``progress(done, total)`` in bytes of input handled; the CLI draws a bar with it.
 Progress = Callable[[int, int], None]
 
+_EXT_KINDS = {"ext2", "ext3", "ext4"}
 #: Content kinds whose whole device is one structure of its own.
 _WHOLE_DEVICE_KINDS = {"swap": "swap"}
 
@@ -76,6 +79,13 @@ def _map_content(
 ) -> None:
     kind = getattr(content, "kind", None)
     if kind is None or kind == "unknown":
+        return
+    if kind in _EXT_KINDS:
+        stream = disk.image.stream().view(offset, size)
+        stats = map_ext(
+            stream, device, builder, Placement.contiguous(disk.number, offset, size), disk.number
+        )
+        disk.findings.extend(stats.findings)
         return
     if kind in _WHOLE_DEVICE_KINDS:
         builder.add_object_extent(

@@ -1,0 +1,487 @@
+"""The ext2/3/4 layer: every structure, directory and file of a filesystem as map lines.
+
+Works in the filesystem's own coordinates (bytes from its first byte) and hands the extents to
+a :class:`~bmap.placement.Placement`, which puts them on the disks. What it writes:
+
+- ``m`` lines for the static structures (boot block, superblock and its backups, group
+  descriptors, reserved GDT blocks, bitmaps, inode tables, MMP), the journal, quota inodes,
+  the orphan file, the resize inode's own block, and per object: ``extent-tree``,
+  ``indirect-block``, ``xattr-block`` and ``symlink`` (a target stored in a data block);
+- ``d`` and ``f`` lines for directory and file contents, one set per name (hard links repeat
+  the same ranges under each name); preallocated (unwritten) extents at their physical place;
+  inline data as the inode's own record inside the inode table;
+- ``u unallocated`` from the block bitmaps, ``u unreferenced`` for blocks the bitmaps call used
+  that nothing refers to, ``u volume-slack`` for device bytes after the filesystem's end.
+
+Inodes in use that no directory names are listed as ``/$OrphanFiles/OrphanFile-<inode>``, as
+The Sleuth Kit names them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from bmap.blockmap import MapBuilder
+from bmap.errors import Finding, Severity
+from bmap.images import RangeStream
+from bmap.intervals import intersect_length, subtract, union
+from bmap.placement import Placement
+from parsers.errors import ParserError
+from parsers.ext import structs as S
+from parsers.ext.filesystem import BlockRuns, ExtFS
+
+Array = npt.NDArray[np.int64]
+ORPHAN_DIR = "/$OrphanFiles"
+
+
+@dataclass
+class _Runs:
+    """Data runs of many inodes, as columns sorted by inode row."""
+
+    row: Array
+    logical: Array
+    physical: Array
+    length: Array
+
+    def slice_of(self, row: int) -> slice:
+        lo = int(np.searchsorted(self.row, row, side="left"))
+        hi = int(np.searchsorted(self.row, row, side="right"))
+        return slice(lo, hi)
+
+
+@dataclass
+class ExtMapStats:
+    """What the mapper saw, for ``bmap info`` and the tests."""
+
+    names: int = 0
+    inodes_mapped: int = 0
+    orphans: int = 0
+    free_blocks: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+class _Mapper:
+    def __init__(
+        self,
+        fs: ExtFS,
+        device: str,
+        builder: MapBuilder,
+        placement: Placement,
+        disk: int,
+        device_size: int,
+    ) -> None:
+        self.fs = fs
+        self.device = device
+        self.builder = builder
+        self.placement = placement
+        self.disk = disk
+        self.device_size = device_size
+        self.bs = fs.block_size
+        self.stats = ExtMapStats()
+        self.claimed_starts: list[Array] = []
+        self.claimed_ends: list[Array] = []
+        self._kind_objects: dict[str, int] = {}
+
+    # -- output helpers ------------------------------------------------------------------
+
+    def finding(self, severity: Severity, offset: int | None, source: str, message: str) -> None:
+        self.stats.findings.append(Finding(severity, self.disk, offset, source, message))
+
+    def kind_object(self, kind: str, type_: str = "m") -> int:
+        obj = self._kind_objects.get(kind)
+        if obj is None:
+            obj = self.builder.add_object(type_, self.device, kind)
+            self._kind_objects[kind] = obj
+        return obj
+
+    def emit(
+        self,
+        obj: int,
+        starts: npt.ArrayLike,
+        ends: npt.ArrayLike,
+        file_offsets: npt.ArrayLike | None = None,
+        claim: bool = True,
+    ) -> None:
+        s = np.asarray(starts, dtype=np.int64)
+        e = np.asarray(ends, dtype=np.int64)
+        self.placement.place(self.builder, obj, s, e, file_offsets)
+        if claim:
+            self.claimed_starts.append(s)
+            self.claimed_ends.append(e)
+
+    def emit_blocks(self, kind: str, blocks: npt.ArrayLike, counts: npt.ArrayLike = 1) -> None:
+        b = np.asarray(blocks, dtype=np.int64)
+        c = np.broadcast_to(np.asarray(counts, dtype=np.int64), b.shape)
+        if len(b):
+            self.emit(self.kind_object(kind), b * self.bs, (b + c) * self.bs)
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def run(self) -> ExtMapStats:
+        fs = self.fs
+        self.static_structures()
+        table = fs.inodes
+        live = table.in_use & (table.links > 0) & (table.dtime == 0) | table.in_use & (
+            table.ino < fs.sb.first_ino
+        )
+        rows = np.flatnonzero(live & (table.mode != 0)).astype(np.int64)
+        runs, tree = self.collect_runs(rows)
+        self.special_inodes(runs, tree)
+        names = self.walk_directories(runs)
+        self.emit_named(names, runs, tree)
+        self.free_space()
+        return self.stats
+
+    def static_structures(self) -> None:
+        fs, bs = self.fs, self.bs
+        for kind, block, count in fs.static_layout():
+            if kind == "superblock" and bs > 1024 and block == 0:
+                # Block 0 of a large-block filesystem: boot block, then the superblock.
+                self.emit(self.kind_object("boot-block"), [0], [1024])
+                self.emit(self.kind_object("superblock"), [1024], [bs])
+                continue
+            self.emit_blocks(kind, [block], [count])
+
+    def collect_runs(self, rows: Array) -> tuple[_Runs, dict[int, list[int]]]:
+        """Data runs of every live inode; tree (or indirect) blocks per row."""
+        fs = self.fs
+        table = fs.inodes
+        flags = table.flags[rows]
+        mode = table.mode[rows] & S.S_IFMT
+        has_blocks = (flags & S.INLINE_DATA_FL) == 0
+        # Fast symlinks and device nodes keep other things in i_block.
+        special = (
+            (mode == S.S_IFCHR) | (mode == S.S_IFBLK) | (mode == S.S_IFIFO) | (mode == S.S_IFSOCK)
+        )
+        fast_link = (mode == S.S_IFLNK) & ~self._slow_symlink(rows)
+        candidates = rows[has_blocks & ~special & ~fast_link]
+        extent_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) != 0]
+        mapped_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) == 0]
+
+        row_parts, lo_parts, ph_parts, ln_parts = [], [], [], []
+        tree: dict[int, list[int]] = {}
+        r, lo, ph, ln, _uw, slow = fs.depth0_extents(extent_rows)
+        ok = (ln > 0) & (ph >= fs.sb.first_data_block) & (ph + ln <= fs.sb.blocks_count)
+        if not ok.all():
+            for bad in np.unique(r[~ok]).tolist():
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"inode {int(table.ino[bad])}: an extent lies outside the filesystem; skipped",
+                )
+        row_parts.append(r[ok])
+        lo_parts.append(lo[ok])
+        ph_parts.append(ph[ok])
+        ln_parts.append(ln[ok])
+        for row in list(slow.tolist()) + list(mapped_rows.tolist()):
+            result = self._runs_of(row)
+            row_parts.append(np.full(len(result.logical), row, dtype=np.int64))
+            lo_parts.append(result.logical)
+            ph_parts.append(result.physical)
+            ln_parts.append(result.length)
+            if result.tree_blocks:
+                tree[row] = result.tree_blocks
+        row_all = np.concatenate(row_parts)
+        order = np.lexsort((np.concatenate(lo_parts), row_all))
+        runs = _Runs(
+            row_all[order],
+            np.concatenate(lo_parts)[order],
+            np.concatenate(ph_parts)[order],
+            np.concatenate(ln_parts)[order],
+        )
+        self.stats.inodes_mapped = len(rows)
+        return runs, tree
+
+    def _runs_of(self, row: int) -> BlockRuns:
+        before = len(self.fs.problems)
+        result = self.fs.runs_of(row, f"inode {int(self.fs.inodes.ino[row])}")
+        self._drain_problems(before)
+        return result
+
+    def _drain_problems(self, before: int = 0) -> None:
+        for problem in self.fs.problems[before:]:
+            self.finding(
+                Severity.ERROR,
+                None if problem.offset is None else problem.offset,
+                f"{self.device} {problem.structure}",
+                problem.reason,
+            )
+        del self.fs.problems[before:]
+
+    def _slow_symlink(self, rows: Array) -> npt.NDArray[np.bool_]:
+        """A symlink whose target is in a data block: it has blocks beyond an xattr block."""
+        table = self.fs.inodes
+        acl_sectors = np.where(table.file_acl[rows] != 0, self.bs // 512, 0)
+        blocks = table.blocks[rows]
+        huge = (table.flags[rows] & S.HUGE_FILE_FL) != 0
+        sectors = np.where(huge, blocks * (self.bs // 512), blocks)
+        return (sectors - acl_sectors) > 0
+
+    def special_inodes(self, runs: _Runs, tree: dict[int, list[int]]) -> None:
+        fs = self.fs
+        sb = fs.sb
+        table = fs.inodes
+        specials: list[tuple[int, str]] = [(S.BAD_BLOCKS_INO, "bad-blocks"), (5, "boot-loader")]
+        if sb.journal_inum:
+            specials.append((sb.journal_inum, "journal"))
+        specials += [(q, "quota") for q in sb.quota_inums]
+        if sb.orphan_file_inum:
+            specials.append((sb.orphan_file_inum, "orphan-file"))
+        self.special_rows: set[int] = set()
+        for ino, kind in specials:
+            row = table.index_of(ino)
+            if row < 0:
+                continue
+            self.special_rows.add(row)
+            sl = runs.slice_of(row)
+            starts = runs.physical[sl] * self.bs
+            self.emit(
+                self.kind_object(kind),
+                starts,
+                starts + runs.length[sl] * self.bs,
+                runs.logical[sl] * self.bs,
+            )
+            self.emit_blocks(kind, tree.get(row, []))
+        row = table.index_of(S.RESIZE_INO)
+        if row >= 0 and sb.reserved_gdt_blocks:
+            self.special_rows.add(row)
+            dind = int(np.frombuffer(table.i_block[row].tobytes(), dtype="<u4")[13])
+            if dind and fs.block_ok(dind):
+                self.emit_blocks("resize-inode", [dind])
+
+    def walk_directories(self, runs: _Runs) -> list[tuple[int, str]]:
+        """Every name in the tree: ``(inode row, path)``, breadth first from the root."""
+        fs = self.fs
+        table = fs.inodes
+        root = table.index_of(S.ROOT_INO)
+        names: list[tuple[int, str]] = []
+        if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
+            self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
+            return names
+        names.append((root, "/"))
+        seen_dirs = {root}
+        queue: deque[tuple[int, str]] = deque([(root, "/")])
+        limit = len(table)
+        while queue:
+            row, path = queue.popleft()
+            entries = self._entries_of(row, runs, path)
+            if len(entries.inodes) == 0:
+                continue
+            child_rows = np.searchsorted(table.ino, entries.inodes)
+            child_rows = np.minimum(child_rows, len(table) - 1)
+            found = table.ino[child_rows] == entries.inodes
+            prefix = path if path.endswith("/") else path + "/"
+            for i, name in enumerate(entries.names):
+                child = int(child_rows[i])
+                child_path = prefix + name.decode("utf-8", "surrogateescape")
+                if not found[i] or not table.in_use[child] or table.mode[child] == 0:
+                    self.finding(
+                        Severity.WARNING,
+                        None,
+                        self.device,
+                        f"{child_path!r} names inode {int(entries.inodes[i])}, which is not in "
+                        "use; skipped",
+                    )
+                    continue
+                names.append((child, child_path))
+                if (table.mode[child] & S.S_IFMT) == S.S_IFDIR:
+                    if child in seen_dirs:
+                        self.finding(
+                            Severity.ERROR,
+                            None,
+                            self.device,
+                            f"directory inode {int(table.ino[child])} has a second name "
+                            f"{child_path!r} (a loop?); not walked again",
+                        )
+                        continue
+                    seen_dirs.add(child)
+                    queue.append((child, child_path))
+            if len(names) > limit * 4:
+                self.finding(Severity.ERROR, None, self.device, "directory walk bounded")
+                break
+        return names
+
+    def _entries_of(self, row: int, runs: _Runs, path: str):  # type: ignore[no-untyped-def]
+        fs = self.fs
+        owner = f"directory {path!r}"
+        before = len(fs.problems)
+        if fs.inodes.flags[row] & S.INLINE_DATA_FL:
+            entries = fs.inline_directory(row, owner)
+        else:
+            sl = runs.slice_of(row)
+            size = int(fs.inodes.size[row])
+            limit_blocks = -(-size // self.bs) if size else 0
+            chunks = []
+            for logical, physical, length in zip(
+                runs.logical[sl].tolist(), runs.physical[sl].tolist(), runs.length[sl].tolist()
+            ):
+                if logical >= limit_blocks:
+                    break
+                length = min(length, limit_blocks - logical)
+                chunks.append(fs.read_blocks(physical, length))
+            entries = fs.dir_entries(b"".join(chunks), owner)
+        self._drain_problems(before)
+        return entries
+
+    def emit_named(
+        self, names: list[tuple[int, str]], runs: _Runs, tree: dict[int, list[int]]
+    ) -> None:
+        fs = self.fs
+        table = fs.inodes
+        bs = self.bs
+        reached = {row for row, _ in names}
+        orphans = [
+            int(r)
+            for r in np.flatnonzero(
+                table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
+            ).tolist()
+            if r not in reached
+            and r not in self.special_rows
+            and int(table.ino[r]) >= fs.sb.first_ino
+        ]
+        if orphans:
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{len(orphans)} inode(s) in use but named by no directory; listed under "
+                f"{ORPHAN_DIR}",
+            )
+            names = names + [(r, f"{ORPHAN_DIR}/OrphanFile-{int(table.ino[r])}") for r in orphans]
+        self.stats.orphans = len(orphans)
+        self.stats.names = len(names)
+        claimed_rows: set[int] = set()
+        slow_links = self._slow_symlink(np.arange(len(table), dtype=np.int64))
+        for row, path in names:
+            mode = int(table.mode[row]) & S.S_IFMT
+            ino = int(table.ino[row])
+            flags = int(table.flags[row])
+            first_claim = row not in claimed_rows
+            claimed_rows.add(row)
+            if mode == S.S_IFDIR:
+                type_, kind = "d", None
+            elif mode == S.S_IFREG:
+                type_, kind = "f", None
+            elif mode == S.S_IFLNK and slow_links[row] and not flags & S.INLINE_DATA_FL:
+                type_, kind = "m", "symlink"
+            else:
+                type_, kind = "", None
+            if type_:
+                if flags & S.INLINE_DATA_FL:
+                    if type_ == "m":
+                        type_, kind = "f", None
+                    obj = self.builder.add_object(type_, self.device, kind, path, ino)
+                    position = int(table.position[row])
+                    self.emit(obj, [position], [position + fs.sb.inode_size], [0], claim=False)
+                else:
+                    sl = runs.slice_of(row)
+                    if sl.stop > sl.start:
+                        obj = self.builder.add_object(type_, self.device, kind, path, ino)
+                        starts = runs.physical[sl] * bs
+                        self.emit(
+                            obj,
+                            starts,
+                            starts + runs.length[sl] * bs,
+                            runs.logical[sl] * bs,
+                            claim=first_claim,
+                        )
+            blocks = tree.get(row)
+            if blocks:
+                tree_kind = "extent-tree" if flags & S.EXTENTS_FL else "indirect-block"
+                obj = self.builder.add_object("m", self.device, tree_kind, path, ino)
+                b = np.asarray(blocks, dtype=np.int64)
+                self.emit(obj, b * bs, (b + 1) * bs, claim=first_claim)
+            acl = int(table.file_acl[row])
+            if acl:
+                if fs.block_ok(acl):
+                    obj = self.builder.add_object("m", self.device, "xattr-block", path, ino)
+                    self.emit(obj, [acl * bs], [(acl + 1) * bs], claim=first_claim)
+                else:
+                    self.finding(
+                        Severity.ERROR,
+                        None,
+                        self.device,
+                        f"{path!r}: xattr block {acl} outside the filesystem",
+                    )
+
+    def free_space(self) -> None:
+        fs = self.fs
+        sb = fs.sb
+        bs = self.bs
+        ratio = sb.cluster_ratio
+        first, end = fs.free_clusters()
+        free = (first * ratio + sb.first_data_block, end * ratio + sb.first_data_block)
+        fs_end = sb.blocks_count
+        free = (free[0] * bs, np.minimum(free[1], fs_end) * bs)
+        claimed = union(
+            np.concatenate(self.claimed_starts) if self.claimed_starts else np.zeros(0, np.int64),
+            np.concatenate(self.claimed_ends) if self.claimed_ends else np.zeros(0, np.int64),
+        )
+        overlap = intersect_length(claimed, free)
+        if overlap:
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{overlap:#x} bytes in use by files or structures are free in the block bitmap",
+            )
+        # Groups whose bitmap was never written are free but for their own structures.
+        uninit = np.asarray(fs.uninit_block_groups(), dtype=np.int64)
+        group_start = (sb.first_data_block + uninit * sb.blocks_per_group) * bs
+        group_end = np.minimum(group_start + sb.blocks_per_group * bs, fs_end * bs)
+        free = union(np.concatenate((free[0], group_start)), np.concatenate((free[1], group_end)))
+        free = subtract(free, claimed)
+        self.emit(self.kind_object("unallocated", "u"), free[0], free[1], claim=False)
+        self.stats.free_blocks = int((free[1] - free[0]).sum()) // bs
+        readable_end = min(fs_end * bs, self.device_size)
+        everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
+        rest = subtract(subtract(everything, claimed), free)
+        if len(rest[0]):
+            self.emit(self.kind_object("unreferenced", "u"), rest[0], rest[1], claim=False)
+        if self.device_size > fs_end * bs:
+            self.emit(
+                self.kind_object("volume-slack", "u"),
+                [fs_end * bs],
+                [self.device_size],
+                claim=False,
+            )
+
+
+def map_ext(
+    stream: RangeStream,
+    device: str,
+    builder: MapBuilder,
+    placement: Placement,
+    disk: int,
+) -> ExtMapStats:
+    """Map the ext filesystem on ``stream`` (the whole device) into ``builder``.
+
+    Raises:
+        ParserError: no usable superblock; nothing of the filesystem can be mapped.
+    """
+    try:
+        fs = ExtFS(stream, stream.size)
+    except ParserError as exc:
+        stats = ExtMapStats()
+        stats.findings.append(
+            Finding(
+                Severity.ERROR,
+                disk,
+                exc.offset,
+                f"{device} {exc.structure}",
+                f"{exc.reason}; the filesystem is not mapped",
+            )
+        )
+        return stats
+    mapper = _Mapper(fs, device, builder, placement, disk, stream.size)
+    mapper._drain_problems()
+    try:
+        return mapper.run()
+    except ParserError as exc:
+        mapper.finding(Severity.ERROR, exc.offset, f"{device} {exc.structure}", exc.reason)
+        return mapper.stats

@@ -1,0 +1,917 @@
+"""An ext2/3/4 filesystem read for its block map: layout, inodes, extents, directories.
+
+Reference: https://www.kernel.org/doc/html/latest/filesystems/ext4/index.html
+
+:class:`ExtFS` validates the superblock eagerly (falling back to a backup copy when the primary
+is damaged) and reads the rest on demand: the group descriptors, the static layout of every
+group (superblock copies, descriptor tables, reserved GDT blocks, bitmaps, inode tables), the
+inode tables a group at a time into numpy arrays, every inode's blocks (extent trees of any
+depth, block maps with indirect blocks), directory entries and the free-block bitmaps.
+
+Everything is in filesystem blocks (``block_size`` bytes) counted from the start of the
+filesystem; the caller turns blocks into bytes on its device. Every walk over on-disk pointers
+is bounded and every pointer is checked against the filesystem's size: damage becomes a
+:class:`~parsers.errors.ParserError` in :attr:`ExtFS.problems` and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid as uuid_module
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from parsers.errors import DamagedError, NotThisFormat, ParserError
+from parsers.ext import structs as S
+from parsers.stream import ReadSeek
+
+#: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
+MAX_EXTENT_DEPTH = 5
+#: Extended attribute header magic (in-inode area and external blocks).
+XATTR_MAGIC = 0xEA020000
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """The fields of the superblock that the map needs, with units in their names."""
+
+    offset: int
+    """Byte offset inside the filesystem where this copy was read."""
+    block_size: int
+    cluster_size: int
+    blocks_count: int
+    inodes_count: int
+    free_blocks: int
+    free_inodes: int
+    first_data_block: int
+    blocks_per_group: int
+    clusters_per_group: int
+    inodes_per_group: int
+    inode_size: int
+    desc_size: int
+    group_count: int
+    first_ino: int
+    rev_level: int
+    compat: int
+    incompat: int
+    ro_compat: int
+    uuid: str
+    label: str
+    last_mounted: str
+    reserved_gdt_blocks: int
+    first_meta_bg: int
+    backup_bgs: tuple[int, int]
+    journal_inum: int
+    mmp_block: int
+    quota_inums: tuple[int, ...]
+    orphan_file_inum: int
+    log_groups_per_flex: int
+    state: int
+    mkfs_time: int
+    write_time: int
+
+    def has(self, compat: int = 0, incompat: int = 0, ro_compat: int = 0) -> bool:
+        return bool(
+            (self.compat & compat) or (self.incompat & incompat) or (self.ro_compat & ro_compat)
+        )
+
+    @property
+    def kind(self) -> str:
+        """ext2, ext3 or ext4, as blkid decides."""
+        ext4_incompat = ~(S.INCOMPAT_FILETYPE | 0x4 | S.INCOMPAT_META_BG) & 0xFFFFFFFF
+        ext4_ro = ~(0x1 | 0x2 | 0x4) & 0xFFFFFFFF
+        if self.incompat & ext4_incompat or self.ro_compat & ext4_ro:
+            return "ext4"
+        return "ext3" if self.compat & S.COMPAT_HAS_JOURNAL else "ext2"
+
+    @property
+    def features(self) -> list[str]:
+        words = []
+        for value, names in (
+            (self.compat, S.COMPAT_NAMES),
+            (self.incompat, S.INCOMPAT_NAMES),
+            (self.ro_compat, S.RO_COMPAT_NAMES),
+        ):
+            for bit in range(32):
+                if value & (1 << bit):
+                    words.append(names.get(1 << bit, f"unknown-{1 << bit:#x}"))
+        return words
+
+    @property
+    def size(self) -> int:
+        return self.blocks_count * self.block_size
+
+    @property
+    def cluster_ratio(self) -> int:
+        return self.cluster_size // self.block_size
+
+
+def parse_superblock(data: bytes, offset: int, device_size: int | None = None) -> Superblock:
+    """Validate and decode one superblock copy.
+
+    Raises:
+        NotThisFormat: no 0xEF53 magic.
+        DamagedError: a field no mke2fs writes (sizes, counts out of range).
+    """
+    if len(data) < S.SUPERBLOCK_SIZE:
+        raise NotThisFormat("superblock", offset, f"only {len(data)} bytes")
+    sb = S.Superblock.parse(data[: S.SUPERBLOCK_SIZE])
+    if sb.s_magic != S.MAGIC:
+        raise NotThisFormat("superblock", offset, f"magic {sb.s_magic:#06x}, not 0xEF53")
+
+    def bad(message: str) -> DamagedError:
+        return DamagedError("superblock", offset, message)
+
+    if sb.s_log_block_size > 6:
+        raise bad(f"block size 1024 << {sb.s_log_block_size} is absurd")
+    block_size = 1024 << sb.s_log_block_size
+    incompat, ro_compat = sb.s_feature_incompat, sb.s_feature_ro_compat
+    if ro_compat & S.RO_COMPAT_BIGALLOC:
+        if not sb.s_log_block_size <= sb.s_log_cluster_size <= sb.s_log_block_size + 16:
+            raise bad(f"cluster size 1024 << {sb.s_log_cluster_size} is absurd")
+        cluster_size = 1024 << sb.s_log_cluster_size
+    else:
+        cluster_size = block_size
+    blocks = sb.s_blocks_count_lo
+    if incompat & S.INCOMPAT_64BIT:
+        blocks |= sb.s_blocks_count_hi << 32
+    if sb.s_blocks_per_group == 0 or sb.s_blocks_per_group > 8 * block_size * (
+        cluster_size // block_size
+    ):
+        raise bad(f"{sb.s_blocks_per_group} blocks per group")
+    if sb.s_inodes_per_group == 0 or sb.s_inodes_per_group > 8 * block_size:
+        raise bad(f"{sb.s_inodes_per_group} inodes per group")
+    if blocks <= sb.s_first_data_block:
+        raise bad(f"{blocks} blocks")
+    inode_size = 128 if sb.s_rev_level == 0 else sb.s_inode_size
+    if inode_size < 128 or inode_size > block_size or inode_size & (inode_size - 1):
+        raise bad(f"inode size {inode_size}")
+    desc_size = 32
+    if incompat & S.INCOMPAT_64BIT:
+        desc_size = sb.s_desc_size
+        if desc_size < 32 or desc_size > 1024 or desc_size & (desc_size - 1):
+            raise bad(f"group descriptor size {desc_size}")
+    groups = -(-(blocks - sb.s_first_data_block) // sb.s_blocks_per_group)
+    if sb.s_inodes_count > groups * sb.s_inodes_per_group:
+        raise bad(f"{sb.s_inodes_count} inodes in {groups} groups of {sb.s_inodes_per_group}")
+    free_blocks = sb.s_free_blocks_count_lo | (
+        (sb.s_free_blocks_count_hi << 32) if incompat & S.INCOMPAT_64BIT else 0
+    )
+    return Superblock(
+        offset=offset,
+        block_size=block_size,
+        cluster_size=cluster_size,
+        blocks_count=blocks,
+        inodes_count=sb.s_inodes_count,
+        free_blocks=free_blocks,
+        free_inodes=sb.s_free_inodes_count,
+        first_data_block=sb.s_first_data_block,
+        blocks_per_group=sb.s_blocks_per_group,
+        clusters_per_group=sb.s_clusters_per_group or sb.s_blocks_per_group,
+        inodes_per_group=sb.s_inodes_per_group,
+        inode_size=inode_size,
+        desc_size=desc_size,
+        group_count=groups,
+        first_ino=11 if sb.s_rev_level == 0 else max(sb.s_first_ino, 11),
+        rev_level=sb.s_rev_level,
+        compat=sb.s_feature_compat,
+        incompat=incompat,
+        ro_compat=ro_compat,
+        uuid=str(uuid_module.UUID(bytes=sb.s_uuid)),
+        label=sb.s_volume_name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+        last_mounted=sb.s_last_mounted.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+        reserved_gdt_blocks=sb.s_reserved_gdt_blocks
+        if sb.s_feature_compat & S.COMPAT_RESIZE_INODE
+        else 0,
+        first_meta_bg=sb.s_first_meta_bg,
+        backup_bgs=(sb.s_backup_bgs0, sb.s_backup_bgs1),
+        journal_inum=sb.s_journal_inum if sb.s_feature_compat & S.COMPAT_HAS_JOURNAL else 0,
+        mmp_block=sb.s_mmp_block if incompat & S.INCOMPAT_MMP else 0,
+        quota_inums=tuple(
+            q for q in (sb.s_usr_quota_inum, sb.s_grp_quota_inum, sb.s_prj_quota_inum) if q
+        ),
+        orphan_file_inum=sb.s_orphan_file_inum if sb.s_feature_compat & S.COMPAT_ORPHAN_FILE else 0,
+        log_groups_per_flex=sb.s_log_groups_per_flex,
+        state=sb.s_state,
+        mkfs_time=sb.s_mkfs_time,
+        write_time=sb.s_wtime,
+    )
+
+
+@dataclass
+class InodeTable:
+    """The used part of every inode table, as columns (one entry per inode read)."""
+
+    ino: npt.NDArray[np.int64]
+    mode: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
+    links: npt.NDArray[np.int64]
+    flags: npt.NDArray[np.int64]
+    blocks: npt.NDArray[np.int64]
+    """Allocated space in 512-byte units (or blocks with HUGE_FILE_FL)."""
+    file_acl: npt.NDArray[np.int64]
+    dtime: npt.NDArray[np.int64]
+    extra_isize: npt.NDArray[np.int64]
+    i_block: npt.NDArray[np.uint8]
+    """(n, 60) raw i_block bytes."""
+    in_use: npt.NDArray[np.bool_]
+    """The inode bitmap's word."""
+    position: npt.NDArray[np.int64]
+    """Byte offset of each inode record in the filesystem."""
+
+    def __len__(self) -> int:
+        return len(self.ino)
+
+    def index_of(self, ino: int) -> int:
+        """Row of inode number ``ino``, or -1 when it was not read."""
+        i = int(np.searchsorted(self.ino, ino))
+        return i if i < len(self.ino) and self.ino[i] == ino else -1
+
+
+@dataclass
+class BlockRuns:
+    """Where one inode's contents live: runs of blocks, plus the blocks that describe them."""
+
+    logical: npt.NDArray[np.int64]
+    physical: npt.NDArray[np.int64]
+    length: npt.NDArray[np.int64]
+    unwritten: npt.NDArray[np.bool_]
+    tree_blocks: list[int]
+    """Extent-tree nodes outside the inode, or indirect blocks (IND, DIND, TIND)."""
+
+    @classmethod
+    def empty(cls) -> BlockRuns:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, z, np.zeros(0, dtype=bool), [])
+
+
+@dataclass(frozen=True)
+class DirEntries:
+    """Entries of one directory (without ``.`` and ``..``)."""
+
+    inodes: npt.NDArray[np.int64]
+    names: list[bytes]
+    file_types: npt.NDArray[np.int64]
+
+
+def _merge_runs(
+    logical: npt.NDArray[np.int64],
+    physical: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+    unwritten: npt.NDArray[np.bool_],
+) -> BlockRuns:
+    """Coalesce runs that continue each other both logically and physically."""
+    if len(logical) == 0:
+        return BlockRuns.empty()
+    order = np.argsort(logical, kind="stable")
+    lo, ph, ln, uw = logical[order], physical[order], length[order], unwritten[order]
+    cont = (lo[1:] == lo[:-1] + ln[:-1]) & (ph[1:] == ph[:-1] + ln[:-1]) & (uw[1:] == uw[:-1])
+    starts = np.concatenate(([True], ~cont))
+    group = np.cumsum(starts) - 1
+    total = np.zeros(int(group[-1]) + 1, dtype=np.int64)
+    np.add.at(total, group, ln)
+    return BlockRuns(lo[starts], ph[starts], total, uw[starts], [])
+
+
+class ExtFS:
+    """An ext2/3/4 filesystem on a readable, seekable stream.
+
+    Args:
+        fh: the filesystem's device (position 0 = the filesystem's first byte).
+        size: the device size in bytes.
+
+    Raises:
+        NotThisFormat: no ext superblock at 1024 nor at a backup location.
+        DamagedError: the primary superblock and every backup tried are damaged.
+    """
+
+    def __init__(self, fh: ReadSeek, size: int) -> None:
+        self.fh = fh
+        self.device_size = size
+        self.problems: list[ParserError] = []
+        self.sb = self._find_superblock()
+        sb = self.sb
+        self.block_size = sb.block_size
+        if sb.size > size:
+            self.problems.append(
+                DamagedError(
+                    "superblock",
+                    sb.offset,
+                    f"the filesystem claims {sb.size:#x} bytes but its device holds {size:#x}; "
+                    "blocks past the end are not read",
+                )
+            )
+        self.readable_blocks = min(sb.blocks_count, size // sb.block_size)
+        self._csum = sb.has(ro_compat=S.RO_COMPAT_GDT_CSUM | S.RO_COMPAT_METADATA_CSUM)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, offset: int, size: int) -> bytes:
+        self.fh.seek(offset)
+        return self.fh.read(size)
+
+    def read_blocks(self, block: int, count: int = 1) -> bytes:
+        """Blocks ``[block, block + count)``; zero bytes for any part past the device."""
+        bs = self.block_size
+        data = self.read(block * bs, count * bs)
+        if len(data) < count * bs:
+            data += bytes(count * bs - len(data))
+        return data
+
+    def block_ok(self, block: int, count: int = 1) -> bool:
+        return self.sb.first_data_block <= block and block + count <= self.sb.blocks_count
+
+    # -- superblock ----------------------------------------------------------------------
+
+    def _find_superblock(self) -> Superblock:
+        try:
+            return parse_superblock(self.read(S.SUPERBLOCK_OFFSET, S.SUPERBLOCK_SIZE), 1024)
+        except NotThisFormat as exc:
+            primary_error: ParserError = exc
+        except DamagedError as exc:
+            primary_error = exc
+        # The backup in group 1 sits at the start of that group; try every block size.
+        for bs in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
+            first = 1 if bs == 1024 else 0
+            offset = (8 * bs + first) * bs
+            if offset + S.SUPERBLOCK_SIZE > self.device_size:
+                continue
+            try:
+                sb = parse_superblock(self.read(offset, S.SUPERBLOCK_SIZE), offset)
+            except ParserError:
+                continue
+            if sb.block_size == bs and sb.blocks_per_group == 8 * bs:
+                self.problems.append(
+                    DamagedError(
+                        "superblock",
+                        1024,
+                        f"primary superblock unusable ({primary_error.reason}); "
+                        f"the backup at {offset:#x} is used",
+                    )
+                )
+                return sb
+        raise primary_error
+
+    # -- groups --------------------------------------------------------------------------
+
+    def group_first_block(self, group: int) -> int:
+        return self.sb.first_data_block + group * self.sb.blocks_per_group
+
+    def has_super(self, group: int) -> bool:
+        """Whether ``group`` holds a copy of the superblock (and, classically, the GDT)."""
+        if group == 0:
+            return True
+        sb = self.sb
+        if sb.has(compat=S.COMPAT_SPARSE_SUPER2):
+            return group in sb.backup_bgs
+        if not sb.has(ro_compat=S.RO_COMPAT_SPARSE_SUPER) or group == 1:
+            return True
+        for base in (3, 5, 7):
+            n = base
+            while n < group:
+                n *= base
+            if n == group:
+                return True
+        return False
+
+    @cached_property
+    def descs_per_block(self) -> int:
+        return self.block_size // self.sb.desc_size
+
+    @cached_property
+    def gdt_blocks(self) -> int:
+        """Blocks of the classic (non-meta_bg) descriptor table."""
+        sb = self.sb
+        if sb.has(incompat=S.INCOMPAT_META_BG):
+            return min(sb.first_meta_bg, -(-sb.group_count // self.descs_per_block))
+        return -(-sb.group_count // self.descs_per_block)
+
+    def descriptor_block(self, index: int) -> int:
+        """Where block ``index`` of the descriptor table lives (primary copy)."""
+        sb = self.sb
+        if not sb.has(incompat=S.INCOMPAT_META_BG) or index < sb.first_meta_bg:
+            return sb.first_data_block + 1 + index
+        first_group = index * self.descs_per_block
+        return self.group_first_block(first_group) + int(self.has_super(first_group))
+
+    @cached_property
+    def groups(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Every group descriptor, decoded into columns."""
+        sb = self.sb
+        count = sb.group_count
+        n_blocks = -(-count // self.descs_per_block)
+        raw = bytearray()
+        for index in range(n_blocks):
+            block = self.descriptor_block(index)
+            if not self.block_ok(block):
+                self.problems.append(
+                    DamagedError("group-descriptors", block * self.block_size, "outside the fs")
+                )
+                raw += bytes(self.block_size)
+            else:
+                raw += self.read_blocks(block)
+        dtype = S.make_dtype(S.GROUP_DESC_FIELDS, sb.desc_size)
+        table = np.frombuffer(bytes(raw), dtype=dtype, count=count)
+        wide = sb.desc_size >= 64
+
+        def combine(lo: str, hi: str) -> npt.NDArray[np.int64]:
+            value = table[lo].astype(np.int64)
+            if wide:
+                value |= table[hi].astype(np.int64) << 32
+            return value
+
+        return {
+            "block_bitmap": combine("bg_block_bitmap_lo", "bg_block_bitmap_hi"),
+            "inode_bitmap": combine("bg_inode_bitmap_lo", "bg_inode_bitmap_hi"),
+            "inode_table": combine("bg_inode_table_lo", "bg_inode_table_hi"),
+            "flags": table["bg_flags"].astype(np.int64),
+            "itable_unused": combine("bg_itable_unused_lo", "bg_itable_unused_hi")
+            if wide
+            else table["bg_itable_unused_lo"].astype(np.int64),
+        }
+
+    @cached_property
+    def inode_table_blocks(self) -> int:
+        return -(-self.sb.inodes_per_group * self.sb.inode_size // self.block_size)
+
+    def static_layout(self) -> list[tuple[str, int, int]]:
+        """Every static structure as ``(kind, first block, block count)``.
+
+        Kinds: ``boot-block`` and ``superblock`` (block 0 of a filesystem with blocks larger
+        than 1 KiB holds both: the caller splits it at 1 KiB), ``superblock-backup``,
+        ``group-descriptors``, ``reserved-gdt``, ``block-bitmap``, ``inode-bitmap``,
+        ``inode-table``, ``mmp``.
+        """
+        sb = self.sb
+        layout: list[tuple[str, int, int]] = []
+        meta_bg = sb.has(incompat=S.INCOMPAT_META_BG)
+        for g in range(sb.group_count):
+            first = self.group_first_block(g)
+            if self.has_super(g):
+                if g == 0:
+                    layout.append(("superblock", sb.first_data_block, 1))
+                else:
+                    layout.append(("superblock-backup", first, 1))
+                if self.gdt_blocks:
+                    layout.append(("group-descriptors", first + 1, self.gdt_blocks))
+                if sb.reserved_gdt_blocks:
+                    layout.append(
+                        ("reserved-gdt", first + 1 + self.gdt_blocks, sb.reserved_gdt_blocks)
+                    )
+            if meta_bg:
+                per = self.descs_per_block
+                meta_group, position = divmod(g, per)
+                if meta_group >= sb.first_meta_bg and position in (0, 1, per - 1):
+                    layout.append(("group-descriptors", first + int(self.has_super(g)), 1))
+        groups = self.groups
+        itb = self.inode_table_blocks
+        for g in range(sb.group_count):
+            layout.append(("block-bitmap", int(groups["block_bitmap"][g]), 1))
+            layout.append(("inode-bitmap", int(groups["inode_bitmap"][g]), 1))
+            layout.append(("inode-table", int(groups["inode_table"][g]), itb))
+        if sb.mmp_block:
+            layout.append(("mmp", sb.mmp_block, 1))
+        if sb.first_data_block == 1:
+            layout.append(("boot-block", 0, 1))
+        checked = []
+        for kind, block, count in layout:
+            if not self.block_ok(block, count) and not (kind == "boot-block" and block == 0):
+                self.problems.append(
+                    DamagedError(
+                        kind, block * self.block_size, f"blocks {block}+{count} outside the fs"
+                    )
+                )
+                continue
+            checked.append((kind, block, count))
+        return checked
+
+    # -- inodes --------------------------------------------------------------------------
+
+    @cached_property
+    def inodes(self) -> InodeTable:
+        """The used part of every inode table, read a group at a time."""
+        sb = self.sb
+        groups = self.groups
+        dtype = S.make_dtype(S.INODE_FIELDS, sb.inode_size)
+        ipg = sb.inodes_per_group
+        chunks: list[np.ndarray] = []
+        numbers: list[np.ndarray] = []
+        bitmaps: list[np.ndarray] = []
+        positions: list[np.ndarray] = []
+        for g in range(sb.group_count):
+            if self._csum and groups["flags"][g] & S.BG_INODE_UNINIT:
+                continue
+            used = ipg
+            if self._csum:
+                used = ipg - int(groups["itable_unused"][g])
+                if not 0 <= used <= ipg:
+                    self.problems.append(
+                        DamagedError(
+                            "group-descriptors", None, f"group {g}: {used} used inodes of {ipg}"
+                        )
+                    )
+                    used = ipg
+            first_ino = g * ipg + 1
+            used = min(used, max(0, sb.inodes_count - g * ipg))
+            if used == 0:
+                continue
+            table = int(groups["inode_table"][g])
+            nblocks = -(-used * sb.inode_size // self.block_size)
+            if not self.block_ok(table, nblocks):
+                self.problems.append(
+                    DamagedError(
+                        "inode-table",
+                        table * self.block_size,
+                        f"group {g}: inode table outside the fs; its inodes are skipped",
+                    )
+                )
+                continue
+            raw = self.read_blocks(table, nblocks)
+            chunks.append(np.frombuffer(raw, dtype=dtype, count=used))
+            numbers.append(np.arange(first_ino, first_ino + used, dtype=np.int64))
+            positions.append(
+                table * self.block_size + np.arange(used, dtype=np.int64) * sb.inode_size
+            )
+            bitmap_block = int(groups["inode_bitmap"][g])
+            if self.block_ok(bitmap_block):
+                bits = np.unpackbits(
+                    np.frombuffer(self.read_blocks(bitmap_block), dtype=np.uint8),
+                    bitorder="little",
+                )[:used].astype(bool)
+            else:
+                bits = np.ones(used, dtype=bool)
+            bitmaps.append(bits)
+        if not chunks:
+            raise DamagedError("inode-table", None, "no inode table could be read")
+        rec = np.concatenate(chunks)
+        huge = sb.has(ro_compat=S.RO_COMPAT_HUGE_FILE)
+        blocks = rec["i_blocks_lo"].astype(np.int64)
+        if huge:
+            blocks |= rec["l_i_blocks_high"].astype(np.int64) << 32
+        names = rec.dtype.names or ()
+        extra = (
+            rec["i_extra_isize"].astype(np.int64)
+            if "i_extra_isize" in names
+            else np.zeros(len(rec), np.int64)
+        )
+        return InodeTable(
+            ino=np.concatenate(numbers),
+            mode=rec["i_mode"].astype(np.int64),
+            size=rec["i_size_lo"].astype(np.int64) | (rec["i_size_high"].astype(np.int64) << 32),
+            links=rec["i_links_count"].astype(np.int64),
+            flags=rec["i_flags"].astype(np.int64),
+            blocks=blocks,
+            file_acl=rec["i_file_acl_lo"].astype(np.int64)
+            | (rec["l_i_file_acl_high"].astype(np.int64) << 32),
+            dtime=rec["i_dtime"].astype(np.int64),
+            extra_isize=extra,
+            i_block=np.frombuffer(rec["i_block"].tobytes(), dtype=np.uint8).reshape(-1, 60),
+            in_use=np.concatenate(bitmaps),
+            position=np.concatenate(positions),
+        )
+
+    def inode_record(self, row: int) -> bytes:
+        """The raw bytes of one inode record (for inline data and in-inode xattrs)."""
+        return self.read(int(self.inodes.position[row]), self.sb.inode_size)
+
+    # -- blocks of an inode --------------------------------------------------------------
+
+    def depth0_extents(self, rows: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
+        """Leaf extents held in the inode itself, for many inodes at once.
+
+        Returns ``(row, logical, physical, length, unwritten, slow_rows)``: the extents of the
+        inodes whose tree is a valid depth-0 root, and the rows that need :meth:`runs_of`
+        (deeper trees, or roots that do not validate).
+        """
+        ib = self.inodes.i_block[rows]
+        header = (
+            np.ascontiguousarray(ib[:, :12])
+            .view(
+                np.dtype(
+                    [
+                        ("magic", "<u2"),
+                        ("entries", "<u2"),
+                        ("max", "<u2"),
+                        ("depth", "<u2"),
+                        ("gen", "<u4"),
+                    ]
+                )
+            )
+            .reshape(-1)
+        )
+        fast = (
+            (header["magic"] == S.EXTENT_HEADER_MAGIC)
+            & (header["depth"] == 0)
+            & (header["entries"] <= 4)
+        )
+        entries = np.ascontiguousarray(ib[fast, 12:60]).view(S.EXTENT_ENTRY_DTYPE).reshape(-1, 4)
+        count = header["entries"][fast].astype(np.int64)
+        valid = np.arange(4)[None, :] < count[:, None]
+        row = np.broadcast_to(rows[fast][:, None], valid.shape)[valid]
+        e = entries[valid]
+        raw_len = e["len"].astype(np.int64)
+        unwritten = raw_len > 32768
+        length = np.where(unwritten, raw_len - 32768, raw_len)
+        physical = (e["start_hi"].astype(np.int64) << 32) | e["start_lo"].astype(np.int64)
+        logical = e["block"].astype(np.int64)
+        return row, logical, physical, length, unwritten, rows[~fast]
+
+    def runs_of(self, row: int, owner: str) -> BlockRuns:
+        """Every block of one inode: data runs and the tree or indirect blocks.
+
+        ``owner`` names the inode in problems (a path, or ``inode N``).
+        """
+        flags = int(self.inodes.flags[row])
+        i_block = self.inodes.i_block[row].tobytes()
+        if flags & S.INLINE_DATA_FL:
+            return BlockRuns.empty()
+        if flags & S.EXTENTS_FL:
+            return self._extent_runs(i_block, owner)
+        return self._mapped_runs(i_block, owner)
+
+    def _check_run(self, owner: str, logical: int, physical: int, length: int) -> bool:
+        if length <= 0 or not self.block_ok(physical, length):
+            self.problems.append(
+                DamagedError(
+                    owner,
+                    None,
+                    f"extent {logical}+{length} -> block {physical} lies outside the fs "
+                    f"(blocks {self.sb.first_data_block}-{self.sb.blocks_count - 1}); skipped",
+                )
+            )
+            return False
+        return True
+
+    def _extent_runs(self, i_block: bytes, owner: str) -> BlockRuns:
+        lo: list[int] = []
+        ph: list[int] = []
+        ln: list[int] = []
+        uw: list[bool] = []
+        tree: list[int] = []
+        visited: set[int] = set()
+        budget = [self.sb.blocks_count]
+
+        def node(data: bytes, depth_expected: int | None, where: str) -> None:
+            h = S.ExtentHeader.parse(data[:12])
+            if h.eh_magic != S.EXTENT_HEADER_MAGIC:
+                self.problems.append(DamagedError(owner, None, f"{where}: no extent header"))
+                return
+            capacity = (len(data) - 12) // 12
+            if h.eh_entries > capacity or h.eh_depth > MAX_EXTENT_DEPTH:
+                self.problems.append(
+                    DamagedError(
+                        owner, None, f"{where}: {h.eh_entries} entries, depth {h.eh_depth}"
+                    )
+                )
+                return
+            if depth_expected is not None and h.eh_depth != depth_expected:
+                self.problems.append(
+                    DamagedError(
+                        owner, None, f"{where}: depth {h.eh_depth}, expected {depth_expected}"
+                    )
+                )
+                return
+            entries = np.frombuffer(data, dtype=S.EXTENT_ENTRY_DTYPE, count=h.eh_entries, offset=12)
+            if h.eh_depth == 0:
+                for e in entries:
+                    raw = int(e["len"])
+                    unwritten = raw > 32768
+                    length = raw - 32768 if unwritten else raw
+                    physical = (int(e["start_hi"]) << 32) | int(e["start_lo"])
+                    if self._check_run(owner, int(e["block"]), physical, length):
+                        lo.append(int(e["block"]))
+                        ph.append(physical)
+                        ln.append(length)
+                        uw.append(unwritten)
+                return
+            for e in entries:
+                child = (int(e["leaf_hi"]) << 32) | int(e["leaf_lo"])
+                if not self.block_ok(child):
+                    self.problems.append(
+                        DamagedError(owner, None, f"extent index -> block {child} outside the fs")
+                    )
+                    continue
+                if child in visited:
+                    self.problems.append(
+                        DamagedError(owner, None, f"extent tree visits block {child} twice")
+                    )
+                    continue
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return
+                visited.add(child)
+                tree.append(child)
+                node(self.read_blocks(child), h.eh_depth - 1, f"extent node {child}")
+
+        node(i_block, None, "extent root")
+        runs = _merge_runs(
+            np.asarray(lo, dtype=np.int64),
+            np.asarray(ph, dtype=np.int64),
+            np.asarray(ln, dtype=np.int64),
+            np.asarray(uw, dtype=bool),
+        )
+        runs.tree_blocks = tree
+        return runs
+
+    def _mapped_runs(self, i_block: bytes, owner: str) -> BlockRuns:
+        pointers = np.frombuffer(i_block, dtype="<u4").astype(np.int64)
+        per = self.block_size // 4
+        logical_parts: list[npt.NDArray[np.int64]] = []
+        physical_parts: list[npt.NDArray[np.int64]] = []
+        tree: list[int] = []
+        visited: set[int] = set()
+
+        direct = pointers[:12]
+        used = np.flatnonzero(direct)
+        logical_parts.append(used.astype(np.int64))
+        physical_parts.append(direct[used])
+
+        def walk(block: int, level: int, first_logical: int) -> None:
+            if not self.block_ok(block):
+                self.problems.append(
+                    DamagedError(owner, None, f"indirect block {block} outside the fs")
+                )
+                return
+            if block in visited:
+                self.problems.append(
+                    DamagedError(owner, None, f"indirect block {block} referenced twice")
+                )
+                return
+            visited.add(block)
+            tree.append(block)
+            entries = np.frombuffer(self.read_blocks(block), dtype="<u4").astype(np.int64)
+            nonzero = np.flatnonzero(entries)
+            span = per ** (level - 1)
+            if level == 1:
+                logical_parts.append(first_logical + nonzero)
+                physical_parts.append(entries[nonzero])
+                return
+            for i in nonzero.tolist():
+                walk(int(entries[i]), level - 1, first_logical + i * span)
+
+        start = 12
+        for level, pointer in enumerate(pointers[12:15].tolist(), start=1):
+            if pointer:
+                walk(pointer, level, start)
+            start += per**level
+        logical = np.concatenate(logical_parts)
+        physical = np.concatenate(physical_parts)
+        ok = (physical >= self.sb.first_data_block) & (physical < self.sb.blocks_count)
+        if not ok.all():
+            self.problems.append(
+                DamagedError(
+                    owner, None, f"{int((~ok).sum())} block pointers outside the fs; skipped"
+                )
+            )
+        runs = _merge_runs(
+            logical[ok],
+            physical[ok],
+            np.ones(int(ok.sum()), dtype=np.int64),
+            np.zeros(int(ok.sum()), dtype=bool),
+        )
+        runs.tree_blocks = tree
+        return runs
+
+    # -- directories ---------------------------------------------------------------------
+
+    def dir_entries(
+        self, data: bytes, owner: str, base: int = 0, block_size: int | None = None
+    ) -> DirEntries:
+        """Parse the linear directory entries in ``data`` (whole blocks, or inline data).
+
+        htree index blocks need no special case: they look like one empty entry spanning the
+        block. ``base`` is where ``data`` starts in the directory, for messages; an inline
+        area is one "block" of its own length (``block_size``).
+        """
+        inodes: list[int] = []
+        names: list[bytes] = []
+        types: list[int] = []
+        filetype = self.sb.has(incompat=S.INCOMPAT_FILETYPE)
+        bs = block_size or self.block_size
+        unpack = struct.unpack_from
+        n = len(data)
+        for block_start in range(0, n, bs):
+            end = min(block_start + bs, n)
+            pos = block_start
+            while pos + 8 <= end:
+                ino, rec_len, name_len, ftype = unpack("<IHBB", data, pos)
+                if rec_len == 0 or rec_len == 65535:
+                    rec_len = bs if bs >= 65536 else rec_len
+                elif bs >= 65536:
+                    rec_len = (rec_len & 65532) | ((rec_len & 3) << 16)
+                if not filetype:
+                    name_len |= ftype << 8
+                    ftype = 0
+                if rec_len < 8 or rec_len % 4 or pos + rec_len > end or name_len + 8 > rec_len:
+                    self.problems.append(
+                        DamagedError(
+                            owner,
+                            None,
+                            f"directory entry at byte {base + pos}: rec_len {rec_len}, "
+                            f"name_len {name_len}; rest of the block skipped",
+                        )
+                    )
+                    break
+                if ino and name_len:
+                    name = data[pos + 8 : pos + 8 + name_len]
+                    if name != b"." and name != b"..":
+                        inodes.append(ino)
+                        names.append(name)
+                        types.append(ftype)
+                pos += rec_len
+        return DirEntries(
+            np.asarray(inodes, dtype=np.int64), names, np.asarray(types, dtype=np.int64)
+        )
+
+    def inline_data(self, row: int) -> bytes:
+        """The bytes of an inline-data inode: i_block, then the system.data xattr value."""
+        record = self.inode_record(row)
+        head = record[40:100]
+        extra = int(self.inodes.extra_isize[row])
+        start = 128 + extra
+        if self.sb.inode_size <= 128 or start + 4 > len(record):
+            return head
+        if struct.unpack_from("<I", record, start)[0] != XATTR_MAGIC:
+            return head
+        area = record[start + 4 :]
+        pos = 0
+        while pos + 16 <= len(area):
+            name_len, index, value_offs, value_inum, value_size = struct.unpack_from(
+                "<BBHII", area, pos
+            )
+            if name_len == 0 and index == 0:
+                break
+            name = area[pos + 16 : pos + 16 + name_len]
+            if index == 7 and name == b"data" and value_inum == 0:
+                return head + area[value_offs : value_offs + value_size]
+            pos += (16 + name_len + 3) & ~3
+        return head
+
+    def inline_directory(self, row: int, owner: str) -> DirEntries:
+        """Entries of an inline directory: a 4-byte parent inode, then entries."""
+        data = self.inline_data(row)
+        parts = [self.dir_entries(data[4:60], owner, 4, 56)]
+        if len(data) > 60:
+            parts.append(self.dir_entries(data[60:], owner, 60, len(data) - 60))
+        return DirEntries(
+            np.concatenate([p.inodes for p in parts]),
+            [name for p in parts for name in p.names],
+            np.concatenate([p.file_types for p in parts]),
+        )
+
+    # -- free space ----------------------------------------------------------------------
+
+    def free_clusters(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Runs of free clusters from the block bitmaps: ``(first cluster, end cluster)``.
+
+        Groups whose bitmap was never initialised (BLOCK_UNINIT, :meth:`uninit_block_groups`)
+        are left out: they are free except for the static structures inside them.
+        """
+        sb = self.sb
+        groups = self.groups
+        cpg = sb.clusters_per_group
+        total_clusters = -(-(sb.blocks_count - sb.first_data_block) // sb.cluster_ratio)
+        bits = np.ones(sb.group_count * cpg, dtype=bool)  # True = in use
+        for g in range(sb.group_count):
+            if self._csum and groups["flags"][g] & S.BG_BLOCK_UNINIT:
+                continue  # no bitmap was ever written: see uninit_block_groups()
+            block = int(groups["block_bitmap"][g])
+            if not self.block_ok(block):
+                continue
+            raw = np.frombuffer(self.read_blocks(block), dtype=np.uint8)
+            bits[g * cpg : (g + 1) * cpg] = np.unpackbits(raw, bitorder="little")[:cpg].astype(bool)
+        bits = bits[:total_clusters]
+        edges = np.diff(np.concatenate(([True], bits, [True])).astype(np.int8))
+        starts = np.flatnonzero(edges == -1)
+        ends = np.flatnonzero(edges == 1)
+        return starts.astype(np.int64), ends.astype(np.int64)
+
+    def uninit_block_groups(self) -> list[int]:
+        if not self._csum:
+            return []
+        return [int(g) for g in np.flatnonzero(self.groups["flags"] & S.BG_BLOCK_UNINIT)]
+
+
+def describe(fs: ExtFS) -> dict[str, Any]:
+    """What ``bmap info`` shows about a filesystem."""
+    sb = fs.sb
+    return {
+        "type": sb.kind,
+        "label": sb.label,
+        "uuid": sb.uuid,
+        "block_size": sb.block_size,
+        "cluster_size": sb.cluster_size,
+        "size": sb.size,
+        "blocks": sb.blocks_count,
+        "free_blocks": sb.free_blocks,
+        "inodes": sb.inodes_count,
+        "free_inodes": sb.free_inodes,
+        "inode_size": sb.inode_size,
+        "groups": sb.group_count,
+        "features": sb.features,
+        "last_mounted": sb.last_mounted,
+    }
