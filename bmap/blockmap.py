@@ -86,6 +86,25 @@ class ObjectTable:
         self.inodes.append(inode)
         return len(self.types) - 1
 
+    def extend(
+        self,
+        types: list[str],
+        device: str,
+        kinds: list[str | None],
+        paths: list[str],
+        inodes: list[int],
+    ) -> npt.NDArray[np.int64]:
+        """Add many objects on one device at once; returns their numbers."""
+        first = len(self.types)
+        self.types.extend(types)
+        self.devices.extend([device] * len(types))
+        self.kinds.extend(
+            KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds)
+        )
+        self.paths.extend(paths)
+        self.inodes.extend(inodes)
+        return np.arange(first, len(self.types), dtype=np.int64)
+
     def id_of(self, number: int) -> str:
         """The ID column of the text format for one object, before escaping."""
         type_ = self.types[number]
@@ -220,6 +239,17 @@ class MapBuilder:
     ) -> int:
         """See :meth:`ObjectTable.add`."""
         return self.objects.add(type_, device, kind, path, inode)
+
+    def add_objects(
+        self,
+        types: list[str],
+        device: str,
+        kinds: list[str | None],
+        paths: list[str],
+        inodes: list[int],
+    ) -> npt.NDArray[np.int64]:
+        """See :meth:`ObjectTable.extend`."""
+        return self.objects.extend(types, device, kinds, paths, inodes)
 
     def add_extent(
         self, obj: int, disk: int, start: int, end: int, file_offset: int = NO_OFFSET

@@ -10,7 +10,8 @@ a :class:`~bmap.placement.Placement`, which puts them on the disks. What it writ
 - ``d`` and ``f`` lines for directory and file contents, one set per name (hard links repeat
   the same ranges under each name); preallocated (unwritten) extents at their physical place;
   inline data as the inode's own record inside the inode table;
-- ``u unallocated`` from the block bitmaps, ``u unreferenced`` for blocks the bitmaps call used
+- ``u unallocated`` from the block bitmaps, ``u cluster-slack`` for the unused blocks of a
+  bigalloc cluster that holds something, ``u unreferenced`` for blocks the bitmaps call used
   that nothing refers to, ``u volume-slack`` for device bytes after the filesystem's end.
 
 Inodes in use that no directory names are listed as ``/$OrphanFiles/OrphanFile-<inode>``, as
@@ -100,7 +101,7 @@ class _Mapper:
 
     def emit(
         self,
-        obj: int,
+        obj: int | Array,
         starts: npt.ArrayLike,
         ends: npt.ArrayLike,
         file_offsets: npt.ArrayLike | None = None,
@@ -331,20 +332,85 @@ class _Mapper:
     def emit_named(
         self, names: list[tuple[int, str]], runs: _Runs, tree: dict[int, list[int]]
     ) -> None:
+        """Lines for every name at once: data, tree blocks, xattr blocks, inline data."""
         fs = self.fs
         table = fs.inodes
         bs = self.bs
-        reached = {row for row, _ in names}
-        orphans = [
-            int(r)
-            for r in np.flatnonzero(
-                table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
-            ).tolist()
-            if r not in reached
-            and r not in self.special_rows
-            and int(table.ino[r]) >= fs.sb.first_ino
-        ]
-        if orphans:
+        names = names + self._orphans(names)
+        self.stats.names = len(names)
+        if not names:
+            return
+        row = np.fromiter((r for r, _ in names), dtype=np.int64, count=len(names))
+        paths = [p for _, p in names]
+        mode = table.mode[row] & S.S_IFMT
+        flags = table.flags[row]
+        ino = table.ino[row]
+        inline = (flags & S.INLINE_DATA_FL) != 0
+        slow_link = (mode == S.S_IFLNK) & self._slow_symlink(row) & ~inline
+        is_dir = mode == S.S_IFDIR
+        is_file = mode == S.S_IFREG  # a symlink with inline data is a fast one: no line
+        # The first name of each inode claims its blocks; the others repeat them.
+        _, first_index = np.unique(row, return_index=True)
+        first = np.zeros(len(row), dtype=bool)
+        first[first_index] = True
+
+        # Data: directories, files and slow symlinks with blocks.
+        lo = np.searchsorted(runs.row, row, side="left")
+        hi = np.searchsorted(runs.row, row, side="right")
+        has_data = (is_dir | is_file | slow_link) & ~inline & (hi > lo)
+        self._emit_joined(
+            has_data, lo, hi, row, ino, paths,
+            np.where(is_dir, "d", np.where(slow_link, "m", "f")),
+            np.where(slow_link, "symlink", ""),
+            runs.physical * bs, (runs.physical + runs.length) * bs, runs.logical * bs, first,
+        )
+        # Inline data lives in the inode's own record inside the inode table.
+        sel = np.flatnonzero(inline & (is_dir | is_file))
+        if len(sel):
+            objs = self._objects(sel, np.where(is_dir[sel], "d", "f"), None, paths, ino)
+            pos = table.position[row[sel]]
+            self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64),
+                      claim=False)
+        # Extent-tree nodes and indirect blocks.
+        if tree:
+            tree_row = np.fromiter(
+                (r for r, blocks in tree.items() for _ in blocks), dtype=np.int64
+            )
+            tree_block = np.fromiter(
+                (b for blocks in tree.values() for b in blocks), dtype=np.int64
+            )
+            order = np.argsort(tree_row, kind="stable")
+            tree_row, tree_block = tree_row[order], tree_block[order]
+            tlo = np.searchsorted(tree_row, row, side="left")
+            thi = np.searchsorted(tree_row, row, side="right")
+            kinds = np.where((flags & S.EXTENTS_FL) != 0, "extent-tree", "indirect-block")
+            self._emit_joined(
+                thi > tlo, tlo, thi, row, ino, paths, np.full(len(row), "m"), kinds,
+                tree_block * bs, (tree_block + 1) * bs, None, first,
+            )
+        # External xattr blocks.
+        acl = table.file_acl[row]
+        sel = np.flatnonzero(acl != 0)
+        if len(sel):
+            ok = (acl[sel] >= fs.sb.first_data_block) & (acl[sel] < fs.sb.blocks_count)
+            for i in sel[~ok].tolist():
+                self.finding(Severity.ERROR, None, self.device,
+                             f"{paths[i]!r}: xattr block {int(acl[i])} outside the filesystem")
+            sel = sel[ok]
+            objs = self._objects(sel, "m", "xattr-block", paths, ino)
+            self._emit_claiming(objs, acl[sel] * bs, (acl[sel] + 1) * bs, None, first[sel])
+
+    def _orphans(self, names: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        fs = self.fs
+        table = fs.inodes
+        live = table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
+        live &= table.ino >= fs.sb.first_ino
+        reached = np.zeros(len(table), dtype=bool)
+        reached[np.fromiter((r for r, _ in names), dtype=np.int64, count=len(names))] = True
+        reached[list(self.special_rows)] = True
+        orphans = np.flatnonzero(live & ~reached)
+        self.stats.orphans = len(orphans)
+        if len(orphans):
             self.finding(
                 Severity.WARNING,
                 None,
@@ -352,62 +418,65 @@ class _Mapper:
                 f"{len(orphans)} inode(s) in use but named by no directory; listed under "
                 f"{ORPHAN_DIR}",
             )
-            names = names + [(r, f"{ORPHAN_DIR}/OrphanFile-{int(table.ino[r])}") for r in orphans]
-        self.stats.orphans = len(orphans)
-        self.stats.names = len(names)
-        claimed_rows: set[int] = set()
-        slow_links = self._slow_symlink(np.arange(len(table), dtype=np.int64))
-        for row, path in names:
-            mode = int(table.mode[row]) & S.S_IFMT
-            ino = int(table.ino[row])
-            flags = int(table.flags[row])
-            first_claim = row not in claimed_rows
-            claimed_rows.add(row)
-            if mode == S.S_IFDIR:
-                type_, kind = "d", None
-            elif mode == S.S_IFREG:
-                type_, kind = "f", None
-            elif mode == S.S_IFLNK and slow_links[row] and not flags & S.INLINE_DATA_FL:
-                type_, kind = "m", "symlink"
-            else:
-                type_, kind = "", None
-            if type_:
-                if flags & S.INLINE_DATA_FL:
-                    if type_ == "m":
-                        type_, kind = "f", None
-                    obj = self.builder.add_object(type_, self.device, kind, path, ino)
-                    position = int(table.position[row])
-                    self.emit(obj, [position], [position + fs.sb.inode_size], [0], claim=False)
-                else:
-                    sl = runs.slice_of(row)
-                    if sl.stop > sl.start:
-                        obj = self.builder.add_object(type_, self.device, kind, path, ino)
-                        starts = runs.physical[sl] * bs
-                        self.emit(
-                            obj,
-                            starts,
-                            starts + runs.length[sl] * bs,
-                            runs.logical[sl] * bs,
-                            claim=first_claim,
-                        )
-            blocks = tree.get(row)
-            if blocks:
-                tree_kind = "extent-tree" if flags & S.EXTENTS_FL else "indirect-block"
-                obj = self.builder.add_object("m", self.device, tree_kind, path, ino)
-                b = np.asarray(blocks, dtype=np.int64)
-                self.emit(obj, b * bs, (b + 1) * bs, claim=first_claim)
-            acl = int(table.file_acl[row])
-            if acl:
-                if fs.block_ok(acl):
-                    obj = self.builder.add_object("m", self.device, "xattr-block", path, ino)
-                    self.emit(obj, [acl * bs], [(acl + 1) * bs], claim=first_claim)
-                else:
-                    self.finding(
-                        Severity.ERROR,
-                        None,
-                        self.device,
-                        f"{path!r}: xattr block {acl} outside the filesystem",
-                    )
+        return [(int(r), f"{ORPHAN_DIR}/OrphanFile-{int(table.ino[r])}") for r in orphans]
+
+    def _objects(
+        self,
+        sel: Array,
+        types: object,
+        kinds: object,
+        paths: list[str],
+        ino: Array,
+    ) -> Array:
+        """One object per selected name; returns their numbers."""
+        n = len(sel)
+        type_list = [str(t) for t in np.broadcast_to(np.asarray(types), (n,))]
+        kind_list: list[str | None] = (
+            [None] * n
+            if kinds is None
+            else [str(k) or None for k in np.broadcast_to(np.asarray(kinds), (n,))]
+        )
+        return self.builder.add_objects(
+            type_list, self.device, kind_list, [paths[i] for i in sel.tolist()],
+            ino[sel].tolist(),
+        )
+
+    def _emit_joined(
+        self,
+        mask: npt.NDArray[np.bool_],
+        lo: Array,
+        hi: Array,
+        row: Array,
+        ino: Array,
+        paths: list[str],
+        types: npt.NDArray[np.str_],
+        kinds: npt.NDArray[np.str_],
+        starts: Array,
+        ends: Array,
+        offsets: Array | None,
+        first: npt.NDArray[np.bool_],
+    ) -> None:
+        """Join names with their rows' extents ``[lo, hi)`` and emit one object per name."""
+        sel = np.flatnonzero(mask)
+        if len(sel) == 0:
+            return
+        objs = self._objects(sel, types[sel], kinds[sel], paths, ino)
+        count = hi[sel] - lo[sel]
+        total = int(count.sum())
+        ext = np.repeat(lo[sel], count) + (np.arange(total) - np.repeat(np.cumsum(count) - count,
+                                                                          count))
+        self._emit_claiming(
+            np.repeat(objs, count), starts[ext], ends[ext],
+            None if offsets is None else offsets[ext], np.repeat(first[sel], count),
+        )
+
+    def _emit_claiming(
+        self, objs: Array, starts: Array, ends: Array, offsets: Array | None,
+        claims: npt.NDArray[np.bool_],
+    ) -> None:
+        self.placement.place(self.builder, objs, starts, ends, offsets)
+        self.claimed_starts.append(starts[claims])
+        self.claimed_ends.append(ends[claims])
 
     def free_space(self) -> None:
         fs = self.fs
@@ -441,6 +510,16 @@ class _Mapper:
         readable_end = min(fs_end * bs, self.device_size)
         everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
         rest = subtract(subtract(everything, claimed), free)
+        if ratio > 1 and len(rest[0]):
+            # bigalloc allocates whole clusters: the unused blocks of a cluster that holds
+            # something are that cluster's slack, not lost space.
+            size = ratio * bs
+            clusters = union((claimed[0] // size) * size, -(-claimed[1] // size) * size)
+            outside = subtract(rest, clusters)
+            slack = subtract(rest, outside)
+            rest = outside
+            if len(slack[0]):
+                self.emit(self.kind_object("cluster-slack", "u"), slack[0], slack[1], claim=False)
         if len(rest[0]):
             self.emit(self.kind_object("unreferenced", "u"), rest[0], rest[1], claim=False)
         if self.device_size > fs_end * bs:

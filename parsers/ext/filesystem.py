@@ -394,9 +394,26 @@ class ExtFS:
         """Where block ``index`` of the descriptor table lives (primary copy)."""
         sb = self.sb
         if not sb.has(incompat=S.INCOMPAT_META_BG) or index < sb.first_meta_bg:
-            return sb.first_data_block + 1 + index
-        first_group = index * self.descs_per_block
-        return self.group_first_block(first_group) + int(self.has_super(first_group))
+            return self.super_block(0) + 1 + index
+        return self.meta_bg_descriptor_block(index * self.descs_per_block)
+
+    def super_block(self, group: int) -> int:
+        """The block that holds group ``group``'s superblock copy.
+
+        The primary is at byte 1024: block 1 with 1 KiB blocks (even with bigalloc, whose
+        first data block is 0), block 0 otherwise.
+        """
+        if group == 0:
+            return 1 if self.block_size == 1024 else 0
+        return self.group_first_block(group)
+
+    def meta_bg_descriptor_block(self, group: int) -> int:
+        """Where a meta_bg descriptor block sits in ``group`` (the first, second or last of
+        its meta group): after the group's superblock copy, if it has one."""
+        block = self.group_first_block(group) + int(self.has_super(group))
+        if group == 0 and self.sb.first_data_block == 0 and self.block_size == 1024:
+            block += 1  # the kernel's special case: 1 KiB blocks, superblock in block 1
+        return block
 
     @cached_property
     def groups(self) -> dict[str, npt.NDArray[np.int64]]:
@@ -450,23 +467,20 @@ class ExtFS:
         layout: list[tuple[str, int, int]] = []
         meta_bg = sb.has(incompat=S.INCOMPAT_META_BG)
         for g in range(sb.group_count):
-            first = self.group_first_block(g)
             if self.has_super(g):
-                if g == 0:
-                    layout.append(("superblock", sb.first_data_block, 1))
-                else:
-                    layout.append(("superblock-backup", first, 1))
+                sb_block = self.super_block(g)
+                layout.append(("superblock" if g == 0 else "superblock-backup", sb_block, 1))
                 if self.gdt_blocks:
-                    layout.append(("group-descriptors", first + 1, self.gdt_blocks))
+                    layout.append(("group-descriptors", sb_block + 1, self.gdt_blocks))
                 if sb.reserved_gdt_blocks:
                     layout.append(
-                        ("reserved-gdt", first + 1 + self.gdt_blocks, sb.reserved_gdt_blocks)
+                        ("reserved-gdt", sb_block + 1 + self.gdt_blocks, sb.reserved_gdt_blocks)
                     )
             if meta_bg:
                 per = self.descs_per_block
                 meta_group, position = divmod(g, per)
                 if meta_group >= sb.first_meta_bg and position in (0, 1, per - 1):
-                    layout.append(("group-descriptors", first + int(self.has_super(g)), 1))
+                    layout.append(("group-descriptors", self.meta_bg_descriptor_block(g), 1))
         groups = self.groups
         itb = self.inode_table_blocks
         for g in range(sb.group_count):
@@ -475,7 +489,7 @@ class ExtFS:
             layout.append(("inode-table", int(groups["inode_table"][g]), itb))
         if sb.mmp_block:
             layout.append(("mmp", sb.mmp_block, 1))
-        if sb.first_data_block == 1:
+        if self.block_size == 1024:
             layout.append(("boot-block", 0, 1))
         checked = []
         for kind, block, count in layout:
