@@ -256,7 +256,11 @@ class _Mapper:
                 self.emit_blocks("resize-inode", [dind])
 
     def walk_directories(self, runs: _Runs) -> list[tuple[int, str]]:
-        """Every name in the tree: ``(inode row, path)``, breadth first from the root."""
+        """Every name in the tree: ``(inode row, path)``, breadth first from the root.
+
+        The blocks of every directory are parsed in one vectorised pass first; the walk then
+        only joins names to paths.
+        """
         fs = self.fs
         table = fs.inodes
         root = table.index_of(S.ROOT_INO)
@@ -264,70 +268,79 @@ class _Mapper:
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
             return names
+        entry_dir, entry_ino, entry_names = self._all_entries(runs)
+        order = np.argsort(entry_dir, kind="stable")
+        entry_dir, entry_ino = entry_dir[order], entry_ino[order]
+        entry_names = [entry_names[i] for i in order.tolist()]
+        child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
+        valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
+        is_dir = (table.mode[child] & S.S_IFMT) == S.S_IFDIR
+        child_l, valid_l, is_dir_l = child.tolist(), valid.tolist(), is_dir.tolist()
+
         names.append((root, "/"))
         seen_dirs = {root}
         queue: deque[tuple[int, str]] = deque([(root, "/")])
-        limit = len(table)
         while queue:
             row, path = queue.popleft()
-            entries = self._entries_of(row, runs, path)
-            if len(entries.inodes) == 0:
-                continue
-            child_rows = np.searchsorted(table.ino, entries.inodes)
-            child_rows = np.minimum(child_rows, len(table) - 1)
-            found = table.ino[child_rows] == entries.inodes
-            prefix = path if path.endswith("/") else path + "/"
-            for i, name in enumerate(entries.names):
-                child = int(child_rows[i])
-                child_path = prefix + name.decode("utf-8", "surrogateescape")
-                if not found[i] or not table.in_use[child] or table.mode[child] == 0:
+            lo = int(np.searchsorted(entry_dir, row, side="left"))
+            hi = int(np.searchsorted(entry_dir, row, side="right"))
+            prefix = path if path == "/" else path + "/"
+            for i in range(lo, hi):
+                child_path = prefix + entry_names[i].decode("utf-8", "surrogateescape")
+                if not valid_l[i]:
                     self.finding(
                         Severity.WARNING,
                         None,
                         self.device,
-                        f"{child_path!r} names inode {int(entries.inodes[i])}, which is not in "
-                        "use; skipped",
+                        f"{child_path!r} names inode {int(entry_ino[i])}, which is not in use; "
+                        "skipped",
                     )
                     continue
-                names.append((child, child_path))
-                if (table.mode[child] & S.S_IFMT) == S.S_IFDIR:
-                    if child in seen_dirs:
+                c = child_l[i]
+                names.append((c, child_path))
+                if is_dir_l[i]:
+                    if c in seen_dirs:
                         self.finding(
                             Severity.ERROR,
                             None,
                             self.device,
-                            f"directory inode {int(table.ino[child])} has a second name "
+                            f"directory inode {int(table.ino[c])} has a second name "
                             f"{child_path!r} (a loop?); not walked again",
                         )
                         continue
-                    seen_dirs.add(child)
-                    queue.append((child, child_path))
-            if len(names) > limit * 4:
-                self.finding(Severity.ERROR, None, self.device, "directory walk bounded")
-                break
+                    seen_dirs.add(c)
+                    queue.append((c, child_path))
         return names
 
-    def _entries_of(self, row: int, runs: _Runs, path: str):  # type: ignore[no-untyped-def]
+    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, list[bytes]]:
+        """``(directory row, child inode, name)`` of every entry of every live directory."""
         fs = self.fs
-        owner = f"directory {path!r}"
+        table = fs.inodes
+        bs = self.bs
+        is_dir = (table.mode[runs.row] & S.S_IFMT) == S.S_IFDIR
+        # Only the blocks inside the directory's size hold entries.
+        limit = -(-table.size[runs.row] // bs)
+        length = np.clip(np.minimum(runs.length, limit - runs.logical), 0, None)
+        sel = np.flatnonzero(is_dir & (length > 0))
+        count = length[sel]
+        total = int(count.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        blocks = np.repeat(runs.physical[sel], count) + within
+        block_dir = np.repeat(runs.row[sel], count)
         before = len(fs.problems)
-        if fs.inodes.flags[row] & S.INLINE_DATA_FL:
-            entries = fs.inline_directory(row, owner)
-        else:
-            sl = runs.slice_of(row)
-            size = int(fs.inodes.size[row])
-            limit_blocks = -(-size // self.bs) if size else 0
-            chunks = []
-            for logical, physical, length in zip(
-                runs.logical[sl].tolist(), runs.physical[sl].tolist(), runs.length[sl].tolist()
-            ):
-                if logical >= limit_blocks:
-                    break
-                length = min(length, limit_blocks - logical)
-                chunks.append(fs.read_blocks(physical, length))
-            entries = fs.dir_entries(b"".join(chunks), owner)
+        bulk = fs.bulk_dir_entries(blocks)
+        dirs = [block_dir[bulk.block]]
+        inos = [bulk.inodes]
+        names = list(bulk.names)
+        live_dirs = (table.mode & S.S_IFMT) == S.S_IFDIR
+        inline = np.flatnonzero(live_dirs & table.in_use & ((table.flags & S.INLINE_DATA_FL) != 0))
+        for row in inline.tolist():
+            entries = fs.inline_directory(row, f"directory inode {int(table.ino[row])}")
+            dirs.append(np.full(len(entries.inodes), row, dtype=np.int64))
+            inos.append(entries.inodes)
+            names.extend(entries.names)
         self._drain_problems(before)
-        return entries
+        return np.concatenate(dirs), np.concatenate(inos), names
 
     def emit_named(
         self, names: list[tuple[int, str]], runs: _Runs, tree: dict[int, list[int]]
