@@ -5,6 +5,12 @@ The public API in one place; see the README for a tour.
 
 from __future__ import annotations
 
+import os
+
+# bmap does no linear algebra; OpenBLAS starting one thread per core makes importing numpy
+# cost twice as much on small machines. Set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 __version__ = "0.1.0"  # before the imports below: bmap.mapfile reads it
 
 from bmap.blockmap import BlockMap, MapBuilder

@@ -10,11 +10,12 @@ version string holds :data:`IMAGES_VERSION` and the e2fsprogs version: change ei
 images are rebuilt. Builds are serialised by a lock file, so parallel workers share them.
 
 Determinism: fixed UUIDs (``-U``), fixed directory hash seeds (``-E hash_seed=``),
-``E2FSPROGS_FAKE_TIME`` and fixed mtimes on the source tree. The kernel's allocator, the
-mount's timestamps and MMP's node name are not under our control, so ``ext4_tree`` (and the
-disk built from it) differ in detail from one build to the next; tests must read the truth
-from the image (``tests.ext_truth``), not from constants here, except for the paths in
-:data:`INTERESTING_PATHS`, which are fixed.
+``E2FSPROGS_FAKE_TIME`` / ``E2FSCK_TIME``, fixed mtimes on the source tree and every inode's
+ctime reset with debugfs. Images made by mke2fs alone are byte-identical from one build to
+the next, except ext4_misc's MMP block (real time, host name, build path). ``ext4_tree`` (and
+the disk built from it) goes through the kernel's allocator and a mount, so it differs in
+detail between builds: tests read the truth from the image (``tests.ext_truth``), not from
+constants here, except for the paths in :data:`INTERESTING_PATHS`, which are fixed.
 
 Needs root: ``ext4_tree`` (device nodes, the read-write loop mount) and ``ext4_in_gpt``
 (built from it). The other images build as any user (device nodes are left out then).
@@ -413,6 +414,8 @@ def rw_mount(image: Path) -> Iterator[tuple[Path, str]]:
     """Loop-mount an image read-write (only for building); always unmount and detach."""
     if not is_root():
         raise NeedsRoot("a read-write loop mount needs root")
+    if not Path("/dev/loop-control").exists():
+        raise NeedsRoot("this machine has no loop devices (/dev/loop-control missing)")
     dev = _loop_attach(image)
     try:
         mnt = Path(tempfile.mkdtemp(prefix="bmap-build-"))
@@ -623,9 +626,9 @@ def build_ext4_misc(image: Path, workdir: Path) -> Path:
     # mke2fs 1.47.0 computes quota usage before -d copies the tree in: let e2fsck redo it.
     # MMP comes after: e2fsck -y on an MMP filesystem waits 2 * interval + 1 = 11 s.
     e2fsck_fix(image)
+    # The MMP block records the real time, the host name and the build path: the one part of
+    # these images that differs between builds (rewriting it, debugfs -w waits 11 s too).
     run("tune2fs", "-O", "mmp", image)
-    # The MMP block records host and path (fixed here) and the time (real time: not fixed).
-    _debugfs_write(image, ["smmp nodename bmap-test", "smmp bdevname ext4_misc.img"])
     e2fsck_clean(image)
     return image
 
@@ -749,6 +752,10 @@ def ext_image(name: str, cache_root: Path) -> Path:
 def ext4_in_gpt(cache_root: Path) -> DiskImage:
     """The GPT disk whose partition 2 holds a copy of ``ext4_tree``."""
     tree = ext_image("ext4_tree", cache_root)
+    stale = cache_root / cache_version() / "ext4_in_gpt.img"
+    with _locked(stale.parent / ".ext4_in_gpt.img.lock"):
+        if stale.exists() and stale.stat().st_mtime < tree.stat().st_mtime:
+            stale.unlink()  # ext4_tree was rebuilt since: copy it again
     disk = _cached(cache_root, "ext4_in_gpt.img", lambda out, _work: build_ext4_in_gpt(out, tree))
     return DiskImage(
         path=disk, offset=GPT_EXT_OFFSET, size=tree.stat().st_size, partition=2
@@ -756,11 +763,13 @@ def ext4_in_gpt(cache_root: Path) -> DiskImage:
 
 
 # --------------------------------------------------------------------------------------------
-# pytest fixtures (import them into a test module, or into a conftest.py)
+# pytest fixtures. Import the ``*_fixture`` functions into a test module or a conftest.py;
+# pytest knows them by the names given (``ext_image_factory``, ``ext4_tree_image``, ...), so a
+# test's parameter does not shadow the import.
 
 
-@pytest.fixture(scope="session")
-def ext_images_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="ext_images_cache")
+def ext_images_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = default_cache_root()
     if root is None:
         root = tmp_path_factory.getbasetemp() / "ext-images"
@@ -777,54 +786,54 @@ def _get_or_skip(name: str, cache_root: Path) -> Path:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
-def ext_image_factory(ext_images_cache: Path) -> Callable[[str], Path]:
+@pytest.fixture(scope="session", name="ext_image_factory")
+def ext_image_factory_fixture(ext_images_cache: Path) -> Callable[[str], Path]:
     """``ext_image_factory("ext4_1k")`` -> Path; skips when the image needs root."""
     return lambda name: _get_or_skip(name, ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_tree_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_tree_image")
+def ext4_tree_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_tree", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_1k_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_1k_image")
+def ext4_1k_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_1k", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext2_1k_tind_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext2_1k_tind_image")
+def ext2_1k_tind_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext2_1k_tind", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext3_journal_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext3_journal_image")
+def ext3_journal_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext3_journal", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_meta_bg_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_meta_bg_image")
+def ext4_meta_bg_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_meta_bg", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_bigalloc_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_bigalloc_image")
+def ext4_bigalloc_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_bigalloc", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_inline_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_inline_image")
+def ext4_inline_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_inline", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_misc_image(ext_images_cache: Path) -> Path:
+@pytest.fixture(scope="session", name="ext4_misc_image")
+def ext4_misc_image_fixture(ext_images_cache: Path) -> Path:
     return _get_or_skip("ext4_misc", ext_images_cache)
 
 
-@pytest.fixture(scope="session")
-def ext4_in_gpt_image(ext_images_cache: Path) -> DiskImage:
+@pytest.fixture(scope="session", name="ext4_in_gpt_image")
+def ext4_in_gpt_image_fixture(ext_images_cache: Path) -> DiskImage:
     try:
         return ext4_in_gpt(ext_images_cache)
     except (NeedsRoot, FileNotFoundError) as exc:
