@@ -378,7 +378,7 @@ class _Mapper:
             runs.physical * bs, (runs.physical + runs.length) * bs, runs.logical * bs, first,
         )
         # Inline data lives in the inode's own record inside the inode table.
-        sel = np.flatnonzero(inline & (is_dir | is_file))
+        sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
         if len(sel):
             objs = self._objects(sel, np.where(is_dir[sel], "d", "f"), None, paths, ino)
             pos = table.position[row[sel]]
