@@ -206,8 +206,10 @@ class _Mapper:
 
     def _drain_problems(self, before: int = 0) -> None:
         for problem in self.fs.problems[before:]:
+            # A backup superblock stands in for the primary with nothing lost.
+            recovered = problem.structure == "superblock" and "backup" in problem.reason
             self.finding(
-                Severity.ERROR,
+                Severity.WARNING if recovered else Severity.ERROR,
                 None if problem.offset is None else problem.offset,
                 f"{self.device} {problem.structure}",
                 problem.reason,

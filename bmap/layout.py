@@ -17,6 +17,7 @@ from parsers import gpt as gptmod
 from parsers import mbr as mbrmod
 from parsers import signatures
 from parsers.errors import NotThisFormat, ParserError
+from parsers.ext import ExtFS
 from parsers.signatures import Content
 
 #: Contents that are a partition table's business, not a filesystem's, at offset 0 of a disk.
@@ -157,7 +158,7 @@ def discover(image: Image, sector_size: int | None = None) -> Disk:
     if table is not None:
         _fill_gpt(disk, table, mbr)
     elif mbr is not None and mbr.primary and not mbr.is_protective:
-        head = signatures.detect(stream, image.size)
+        head = detect_content(stream, image.size)
         if head.kind in _BOOT_SECTOR_CONTENT and not _plausible_mbr(mbr, image.size):
             disk.content = head
         else:
@@ -174,7 +175,7 @@ def discover(image: Image, sector_size: int | None = None) -> Disk:
                 "mbr",
                 "protective MBR of a GPT disk, but no usable GPT header was found",
             )
-        disk.content = signatures.detect(stream, image.size)
+        disk.content = detect_content(stream, image.size)
         if image.size < mbrmod.SECTOR_SIZE and mbr_error is not None:
             disk.finding(
                 Severity.INFO,
@@ -185,8 +186,22 @@ def discover(image: Image, sector_size: int | None = None) -> Disk:
     _check_overlaps(disk)
     for part in disk.partitions:
         if not part.is_extended and part.mapped_size > 0:
-            part.content = signatures.detect(disk.partition_stream(part), part.mapped_size)
+            part.content = detect_content(disk.partition_stream(part), part.mapped_size)
     return disk
+
+
+def detect_content(stream: RangeStream, size: int) -> Content:
+    """What a device holds, by signature; an ext filesystem whose primary superblock is
+    damaged is still recognised by a backup superblock (the mapper says which it used)."""
+    content = signatures.detect(stream, size)
+    if content.kind != "unknown":
+        return content
+    try:
+        fs = ExtFS(stream, size)
+    except ParserError:
+        return content
+    sb = fs.sb
+    return Content(sb.kind, "1.0", sb.label or None, sb.uuid, sb.size)
 
 
 def _plausible_mbr(mbr: mbrmod.MBR, disk_size: int) -> bool:

@@ -1,0 +1,173 @@
+"""Damaged and hostile ext filesystems: a finding for the damaged object, the map goes on.
+
+Each test copies a real image (the cached originals are never written), damages the copy
+with debugfs or by patching the bytes debugfs locates, and maps it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bmap.errors import BmapError, Severity
+from bmap.images import Image
+from bmap.mapfile import dumps_map
+from bmap.mapper import map_images
+from tests import ext_truth as T
+from tests.conftest import tool
+from tests.ext_images import (  # noqa: F401 - pytest fixtures
+    ext_image_factory_fixture,
+    ext_images_cache_fixture,
+)
+
+
+def copy_of(ext_image_factory, name: str, tmp_path: Path) -> Path:
+    target = tmp_path / f"{name}.img"
+    shutil.copyfile(ext_image_factory(name), target)
+    return target
+
+
+def mapping(path: Path):
+    with Image(path) as image:
+        bmap = map_images([image])
+    return bmap, bmap.to_dataframe()
+
+
+def patch(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def inode_offset(path: Path, file: str) -> int:
+    out = subprocess.run(
+        [tool("debugfs"), "-R", f"imap {file}", str(path)], capture_output=True, text=True
+    ).stdout
+    block = int(out.split("located at block ")[1].split(",")[0])
+    within = int(out.split("offset ")[1].split()[0], 16)
+    bs = T.dumpe2fs_layout(path)["block_size"]
+    return block * bs + within
+
+
+def files(frame):
+    sel = frame[frame["type"].isin(["f", "d"])]
+    return sorted(zip(sel["path"], sel["start"], sel["end"]))
+
+
+def test_zeroed_primary_superblock_uses_the_backup(ext_image_factory, tmp_path):
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    _, good = mapping(path)
+    patch(path, 1024, bytes(1024))
+    bmap, frame = mapping(path)
+    assert files(frame) == files(good)
+    notes = [f for f in bmap.findings if "backup" in f.message]
+    assert notes and notes[0].severity == Severity.WARNING
+
+
+def test_extent_outside_the_filesystem_is_a_finding(ext_image_factory, tmp_path):
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    at = inode_offset(path, "/data/medium.bin")
+    # i_block starts 40 bytes into the inode: header (12 bytes), then the first leaf extent
+    # (logical u32, length u16, start_hi u16, start_lo u32).
+    patch(path, at + 40 + 12 + 6, struct.pack("<HI", 0x7FFF, 0xFFFFFF00))
+    bmap, frame = mapping(path)
+    assert "/data/medium.bin" not in set(frame["path"])
+    assert any("outside the filesystem" in f.message for f in bmap.findings)
+    assert "/multi.bin" in set(frame["path"])  # the rest is still mapped
+
+
+def test_directory_loop_is_walked_once(ext_image_factory, tmp_path):
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    subprocess.run(
+        [tool("debugfs"), "-w", "-R", "link /data /data/loop", str(path)],
+        capture_output=True,
+        check=True,
+    )
+    bmap, frame = mapping(path)
+    assert any("second name" in f.message for f in bmap.findings)
+    assert "/data/loop" in set(frame["path"])
+    assert not any(p.startswith("/data/loop/") for p in frame["path"])
+
+
+def test_bad_rec_len_skips_the_rest_of_the_block(ext_image_factory, tmp_path):
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    st_root = T.debugfs_stat(path, "/")
+    block = st_root["data_extents"][0].physical
+    bs = T.dumpe2fs_layout(path)["block_size"]
+    # The first entry is "."; give it a rec_len that runs past the block.
+    patch(path, block * bs + 4, struct.pack("<H", 0xFFF0))
+    bmap, frame = mapping(path)
+    assert any("rec_len" in f.message for f in bmap.findings)
+    orphans = frame["path"].str.startswith("/$OrphanFiles/")
+    assert list(frame[(frame["type"] == "d") & ~orphans]["path"]) == ["/"]
+    assert orphans.any()  # what the root no longer names is still accounted for
+
+
+def test_superblock_with_absurd_counts_falls_back(ext_image_factory, tmp_path):
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    patch(path, 1024 + 0x28, struct.pack("<I", 0xFFFFFFF0))  # s_inodes_per_group
+    bmap, frame = mapping(path)
+    assert any("inodes per group" in f.message for f in bmap.findings)
+    assert (frame["type"] == "f").any()
+
+
+@pytest.fixture(scope="module")
+def small_ext(tmp_path_factory) -> bytes:
+    """A 2 MiB ext4 with 1 KiB blocks and a few files: small enough to fuzz."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    src = folder / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(20):
+        (src / "d" / f"f{i}").write_bytes(bytes([i]) * (700 * i))
+    (src / "long").symlink_to("x" * 100)
+    image = folder / "small.img"
+    subprocess.run(
+        [
+            tool("mke2fs"),
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-N",
+            "64",
+            "-d",
+            str(src),
+            str(image),
+            "2M",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return image.read_bytes()
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.tuples(st.integers(0, 96 * 1024), st.integers(0, 255)), min_size=1, max_size=40))
+def test_mutated_metadata_never_crashes(small_ext, changes):
+    """Bytes changed in the first 96 KiB (superblock, descriptors, bitmaps, inode table,
+    directories, extent roots): a map with findings, or bmap's own error."""
+    data = bytearray(small_ext)
+    for position, value in changes:
+        data[position] = value
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.img"
+        path.write_bytes(bytes(data))
+        try:
+            bmap, _ = mapping(path)
+        except BmapError:
+            return
+        dumps_map(bmap)
+        assert len(bmap) >= 1
