@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from bmap.errors import Finding, Severity
 from bmap.images import Image, RangeStream
@@ -18,6 +19,7 @@ from parsers import mbr as mbrmod
 from parsers import signatures
 from parsers.errors import NotThisFormat, ParserError
 from parsers.ext import ExtFS
+from parsers.ext.filesystem import describe as describe_ext
 from parsers.signatures import Content
 
 #: Contents that are a partition table's business, not a filesystem's, at offset 0 of a disk.
@@ -72,6 +74,8 @@ class Partition:
     parent: str | None = None
     """For a logical partition: the device of the extended partition that holds it."""
     content: Content | None = None
+    filesystem: dict[str, Any] | None = None
+    """What the filesystem's own superblock says (ext2/3/4), for ``bmap info``."""
 
     @property
     def end(self) -> int:
@@ -93,6 +97,7 @@ class Disk:
     structures: list[Structure] = field(default_factory=list)
     content: Content | None = None
     """Content of the whole disk when there is no partition table."""
+    filesystem: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     disk_id: str | None = None
     """GPT disk GUID, or the MBR disk signature as sfdisk prints it (``0x1234abcd``)."""
@@ -186,8 +191,24 @@ def discover(image: Image, sector_size: int | None = None) -> Disk:
     _check_overlaps(disk)
     for part in disk.partitions:
         if not part.is_extended and part.mapped_size > 0:
-            part.content = detect_content(disk.partition_stream(part), part.mapped_size)
+            stream = disk.partition_stream(part)
+            part.content = detect_content(stream, part.mapped_size)
+            part.filesystem = describe_filesystem(stream, part.mapped_size, part.content)
+    if disk.scheme == "none" and disk.content is not None:
+        disk.filesystem = describe_filesystem(stream, disk.size, disk.content)
     return disk
+
+
+def describe_filesystem(
+    stream: RangeStream, size: int, content: Content | None
+) -> dict[str, Any] | None:
+    """The superblock's facts of an ext filesystem (None for other contents)."""
+    if content is None or content.kind not in ("ext2", "ext3", "ext4"):
+        return None
+    try:
+        return describe_ext(ExtFS(stream, size))
+    except ParserError:
+        return None
 
 
 def detect_content(stream: RangeStream, size: int) -> Content:

@@ -36,6 +36,23 @@ def content_text(content: Content | None) -> str:
     return " ".join(words)
 
 
+def filesystem_lines(fs: dict[str, Any] | None, indent: str) -> list[str]:
+    """Two lines about an ext filesystem: sizes and counts, then its features."""
+    if not fs:
+        return []
+    used = fs["blocks"] - fs["free_blocks"]
+    cluster = (
+        f", {fs['cluster_size']}-byte clusters" if fs["cluster_size"] != fs["block_size"] else ""
+    )
+    return [
+        f"{indent}{fs['type']}: {fs['blocks']} blocks of {fs['block_size']} bytes{cluster} "
+        f"({human_size(fs['size'])}), used {human_size(used * fs['block_size'])}, free "
+        f"{human_size(fs['free_blocks'] * fs['block_size'])}; {fs['inodes']} inodes, "
+        f"{fs['inodes'] - fs['free_inodes']} used; {fs['groups']} groups",
+        f"{indent}features: {' '.join(fs['features'])}",
+    ]
+
+
 def content_dict(content: Content | None) -> dict[str, Any] | None:
     if content is None:
         return None
@@ -68,6 +85,7 @@ def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
     ]
     if disk.scheme == "none":
         lines.append(f"└─ content: {content_text(disk.content) or 'unknown'}")
+        lines += filesystem_lines(disk.filesystem, "   ")
         return lines
     rows: list[tuple[int, int, list[str]]] = []  # (offset, depth, cells)
     ss = disk.sector_size
@@ -125,10 +143,13 @@ def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
     table = [("   ", header)] + [(pre, cells) for pre, (_, _, cells) in zip(prefixes, rows)]
     widths = [max(len(pre) + len(cells[0]) for pre, cells in table)]
     widths += [max(len(cells[i]) for _, cells in table) for i in range(1, len(header))]
+    fs_of = {p.device: p.filesystem for p in disk.partitions}
     for pre, cells in table:
         first = (pre + cells[0]).ljust(widths[0])
         rest = "  ".join(c.ljust(w) for c, w in zip(cells[1:], widths[1:]))
         lines.append((first + "  " + rest).rstrip())
+        indent = pre.replace("├─ ", "│  ").replace("└─ ", "   ") + "   "
+        lines += filesystem_lines(fs_of.get(cells[0]), indent)
     return lines
 
 
@@ -186,6 +207,7 @@ def partition_dict(p: Partition, sector_size: int) -> dict[str, Any]:
         "logical": p.is_logical,
         "parent": p.parent,
         "content": content_dict(p.content),
+        "filesystem": p.filesystem,
     }
 
 
@@ -206,6 +228,7 @@ def disk_dict(disk: Disk) -> dict[str, Any]:
             "last_usable": disk.gpt_last_usable,
         },
         "content": content_dict(disk.content),
+        "filesystem": disk.filesystem,
         "partitions": [partition_dict(p, disk.sector_size) for p in disk.partitions],
         "structures": [
             {"kind": s.kind, "device": s.device, "start": s.offset, "size": s.size}

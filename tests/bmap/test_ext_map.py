@@ -274,3 +274,26 @@ def test_filesystem_in_a_gpt_partition(ext4_in_gpt_image):
         checked += 1
     assert checked > 100
     assert_nested_and_covering(frame, disk.path.stat().st_size)
+
+
+@pytest.mark.parametrize("name", ["ext4_tree", "ext2_1k_tind", "ext4_bigalloc"])
+def test_info_shows_what_dumpe2fs_says(ext_image_factory, name):
+    import json
+
+    from click.testing import CliRunner
+
+    from bmap.cli import main
+
+    path = ext_image_factory(name)
+    header = T.dumpe2fs_header(path)
+    result = CliRunner().invoke(main, ["info", "--json", str(path)])
+    fs = json.loads(result.stdout)["disks"][0]["filesystem"]
+    assert fs["blocks"] == int(header["Block count"])
+    assert fs["free_blocks"] == int(header["Free blocks"])
+    assert fs["inodes"] == int(header["Inode count"])
+    assert fs["free_inodes"] == int(header["Free inodes"])
+    assert fs["block_size"] == int(header["Block size"])
+    assert fs["uuid"] == header["Filesystem UUID"]
+    assert set(fs["features"]) == set(header["Filesystem features"].split())
+    text = CliRunner().invoke(main, ["info", str(path)]).stdout
+    assert f"{fs['type']}: {fs['blocks']} blocks of {fs['block_size']} bytes" in text
