@@ -98,12 +98,27 @@ class ObjectTable:
         first = len(self.types)
         self.types.extend(types)
         self.devices.extend([device] * len(types))
-        self.kinds.extend(
-            KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds)
-        )
+        self.kinds.extend(KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds))
         self.paths.extend(paths)
         self.inodes.extend(inodes)
         return np.arange(first, len(self.types), dtype=np.int64)
+
+    def text_ids(self, escape: Any) -> list[str]:
+        """``TYPE ID`` of every object as the text format writes it, escaped with ``escape``.
+
+        One pass over the columns; this runs once per object of a map that may hold millions.
+        """
+        out: list[str] = []
+        append = out.append
+        for type_, device, kind, path in zip(self.types, self.devices, self.kinds, self.paths):
+            if type_ == "f" or type_ == "d":
+                append(f"{type_} {escape(device)} {escape(path)}")
+            elif type_ == "m" or type_ == "u":
+                tail = f" {escape(path)}" if path else ""
+                append(f"{type_} {escape(device)} {kind}{tail}")
+            else:
+                append(f"{type_} {escape(device)}")
+        return out
 
     def id_of(self, number: int) -> str:
         """The ID column of the text format for one object, before escaping."""

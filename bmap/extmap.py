@@ -278,14 +278,17 @@ class _Mapper:
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
         is_dir = (table.mode[child] & S.S_IFMT) == S.S_IFDIR
         child_l, valid_l, is_dir_l = child.tolist(), valid.tolist(), is_dir.tolist()
+        dirs, first = np.unique(entry_dir, return_index=True)
+        bounds = dict(
+            zip(dirs.tolist(), zip(first.tolist(), [*first[1:].tolist(), len(entry_dir)]))
+        )
 
         names.append((root, "/"))
         seen_dirs = {root}
         queue: deque[tuple[int, str]] = deque([(root, "/")])
         while queue:
             row, path = queue.popleft()
-            lo = int(np.searchsorted(entry_dir, row, side="left"))
-            hi = int(np.searchsorted(entry_dir, row, side="right"))
+            lo, hi = bounds.get(row, (0, 0))
             prefix = path if path == "/" else path + "/"
             for i in range(lo, hi):
                 child_path = prefix + entry_names[i].decode("utf-8", "surrogateescape")
@@ -374,18 +377,25 @@ class _Mapper:
         hi = np.searchsorted(runs.row, row, side="right")
         has_data = (is_dir | is_file | slow_link) & ~inline & (hi > lo)
         self._emit_joined(
-            has_data, lo, hi, row, ino, paths,
+            has_data,
+            lo,
+            hi,
+            row,
+            ino,
+            paths,
             np.where(is_dir, "d", np.where(slow_link, "m", "f")),
             np.where(slow_link, "symlink", ""),
-            runs.physical * bs, (runs.physical + runs.length) * bs, runs.logical * bs, first,
+            runs.physical * bs,
+            (runs.physical + runs.length) * bs,
+            runs.logical * bs,
+            first,
         )
         # Inline data lives in the inode's own record inside the inode table.
         sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
         if len(sel):
             objs = self._objects(sel, np.where(is_dir[sel], "d", "f"), None, paths, ino)
             pos = table.position[row[sel]]
-            self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64),
-                      claim=False)
+            self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64), claim=False)
         # Extent-tree nodes and indirect blocks.
         if tree:
             tree_row = np.fromiter(
@@ -400,8 +410,18 @@ class _Mapper:
             thi = np.searchsorted(tree_row, row, side="right")
             kinds = np.where((flags & S.EXTENTS_FL) != 0, "extent-tree", "indirect-block")
             self._emit_joined(
-                thi > tlo, tlo, thi, row, ino, paths, np.full(len(row), "m"), kinds,
-                tree_block * bs, (tree_block + 1) * bs, None, first,
+                thi > tlo,
+                tlo,
+                thi,
+                row,
+                ino,
+                paths,
+                np.full(len(row), "m"),
+                kinds,
+                tree_block * bs,
+                (tree_block + 1) * bs,
+                None,
+                first,
             )
         # External xattr blocks.
         acl = table.file_acl[row]
@@ -409,8 +429,12 @@ class _Mapper:
         if len(sel):
             ok = (acl[sel] >= fs.sb.first_data_block) & (acl[sel] < fs.sb.blocks_count)
             for i in sel[~ok].tolist():
-                self.finding(Severity.ERROR, None, self.device,
-                             f"{paths[i]!r}: xattr block {int(acl[i])} outside the filesystem")
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"{paths[i]!r}: xattr block {int(acl[i])} outside the filesystem",
+                )
             sel = sel[ok]
             objs = self._objects(sel, "m", "xattr-block", paths, ino)
             self._emit_claiming(objs, acl[sel] * bs, (acl[sel] + 1) * bs, None, first[sel])
@@ -445,14 +469,17 @@ class _Mapper:
     ) -> Array:
         """One object per selected name; returns their numbers."""
         n = len(sel)
-        type_list = [str(t) for t in np.broadcast_to(np.asarray(types), (n,))]
+        type_list = np.broadcast_to(np.asarray(types), (n,)).tolist()
         kind_list: list[str | None] = (
             [None] * n
             if kinds is None
-            else [str(k) or None for k in np.broadcast_to(np.asarray(kinds), (n,))]
+            else [k or None for k in np.broadcast_to(np.asarray(kinds), (n,)).tolist()]
         )
         return self.builder.add_objects(
-            type_list, self.device, kind_list, [paths[i] for i in sel.tolist()],
+            type_list,
+            self.device,
+            kind_list,
+            [paths[i] for i in sel.tolist()],
             ino[sel].tolist(),
         )
 
@@ -478,15 +505,23 @@ class _Mapper:
         objs = self._objects(sel, types[sel], kinds[sel], paths, ino)
         count = hi[sel] - lo[sel]
         total = int(count.sum())
-        ext = np.repeat(lo[sel], count) + (np.arange(total) - np.repeat(np.cumsum(count) - count,
-                                                                          count))
+        ext = np.repeat(lo[sel], count) + (
+            np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        )
         self._emit_claiming(
-            np.repeat(objs, count), starts[ext], ends[ext],
-            None if offsets is None else offsets[ext], np.repeat(first[sel], count),
+            np.repeat(objs, count),
+            starts[ext],
+            ends[ext],
+            None if offsets is None else offsets[ext],
+            np.repeat(first[sel], count),
         )
 
     def _emit_claiming(
-        self, objs: Array, starts: Array, ends: Array, offsets: Array | None,
+        self,
+        objs: Array,
+        starts: Array,
+        ends: Array,
+        offsets: Array | None,
         claims: npt.NDArray[np.bool_],
     ) -> None:
         self.placement.place(self.builder, objs, starts, ends, offsets)

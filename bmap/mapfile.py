@@ -61,7 +61,7 @@ def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
             f"{escape(f.source)}: {escape(f.message)}\n"
         )
     objs = bmap.objects
-    ids = [f"{objs.types[i]} {escape(objs.id_of(i))}" for i in range(len(objs))]
+    ids = objs.text_ids(escape)
     for part in _chunks(bmap):
         fh.write(
             "".join(

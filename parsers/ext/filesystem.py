@@ -862,7 +862,8 @@ class ExtFS:
         """
         bs = self.block_size
         n = len(blocks)
-        buf = np.zeros(n * bs, dtype=np.uint8)
+        raw = bytearray(n * bs)
+        buf = np.frombuffer(raw, dtype=np.uint8)
         if n:
             # Consecutive block numbers are read in one call.
             breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
@@ -886,13 +887,19 @@ class ExtFS:
             name_len = buf[p + 6].astype(np.int64)
             ftype = buf[p + 7].astype(np.int64)
             if bs >= 65536:
-                rec_len = np.where((rec_len == 0) | (rec_len == 65535), bs,
-                                   (rec_len & 65532) | ((rec_len & 3) << 16))
+                rec_len = np.where(
+                    (rec_len == 0) | (rec_len == 65535),
+                    bs,
+                    (rec_len & 65532) | ((rec_len & 3) << 16),
+                )
             if not filetype:
                 name_len |= ftype << 8
                 ftype = np.zeros_like(ftype)
-            ok = (rec_len >= 8) & (rec_len % 4 == 0) & (p + rec_len <= end[active]) & (
-                name_len + 8 <= rec_len
+            ok = (
+                (rec_len >= 8)
+                & (rec_len % 4 == 0)
+                & (p + rec_len <= end[active])
+                & (name_len + 8 <= rec_len)
             )
             if not ok.all():
                 bad_blocks.extend(active[~ok].tolist())
@@ -920,8 +927,7 @@ class ExtFS:
         order = np.argsort(block, kind="stable")
         offsets = (np.concatenate(out_off) if out_off else np.zeros(0, np.int64))[order]
         lengths = (np.concatenate(out_len) if out_len else np.zeros(0, np.int64))[order]
-        raw = buf.tobytes()
-        names = [raw[o : o + n_] for o, n_ in zip(offsets.tolist(), lengths.tolist())]
+        names = [bytes(raw[o : o + n_]) for o, n_ in zip(offsets.tolist(), lengths.tolist())]
         return BulkEntries(
             block=block[order],
             inodes=(np.concatenate(out_ino) if out_ino else np.zeros(0, np.int64))[order],

@@ -209,6 +209,9 @@ def test_special_inodes_equal_debugfs(mapped, name):
         assert ranges(frame, "quota") == merged([r for q in quota for r in blocks_of(q)])
     if special["orphan_file"]:
         assert ranges(frame, "orphan-file") == blocks_of(special["orphan_file"])
+    if special["resize"]:
+        dind = [b for level, b in T.debugfs_stat(path, 7)["ind_blocks"] if level == "DIND"]
+        assert ranges(frame, "resize-inode") == [(b * bs, (b + 1) * bs) for b in dind]
     if special["mmp_block"]:
         b = special["mmp_block"]
         assert ranges(frame, "mmp") == [(b * bs, (b + 1) * bs)]
@@ -235,6 +238,8 @@ def test_lines_nest_and_cover_the_disk(mapped, name):
     path, bmap, frame = mapped(name)
     assert_nested_and_covering(frame, path.stat().st_size)
     assert not [f for f in bmap.findings if f.severity >= 1], bmap.findings
+    # e2fsck finds these images clean: every block in use belongs to something bmap names.
+    assert not (frame["kind"] == "unreferenced").any()
 
 
 def test_names_are_exact_and_hard_links_repeat(mapped, tmp_path):
