@@ -114,11 +114,32 @@ class _Mapper:
             self.claimed_starts.append(s)
             self.claimed_ends.append(e)
 
+    def emit_kind(
+        self,
+        kind: str,
+        starts: npt.ArrayLike,
+        ends: npt.ArrayLike,
+        file_offsets: npt.ArrayLike | None = None,
+        type_: str = "m",
+        claim: bool = True,
+    ) -> None:
+        """Lines of the device-wide object ``kind``; none (and no object) when empty.
+
+        A structure's lines carry the offset inside themselves unless told otherwise; unused
+        space has no offset.
+        """
+        s = np.asarray(starts, dtype=np.int64)
+        if len(s) == 0:
+            return
+        if file_offsets is None and type_ == "m":
+            file_offsets = np.zeros(len(s), dtype=np.int64)
+        self.emit(self.kind_object(kind, type_), s, ends, file_offsets, claim=claim)
+
     def emit_blocks(self, kind: str, blocks: npt.ArrayLike, counts: npt.ArrayLike = 1) -> None:
         b = np.asarray(blocks, dtype=np.int64)
         c = np.broadcast_to(np.asarray(counts, dtype=np.int64), b.shape)
         if len(b):
-            self.emit(self.kind_object(kind), b * self.bs, (b + c) * self.bs)
+            self.emit_kind(kind, b * self.bs, (b + c) * self.bs)
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -142,8 +163,8 @@ class _Mapper:
         for kind, block, count in fs.static_layout():
             if kind == "superblock" and bs > 1024 and block == 0:
                 # Block 0 of a large-block filesystem: boot block, then the superblock.
-                self.emit(self.kind_object("boot-block"), [0], [1024])
-                self.emit(self.kind_object("superblock"), [1024], [bs])
+                self.emit_kind("boot-block", [0], [1024])
+                self.emit_kind("superblock", [1024], [bs])
                 continue
             self.emit_blocks(kind, [block], [count])
 
@@ -243,11 +264,8 @@ class _Mapper:
             self.special_rows.add(row)
             sl = runs.slice_of(row)
             starts = runs.physical[sl] * self.bs
-            self.emit(
-                self.kind_object(kind),
-                starts,
-                starts + runs.length[sl] * self.bs,
-                runs.logical[sl] * self.bs,
+            self.emit_kind(
+                kind, starts, starts + runs.length[sl] * self.bs, runs.logical[sl] * self.bs
             )
             self.emit_blocks(kind, tree.get(row, []))
         row = table.index_of(S.RESIZE_INO)
@@ -420,7 +438,7 @@ class _Mapper:
                 kinds,
                 tree_block * bs,
                 (tree_block + 1) * bs,
-                None,
+                np.zeros(len(tree_block), np.int64),
                 first,
             )
         # External xattr blocks.
@@ -437,7 +455,9 @@ class _Mapper:
                 )
             sel = sel[ok]
             objs = self._objects(sel, "m", "xattr-block", paths, ino)
-            self._emit_claiming(objs, acl[sel] * bs, (acl[sel] + 1) * bs, None, first[sel])
+            self._emit_claiming(
+                objs, acl[sel] * bs, (acl[sel] + 1) * bs, np.zeros(len(sel), np.int64), first[sel]
+            )
 
     def _orphans(self, names: list[tuple[int, str]]) -> list[tuple[int, str]]:
         fs = self.fs
@@ -555,7 +575,7 @@ class _Mapper:
         group_end = np.minimum(group_start + sb.blocks_per_group * bs, fs_end * bs)
         free = union(np.concatenate((free[0], group_start)), np.concatenate((free[1], group_end)))
         free = subtract(free, claimed)
-        self.emit(self.kind_object("unallocated", "u"), free[0], free[1], claim=False)
+        self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
         self.stats.free_blocks = int((free[1] - free[0]).sum()) // bs
         readable_end = min(fs_end * bs, self.device_size)
         everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
@@ -569,15 +589,12 @@ class _Mapper:
             slack = subtract(rest, outside)
             rest = outside
             if len(slack[0]):
-                self.emit(self.kind_object("cluster-slack", "u"), slack[0], slack[1], claim=False)
+                self.emit_kind("cluster-slack", slack[0], slack[1], type_="u", claim=False)
         if len(rest[0]):
-            self.emit(self.kind_object("unreferenced", "u"), rest[0], rest[1], claim=False)
+            self.emit_kind("unreferenced", rest[0], rest[1], type_="u", claim=False)
         if self.device_size > fs_end * bs:
-            self.emit(
-                self.kind_object("volume-slack", "u"),
-                [fs_end * bs],
-                [self.device_size],
-                claim=False,
+            self.emit_kind(
+                "volume-slack", [fs_end * bs], [self.device_size], type_="u", claim=False
             )
 
 

@@ -237,17 +237,19 @@ def _read_bmap(fh: IO[str], name: str) -> Any:
 def _fill_offsets(frame: Any) -> Any:
     """The text format has no offset column: rebuild it where the lines alone determine it.
 
-    A disk, a partition and a table structure are each one contiguous range, so the offset of
-    a byte inside them follows from their first line. A file, a directory or an LV may lie on
-    the disk out of order, so their offsets stay unknown (use csv or jsonl to keep them).
+    A disk and a partition are each one contiguous range, and a structure's line is read as
+    the structure itself, so their offsets start at 0 on each line. A file, a directory or an
+    LV may lie on the disk out of order, so their offsets stay unknown (csv and jsonl keep
+    them).
     """
     if frame.empty:
         return frame
-    contiguous = frame["type"].isin(["v", "p", "m"])
-    sub = frame[contiguous]
-    lines = sub.groupby(["disk", "type", "device", "kind", "path"], sort=False)["start"]
+    structure = frame["type"] == "m"
+    contiguous = frame["type"].isin(["v", "p"])
+    lines = frame[contiguous].groupby(["disk", "type", "device"], sort=False)["start"]
     counts = lines.transform("size")
     frame.loc[counts.index[counts.to_numpy() == 1], "file_offset"] = 0
+    frame.loc[structure, "file_offset"] = 0
     return frame
 
 

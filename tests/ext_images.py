@@ -199,9 +199,7 @@ def is_root() -> bool:
 
 
 def e2fsprogs_version() -> str:
-    proc = subprocess.run(
-        [tool_path("mke2fs"), "-V"], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([tool_path("mke2fs"), "-V"], capture_output=True, text=True, check=False)
     first = (proc.stderr or proc.stdout).splitlines()[0]  # "mke2fs 1.47.0 (5-Feb-2023)"
     return first.split()[1]
 
@@ -519,8 +517,22 @@ def build_ext4_tree(image: Path, workdir: Path) -> Path:
         raise NeedsRoot("ext4_tree needs root: device nodes and a read-write loop mount")
     src = workdir / "src"
     _tree_ext4_tree(src)
-    mke2fs(image, 160 * MiB, src, "-t", "ext4", "-b", "4096", "-I", "256", "-N", "8192",
-           "-m", "0", name="ext4_tree")
+    mke2fs(
+        image,
+        160 * MiB,
+        src,
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-I",
+        "256",
+        "-N",
+        "8192",
+        "-m",
+        "0",
+        name="ext4_tree",
+    )
     # mke2fs -d writes linear directories; -D indexes every directory of more than one block.
     e2fsck_fix(image, "-D")
     e2fsck_clean(image)
@@ -573,8 +585,22 @@ def build_ext4_meta_bg(image: Path, workdir: Path) -> Path:
     src = workdir / "src"
     _tree_small(src, seed="ext4_meta_bg")
     _multi_extent(src / "multi.bin", pieces=6, stride=64 * KiB, piece=8 * KiB, seed="mbg")
-    mke2fs(image, 64 * MiB, src, "-t", "ext4", "-b", "1024", "-g", "1024", "-N", "2048",
-           "-O", "meta_bg,^resize_inode", name="ext4_meta_bg")
+    mke2fs(
+        image,
+        64 * MiB,
+        src,
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-g",
+        "1024",
+        "-N",
+        "2048",
+        "-O",
+        "meta_bg,^resize_inode",
+        name="ext4_meta_bg",
+    )
     e2fsck_clean(image)
     return image
 
@@ -585,8 +611,22 @@ def build_ext4_bigalloc(image: Path, workdir: Path) -> Path:
     _tree_small(src, seed="ext4_bigalloc", xattr_big=2000)
     _write(src / "cluster.bin", _data("cluster", 100 * KiB))
     _multi_extent(src / "multi.bin", pieces=6, stride=64 * KiB, piece=20 * KiB, seed="mba")
-    mke2fs(image, 64 * MiB, src, "-t", "ext4", "-b", "4096", "-O", "bigalloc", "-C", "16384",
-           "-N", "1024", name="ext4_bigalloc")
+    mke2fs(
+        image,
+        64 * MiB,
+        src,
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-O",
+        "bigalloc",
+        "-C",
+        "16384",
+        "-N",
+        "1024",
+        name="ext4_bigalloc",
+    )
     e2fsck_clean(image)
     return image
 
@@ -610,8 +650,22 @@ def build_ext4_inline(image: Path, workdir: Path) -> Path:
     bigger.mkdir()
     for i in range(60):  # too many entries for the inode: a normal directory block
         _write(bigger / f"entry-with-a-longer-name-{i:03d}", b"%d\n" % i)
-    mke2fs(image, 16 * MiB, src, "-t", "ext4", "-b", "4096", "-I", "256", "-N", "512",
-           "-O", "inline_data", name="ext4_inline")
+    mke2fs(
+        image,
+        16 * MiB,
+        src,
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-I",
+        "256",
+        "-N",
+        "512",
+        "-O",
+        "inline_data",
+        name="ext4_inline",
+    )
     e2fsck_clean(image)
     return image
 
@@ -621,8 +675,20 @@ def build_ext4_misc(image: Path, workdir: Path) -> Path:
     src = workdir / "src"
     _tree_small(src, seed="ext4_misc")
     _multi_extent(src / "multi.bin", pieces=6, stride=64 * KiB, piece=8 * KiB, seed="mmi")
-    mke2fs(image, 64 * MiB, src, "-t", "ext4", "-b", "1024", "-N", "1024",
-           "-O", "quota,orphan_file,sparse_super2", name="ext4_misc")
+    mke2fs(
+        image,
+        64 * MiB,
+        src,
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-N",
+        "1024",
+        "-O",
+        "quota,orphan_file,sparse_super2",
+        name="ext4_misc",
+    )
     # mke2fs 1.47.0 computes quota usage before -d copies the tree in: let e2fsck redo it.
     # MMP comes after: e2fsck -y on an MMP filesystem waits 2 * interval + 1 = 11 s.
     e2fsck_fix(image)
@@ -700,8 +766,18 @@ def build_ext4_in_gpt(disk: Path, ext4_tree: Path) -> DiskImage:
         f"2:{GPT_PART_GUIDS[1]}",
         disk,
     )
-    run("mkfs.vfat", "--invariant", "-i", "b3a9c1d0", "-n", "EFI", "--offset", "2048",
-        disk, str(GPT_EFI_SIZE // 1024))
+    run(
+        "mkfs.vfat",
+        "--invariant",
+        "-i",
+        "b3a9c1d0",
+        "-n",
+        "EFI",
+        "--offset",
+        "2048",
+        disk,
+        str(GPT_EFI_SIZE // 1024),
+    )
     copy_sparse(ext4_tree, disk, GPT_EXT_OFFSET)
     return DiskImage(path=disk, offset=GPT_EXT_OFFSET, size=fs_size, partition=2)
 
@@ -757,9 +833,7 @@ def ext4_in_gpt(cache_root: Path) -> DiskImage:
         if stale.exists() and stale.stat().st_mtime < tree.stat().st_mtime:
             stale.unlink()  # ext4_tree was rebuilt since: copy it again
     disk = _cached(cache_root, "ext4_in_gpt.img", lambda out, _work: build_ext4_in_gpt(out, tree))
-    return DiskImage(
-        path=disk, offset=GPT_EXT_OFFSET, size=tree.stat().st_size, partition=2
-    )
+    return DiskImage(path=disk, offset=GPT_EXT_OFFSET, size=tree.stat().st_size, partition=2)
 
 
 # --------------------------------------------------------------------------------------------

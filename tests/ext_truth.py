@@ -158,16 +158,27 @@ def ro_mount(image: Path | str, offset: int = 0) -> Iterator[Path]:
     """
     require_root()
     dev = subprocess.run(
-        [tool_path("losetup"), "--find", "--show", "--read-only", "--offset", str(offset),
-         str(image)],
-        capture_output=True, text=True, check=True,
+        [
+            tool_path("losetup"),
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            str(offset),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     try:
         mnt = Path(tempfile.mkdtemp(prefix="bmap-truth-"))
         try:
             subprocess.run(
                 [tool_path("mount"), "-t", "ext4", "-o", "ro,noload", dev, str(mnt)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             try:
                 yield mnt
@@ -186,7 +197,7 @@ def _walk(mnt: Path) -> Iterator[tuple[bytes, bytes, os.stat_result]]:
     root = os.fsencode(mnt)
     yield b"/", root, os.lstat(root)
     for dirpath, dirnames, filenames in os.walk(root):  # never follows symlinks
-        rel = dirpath[len(root):] or b""
+        rel = dirpath[len(root) :] or b""
         for name in sorted(dirnames) + sorted(filenames):
             host = os.path.join(dirpath, name)
             yield rel + b"/" + name, host, os.lstat(host)
@@ -217,8 +228,14 @@ def fiemap_fd(fd: int, xattr: bool = False) -> list[Extent]:
     for _ in range(1 << 20):  # bounded: a file has far fewer batches
         buf = bytearray(_FIEMAP.size + _FIEMAP_EXTENT.size * _FIEMAP_BATCH)
         _FIEMAP.pack_into(
-            buf, 0, start, FIEMAP_MAX_OFFSET, FIEMAP_FLAG_XATTR if xattr else 0, 0,
-            _FIEMAP_BATCH, 0,
+            buf,
+            0,
+            start,
+            FIEMAP_MAX_OFFSET,
+            FIEMAP_FLAG_XATTR if xattr else 0,
+            0,
+            _FIEMAP_BATCH,
+            0,
         )
         fcntl.ioctl(fd, FS_IOC_FIEMAP, buf, True)
         mapped = _FIEMAP.unpack_from(buf)[3]
@@ -273,8 +290,13 @@ def ncheck_all(image: Path | str, offset: int = 0) -> dict[int, list[bytes]]:
 def file_types(image: Path | str, offset: int = 0) -> dict[bytes, str]:
     """Path -> ``reg dir lnk fifo chr blk sock`` from lstat on the mount."""
     kinds = {
-        stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFLNK: "lnk", stat.S_IFIFO: "fifo",
-        stat.S_IFCHR: "chr", stat.S_IFBLK: "blk", stat.S_IFSOCK: "sock",
+        stat.S_IFREG: "reg",
+        stat.S_IFDIR: "dir",
+        stat.S_IFLNK: "lnk",
+        stat.S_IFIFO: "fifo",
+        stat.S_IFCHR: "chr",
+        stat.S_IFBLK: "blk",
+        stat.S_IFSOCK: "sock",
     }
     with ro_mount(image, offset) as mnt:
         return {path: kinds[stat.S_IFMT(st.st_mode)] for path, _h, st in _walk(mnt)}
@@ -347,8 +369,9 @@ def parse_stat(text: bytes) -> dict[str, Any]:
         "file_acl": num(rb"File ACL: (\d+)"),
         "inline_size": num(rb"Size of inline data: (\d+)", None),
         "fast_link": None,
-        "xattrs": [m.decode("utf-8", "surrogateescape")
-                   for m in re.findall(rb"(?m)^  (\S+) \(\d+\)", text)],
+        "xattrs": [
+            m.decode("utf-8", "surrogateescape") for m in re.findall(rb"(?m)^  (\S+) \(\d+\)", text)
+        ],
         "etb_nodes": [],  # (level, block): extent-tree index and leaf blocks outside the inode
         "etb_blocks": [],
         "ind_blocks": [],  # ("IND" | "DIND" | "TIND", block), in traversal order
@@ -371,9 +394,7 @@ def parse_stat(text: bytes) -> dict[str, Any]:
             else:
                 l0 = int(m["l0"])
                 l1 = int(m["l1"]) if m["l1"] is not None else l0
-                info["data_extents"].append(
-                    BlockExtent(l0, p0, l1 - l0 + 1, m["u"] is not None)
-                )
+                info["data_extents"].append(BlockExtent(l0, p0, l1 - l0 + 1, m["u"] is not None))
     else:
         info["block_map"] = None
     return info
@@ -404,8 +425,9 @@ def debugfs_stat(image: Path | str, inode_or_path: int | str | bytes, offset: in
 def block_runs_to_bytes(runs: Iterable[BlockExtent], block_size: int) -> list[BlockExtent]:
     """debugfs block runs as bytes (same tuple shape), adjacent runs merged."""
     return coalesce(
-        BlockExtent(r.logical * block_size, r.physical * block_size, r.length * block_size,
-                    r.uninit)
+        BlockExtent(
+            r.logical * block_size, r.physical * block_size, r.length * block_size, r.uninit
+        )
         for r in runs
     )
 
@@ -416,8 +438,11 @@ def coalesce(runs: Iterable[BlockExtent]) -> list[BlockExtent]:
     for r in sorted(runs):
         if out:
             p = out[-1]
-            if (p.logical + p.length == r.logical and p.physical + p.length == r.physical
-                    and p.uninit == r.uninit):
+            if (
+                p.logical + p.length == r.logical
+                and p.physical + p.length == r.physical
+                and p.uninit == r.uninit
+            ):
                 out[-1] = BlockExtent(p.logical, p.physical, p.length + r.length, p.uninit)
                 continue
         out.append(r)
@@ -435,9 +460,7 @@ def fiemap_runs(extents: Iterable[Extent]) -> list[BlockExtent]:
 # icheck, ncheck, imap, htree
 
 
-def inode_locations(
-    image: Path | str, inodes: Iterable[int], offset: int = 0
-) -> dict[int, int]:
+def inode_locations(image: Path | str, inodes: Iterable[int], offset: int = 0) -> dict[int, int]:
     """Byte offset of each inode (from the filesystem start), via debugfs ``imap``.
 
     Inline data starts 40 bytes (``i_block``) into its inode; that is where the kernel's
@@ -455,9 +478,7 @@ def inode_locations(
     return found
 
 
-def icheck(
-    image: Path | str, blocks: Iterable[int], offset: int = 0
-) -> dict[int, int | None]:
+def icheck(image: Path | str, blocks: Iterable[int], offset: int = 0) -> dict[int, int | None]:
     """Block -> owning inode (None for "<block not found>"), via debugfs ``icheck``.
 
     icheck only knows blocks reached from inodes (data, IND/DIND/TIND, extent-tree nodes,
@@ -484,12 +505,13 @@ def icheck(
     return owners
 
 
-def debugfs_ncheck(image: Path | str, inodes: Iterable[int], offset: int = 0
-                   ) -> dict[int, list[bytes]]:
+def debugfs_ncheck(
+    image: Path | str, inodes: Iterable[int], offset: int = 0
+) -> dict[int, list[bytes]]:
     """debugfs ``ncheck``: names as debugfs prints them (for comparison with the mount only;
     it prints ``//name`` for root entries in 1.47.0 and names with newlines break lines)."""
     inodes = list(inodes)
-    (_cmd, out), = debugfs_run(image, ["ncheck " + " ".join(map(str, inodes))], offset)
+    ((_cmd, out),) = debugfs_run(image, ["ncheck " + " ".join(map(str, inodes))], offset)
     names: dict[int, list[bytes]] = {}
     for m in re.finditer(rb"(?m)^(\d+)\t(.*)$", out):
         path = m[2]
@@ -506,12 +528,13 @@ def htree_dump(image: Path | str, inode_or_path: int | str | bytes, offset: int 
     interior or leaf blocks the root points to); ``indirect_levels`` from the root info.
     """
     spec = _inode_specs(image, [inode_or_path], offset)[inode_or_path]
-    (_cmd, out), = debugfs_run(image, [f'htree_dump "{spec}"'], offset)
+    ((_cmd, out),) = debugfs_run(image, [f'htree_dump "{spec}"'], offset)
     if b"Root node dump:" not in out:
         return {"indexed": False, "indirect_levels": None, "index_blocks": []}
     levels = re.search(rb"Indirect levels: (\d+)", out)
-    blocks = sorted({int(b) for b in re.findall(rb"Entry #\d+: Hash 0x[0-9a-f]+, block (\d+)",
-                                                out)})
+    blocks = sorted(
+        {int(b) for b in re.findall(rb"Entry #\d+: Hash 0x[0-9a-f]+, block (\d+)", out)}
+    )
     return {
         "indexed": True,
         "indirect_levels": int(levels[1]) if levels else None,
@@ -570,8 +593,9 @@ def dumpe2fs_layout(image: Path | str, offset: int = 0) -> dict[str, Any]:
     }
     group: dict[str, Any] | None = None
     for line in text.splitlines():
-        m = re.match(r"^Group (\d+): \(Blocks (\d+)-(\d+)\)(?: csum 0x[0-9a-f]+)?(?: \[(.*)\])?",
-                     line)
+        m = re.match(
+            r"^Group (\d+): \(Blocks (\d+)-(\d+)\)(?: csum 0x[0-9a-f]+)?(?: \[(.*)\])?", line
+        )
         if m:
             group = {
                 "group": int(m[1]),

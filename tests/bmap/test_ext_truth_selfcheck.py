@@ -86,8 +86,9 @@ def image_truth(ext_image_factory) -> Any:
 
 
 def _root_if_needed(names):
-    return [pytest.param(n, marks=pytest.mark.root) if n in NEEDS_ROOT_TO_BUILD else n
-            for n in names]
+    return [
+        pytest.param(n, marks=pytest.mark.root) if n in NEEDS_ROOT_TO_BUILD else n for n in names
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,9 +112,7 @@ def test_fiemap_equals_debugfs_extents(image_truth, name):
         if st["flags"] & truth.EXT4_INLINE_DATA_FL:
             assert all("inline" in e.flags for e in extents), path
             continue
-        assert truth.fiemap_runs(extents) == truth.block_runs_to_bytes(
-            st["data_extents"], bs
-        ), path
+        assert truth.fiemap_runs(extents) == truth.block_runs_to_bytes(st["data_extents"], bs), path
         compared += 1
     assert compared > 10
 
@@ -131,7 +130,9 @@ def test_ext4_tree_has_what_it_was_built_with(image_truth):
     assert len(big["data_extents"]) > 4  # more than the inode's four slots: depth 1
     out = subprocess.run(
         [tool_path("debugfs"), "-R", "dump_extents -n /frag/big4m.bin", str(info.path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert " 0/ 1 " in out  # an index level above the leaves
 
@@ -140,7 +141,10 @@ def test_ext4_tree_has_what_it_was_built_with(image_truth):
     mixed = info.fiemap[info.path_of("mixed_uninit_file")]
     assert ["unwritten" in e.flags for e in mixed] == [True, False, True]
     assert [e.uninit for e in info.stat_of("mixed_uninit_file")["data_extents"]] == [
-        True, False, True]
+        True,
+        False,
+        True,
+    ]
     sparse = info.fiemap[info.path_of("sparse_file")]
     assert [e.logical for e in sparse] == [0, 10 << 20]
 
@@ -216,8 +220,14 @@ def test_meta_bg_groups_have_single_descriptor_blocks(image_truth):
     assert len(groups) >= 3 * per_block  # at least three meta-groups
     with_desc = [g["group"] for g in groups if g["group_descriptors"]]
     # meta_bg: the first, second and last group of each meta-group hold one descriptor block.
-    expected = sorted({m + i for m in range(0, len(groups), per_block)
-                       for i in (0, 1, per_block - 1) if m + i < len(groups)})
+    expected = sorted(
+        {
+            m + i
+            for m in range(0, len(groups), per_block)
+            for i in (0, 1, per_block - 1)
+            if m + i < len(groups)
+        }
+    )
     assert with_desc == expected
     for g in groups:
         assert g["reserved_gdt"] is None
@@ -238,8 +248,10 @@ def test_layout_groups_tile_the_filesystem(image_truth, name):
     for prev, nxt in itertools.pairwise(groups):
         assert prev["range"][1] == nxt["range"][0]
     assert groups[0]["superblock_kind"] == "primary"
-    assert groups[0]["superblock"] == (layout["first_data_block"] * bs,
-                                       (layout["first_data_block"] + 1) * bs)
+    assert groups[0]["superblock"] == (
+        layout["first_data_block"] * bs,
+        (layout["first_data_block"] + 1) * bs,
+    )
     for g in groups:
         for lo, hi in g["free_blocks"]:
             assert g["range"][0] <= lo < hi <= g["range"][1], g["group"]
@@ -311,10 +323,14 @@ def test_inline_data_lives_in_the_inode(image_truth):
 @pytest.mark.root
 def test_ext4_in_gpt_partition_holds_the_tree(image_truth, ext4_in_gpt_image: DiskImage):
     disk = ext4_in_gpt_image
-    table = json.loads(subprocess.run(
-        [tool_path("sfdisk"), "--json", str(disk.path)], capture_output=True, text=True,
-        check=True,
-    ).stdout)["partitiontable"]
+    table = json.loads(
+        subprocess.run(
+            [tool_path("sfdisk"), "--json", str(disk.path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["partitiontable"]
     part = table["partitions"][1]
     assert part["start"] * table["sectorsize"] == disk.offset
     assert part["size"] * table["sectorsize"] == disk.size
@@ -332,6 +348,8 @@ def test_no_loop_device_left_on_the_images(image_truth, ext_images_cache: Path):
     image_truth("ext4_tree").fiemap  # noqa: B018  (mount and unmount at least once)
     listed = subprocess.run(
         [tool_path("losetup"), "--list", "--noheadings", "--output", "BACK-FILE"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert str(ext_images_cache.resolve()) not in listed

@@ -201,7 +201,10 @@ def test_truncated_image_maps_what_is_there(sample):
     assert "/dev/sda3" not in lines
     errors = [f for f in bmap.findings if str(f.severity) == "error"]
     assert {f.source for f in errors if f.source.count(" ") == 0} == {
-        "/dev/sda2", "/dev/sda3", "/dev/sda4"}
+        "/dev/sda2",
+        "/dev/sda3",
+        "/dev/sda4",
+    }
     # The ext4 in the cut partition says the filesystem is larger than what is left of it.
     assert any(f.source == "/dev/sda2 superblock" and "claims" in f.message for f in errors)
 

@@ -81,6 +81,7 @@ def test_round_trip(tmp_path, fmt):
     if fmt == "bmap":
         # The text format carries no offsets or inodes: only single-range objects get offsets.
         assert got.loc[got["type"] == "p", "file_offset"].tolist() == [0]
+        assert (got.loc[got["type"] == "m", "file_offset"] == 0).all()
         assert got.loc[got["type"] == "f", "file_offset"].isna().all()
     else:
         assert got["file_offset"].equals(want["file_offset"])
