@@ -31,6 +31,8 @@ from parsers.stream import ReadSeek
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
+#: Directory blocks parsed at once: bounds the buffer (16 MiB of 4 KiB blocks).
+DIR_CHUNK_BLOCKS = 4096
 #: Extended attribute header magic (in-inode area and external blocks).
 XATTR_MAGIC = 0xEA020000
 
@@ -204,7 +206,7 @@ def parse_superblock(data: bytes, offset: int, device_size: int | None = None) -
 
 @dataclass
 class InodeTable:
-    """The used part of every inode table, as columns (one entry per inode read)."""
+    """The inodes in use (by the inode bitmaps) of every inode table, as columns."""
 
     ino: npt.NDArray[np.int64]
     mode: npt.NDArray[np.int64]
@@ -521,6 +523,8 @@ class ExtFS:
         sb = self.sb
         groups = self.groups
         dtype = S.make_dtype(S.INODE_FIELDS, sb.inode_size)
+        fields: Any = dtype.fields or {}
+        packed = np.dtype([(name, fields[name][0]) for name in dtype.names or ()])
         ipg = sb.inodes_per_group
         chunks: list[np.ndarray] = []
         numbers: list[np.ndarray] = []
@@ -554,12 +558,6 @@ class ExtFS:
                     )
                 )
                 continue
-            raw = self.read_blocks(table, nblocks)
-            chunks.append(np.frombuffer(raw, dtype=dtype, count=used))
-            numbers.append(np.arange(first_ino, first_ino + used, dtype=np.int64))
-            positions.append(
-                table * self.block_size + np.arange(used, dtype=np.int64) * sb.inode_size
-            )
             bitmap_block = int(groups["inode_bitmap"][g])
             if self.block_ok(bitmap_block):
                 bits = np.unpackbits(
@@ -568,10 +566,18 @@ class ExtFS:
                 )[:used].astype(bool)
             else:
                 bits = np.ones(used, dtype=bool)
-            bitmaps.append(bits)
+            # Only inodes the bitmap marks in use are kept, and only their decoded fields:
+            # the raw table is freed group by group.
+            keep = np.flatnonzero(bits)
+            raw = self.read_blocks(table, nblocks)
+            chunks.append(np.frombuffer(raw, dtype=dtype, count=used)[keep].astype(packed))
+            numbers.append(first_ino + keep.astype(np.int64))
+            positions.append(table * self.block_size + keep.astype(np.int64) * sb.inode_size)
+            bitmaps.append(bits[keep])
         if not chunks:
             raise DamagedError("inode-table", None, "no inode table could be read")
         rec = np.concatenate(chunks)
+        chunks.clear()
         huge = sb.has(ro_compat=S.RO_COMPAT_HUGE_FILE)
         blocks = rec["i_blocks_lo"].astype(np.int64)
         if huge:
@@ -860,6 +866,20 @@ class ExtFS:
         (inode 0), htree index blocks and checksum tails are left out. A chain that breaks
         (a bad ``rec_len``) ends its block and is reported.
         """
+        parts = [
+            self._dir_chunk(blocks[i : i + DIR_CHUNK_BLOCKS], i)
+            for i in range(0, len(blocks), DIR_CHUNK_BLOCKS)
+        ] or [self._dir_chunk(blocks[:0], 0)]
+        return BulkEntries(
+            block=np.concatenate([p.block for p in parts]),
+            inodes=np.concatenate([p.inodes for p in parts]),
+            names=[name for p in parts for name in p.names],
+            file_types=np.concatenate([p.file_types for p in parts]),
+        )
+
+    def _dir_chunk(self, blocks: npt.NDArray[np.int64], base: int) -> BulkEntries:
+        """:meth:`bulk_dir_entries` for one chunk of blocks (bounded memory); ``base`` is the
+        chunk's first position in the whole list."""
         bs = self.block_size
         n = len(blocks)
         raw = bytearray(n * bs)
@@ -929,7 +949,7 @@ class ExtFS:
         lengths = (np.concatenate(out_len) if out_len else np.zeros(0, np.int64))[order]
         names = [bytes(raw[o : o + n_]) for o, n_ in zip(offsets.tolist(), lengths.tolist())]
         return BulkEntries(
-            block=block[order],
+            block=block[order] + base,
             inodes=(np.concatenate(out_ino) if out_ino else np.zeros(0, np.int64))[order],
             names=names,
             file_types=(np.concatenate(out_type) if out_type else np.zeros(0, np.int64))[order],
