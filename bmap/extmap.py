@@ -20,7 +20,6 @@ The Sleuth Kit names them.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -275,65 +274,84 @@ class _Mapper:
             if dind and fs.block_ok(dind):
                 self.emit_blocks("resize-inode", [dind])
 
-    def walk_directories(self, runs: _Runs) -> list[tuple[int, str]]:
-        """Every name in the tree: ``(inode row, path)``, breadth first from the root.
+    def walk_directories(self, runs: _Runs) -> tuple[Array, list[str]]:
+        """Every name in the tree: inode rows and their paths, level by level from the root.
 
         The blocks of every directory are parsed in one vectorised pass first; the walk then
-        only joins names to paths.
+        joins a whole level's names to their parents' paths at once.
         """
         fs = self.fs
         table = fs.inodes
         root = table.index_of(S.ROOT_INO)
-        names: list[tuple[int, str]] = []
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
-            return names
+            return np.zeros(0, np.int64), []
         entry_dir, entry_ino, entry_names = self._all_entries(runs)
         order = np.argsort(entry_dir, kind="stable")
         entry_dir, entry_ino = entry_dir[order], entry_ino[order]
-        entry_names = [entry_names[i] for i in order.tolist()]
+        # Names hold no NUL: decode them all in one call.
+        decoded = b"\0".join(entry_names).decode("utf-8", "surrogateescape").split("\0")
+        names = np.empty(len(decoded), dtype=object)
+        names[:] = decoded
+        names = names[order] if len(order) else names
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
-        is_dir = (table.mode[child] & S.S_IFMT) == S.S_IFDIR
-        child_l, valid_l, is_dir_l = child.tolist(), valid.tolist(), is_dir.tolist()
+        is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
         dirs, first = np.unique(entry_dir, return_index=True)
-        bounds = dict(
-            zip(dirs.tolist(), zip(first.tolist(), [*first[1:].tolist(), len(entry_dir)]))
-        )
+        last = np.concatenate((first[1:], [len(entry_dir)])).astype(np.int64)
 
-        names.append((root, "/"))
-        seen_dirs = {root}
-        queue: deque[tuple[int, str]] = deque([(root, "/")])
-        while queue:
-            row, path = queue.popleft()
-            lo, hi = bounds.get(row, (0, 0))
-            prefix = path if path == "/" else path + "/"
-            for i in range(lo, hi):
-                child_path = prefix + entry_names[i].decode("utf-8", "surrogateescape")
-                if not valid_l[i]:
-                    self.finding(
-                        Severity.WARNING,
-                        None,
-                        self.device,
-                        f"{child_path!r} names inode {int(entry_ino[i])}, which is not in use; "
-                        "skipped",
-                    )
-                    continue
-                c = child_l[i]
-                names.append((c, child_path))
-                if is_dir_l[i]:
-                    if c in seen_dirs:
-                        self.finding(
-                            Severity.ERROR,
-                            None,
-                            self.device,
-                            f"directory inode {int(table.ino[c])} has a second name "
-                            f"{child_path!r} (a loop?); not walked again",
-                        )
-                        continue
-                    seen_dirs.add(c)
-                    queue.append((c, child_path))
-        return names
+        prefix = np.empty(len(table), dtype=object)
+        prefix[root] = "/"
+        seen = np.zeros(len(table), dtype=bool)
+        seen[root] = True
+        rows: list[Array] = [np.array([root], dtype=np.int64)]
+        paths: list[str] = ["/"]
+        frontier = np.array([root], dtype=np.int64)
+        while len(frontier):
+            k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
+            has = (k < len(dirs)) & (dirs[k] == frontier) if len(dirs) else k < 0
+            lo, hi = first[k[has]], last[k[has]]
+            count = hi - lo
+            idx = np.repeat(lo, count) + (
+                np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+            )
+            level_paths = prefix[entry_dir[idx]] + names[idx]
+            ok = valid[idx]
+            for i in np.flatnonzero(~ok)[:20].tolist():
+                self.finding(
+                    Severity.WARNING,
+                    None,
+                    self.device,
+                    f"{level_paths[i]!r} names inode {int(entry_ino[idx[i]])}, which is not "
+                    "in use; skipped",
+                )
+            if (~ok).sum() > 20:
+                self.finding(
+                    Severity.WARNING,
+                    None,
+                    self.device,
+                    f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
+                )
+            rows.append(child[idx[ok]])
+            paths.extend(level_paths[ok].tolist())
+            sub = np.flatnonzero(is_dir[idx])
+            cand = child[idx[sub]]
+            unique, where = np.unique(cand, return_index=True)
+            new = ~seen[unique]
+            fresh = np.zeros(len(cand), dtype=bool)
+            fresh[where[new]] = True
+            for i in np.flatnonzero(~fresh)[:20].tolist():
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"directory inode {int(table.ino[cand[i]])} has a second name "
+                    f"{level_paths[sub[i]]!r} (a loop?); not walked again",
+                )
+            frontier = unique[new]
+            seen[frontier] = True
+            prefix[frontier] = level_paths[sub[where[new]]] + "/"
+        return np.concatenate(rows), paths
 
     def _all_entries(self, runs: _Runs) -> tuple[Array, Array, list[bytes]]:
         """``(directory row, child inode, name)`` of every entry of every live directory."""
@@ -366,18 +384,18 @@ class _Mapper:
         return np.concatenate(dirs), np.concatenate(inos), names
 
     def emit_named(
-        self, names: list[tuple[int, str]], runs: _Runs, tree: dict[int, list[int]]
+        self, named: tuple[Array, list[str]], runs: _Runs, tree: dict[int, list[int]]
     ) -> None:
         """Lines for every name at once: data, tree blocks, xattr blocks, inline data."""
         fs = self.fs
         table = fs.inodes
         bs = self.bs
-        names = names + self._orphans(names)
-        self.stats.names = len(names)
-        if not names:
+        orphan_rows, orphan_paths = self._orphans(named[0])
+        row = np.concatenate((named[0], orphan_rows))
+        paths = named[1] + orphan_paths
+        self.stats.names = len(paths)
+        if not paths:
             return
-        row = np.fromiter((r for r, _ in names), dtype=np.int64, count=len(names))
-        paths = [p for _, p in names]
         mode = table.mode[row] & S.S_IFMT
         flags = table.flags[row]
         ino = table.ino[row]
@@ -459,15 +477,15 @@ class _Mapper:
                 objs, acl[sel] * bs, (acl[sel] + 1) * bs, np.zeros(len(sel), np.int64), first[sel]
             )
 
-    def _orphans(self, names: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    def _orphans(self, named_rows: Array) -> tuple[Array, list[str]]:
         fs = self.fs
         table = fs.inodes
         live = table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
         live &= table.ino >= fs.sb.first_ino
         reached = np.zeros(len(table), dtype=bool)
-        reached[np.fromiter((r for r, _ in names), dtype=np.int64, count=len(names))] = True
+        reached[named_rows] = True
         reached[list(self.special_rows)] = True
-        orphans = np.flatnonzero(live & ~reached)
+        orphans = np.flatnonzero(live & ~reached).astype(np.int64)
         self.stats.orphans = len(orphans)
         if len(orphans):
             self.finding(
@@ -477,7 +495,7 @@ class _Mapper:
                 f"{len(orphans)} inode(s) in use but named by no directory; listed under "
                 f"{ORPHAN_DIR}",
             )
-        return [(int(r), f"{ORPHAN_DIR}/OrphanFile-{int(table.ino[r])}") for r in orphans]
+        return orphans, [f"{ORPHAN_DIR}/OrphanFile-{int(i)}" for i in table.ino[orphans].tolist()]
 
     def _objects(
         self,
