@@ -24,15 +24,16 @@ import gc
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from intervaltree import IntervalTree
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-import report  # noqa: E402
+from bmap.blockmap import TYPE_CODE
+from bmap.index import MapIndex
 
-from bmap.blockmap import TYPE_CODE  # noqa: E402
-from bmap.index import MapIndex  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report
 
 BLOCK = 4096
 CHECKED = 2000

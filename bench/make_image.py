@@ -154,6 +154,7 @@ def build_image(name: str, tree: Tree, force: bool = False) -> dict:
         if all(stamp.get(k) == v for k, v in want.items()):
             log(f"{image.name}: cached ({tree.path}, {tree.entries} entries)")
             stamp["image"] = str(image)
+            stamp["cached"] = True
             return stamp
         log(f"{image.name}: stamp differs, rebuilding")
     size = int(tree.disk_bytes * 1.3) + 256 * MIB
@@ -183,7 +184,7 @@ def build_image(name: str, tree: Tree, force: bool = False) -> dict:
     os.replace(tmp, image)
     stamp = dict(want)
     stamp.update({
-        "command": cmd[:-2] + [str(image), cmd[-1]],
+        "command": [*cmd[:-2], str(image), cmd[-1]],
         "size_bytes": size,
         "disk_usage_bytes": os.stat(image).st_blocks * 512,
         "build_seconds": round(seconds, 1),

@@ -7,6 +7,7 @@ missing file is created with a short introduction.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -73,7 +74,7 @@ def machine() -> dict[str, str]:
         "intervaltree": _version("intervaltree"),
         "bmap": _version("bmap"),
     }
-    info["tree"] = source_tree()
+    info["tree"] = f"{source_tree()} (sources {code_fingerprint()})"
     try:
         mke2fs = subprocess.run(["mke2fs", "-V"], capture_output=True, text=True)
         info["mke2fs"] = (mke2fs.stderr or mke2fs.stdout).splitlines()[0].split()[1]
@@ -93,6 +94,19 @@ def source_tree() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"commit {head}" + (" with uncommitted changes to bmap's code" if dirty else "")
+
+
+def code_fingerprint() -> str:
+    """A hash of bmap's Python sources, to notice when they change in the middle of a run."""
+    h = hashlib.sha256()
+    for package in ("bmap", "parsers", "reports"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            h.update(str(path.relative_to(ROOT)).encode() + b"\0")
+            try:
+                h.update(path.read_bytes())
+            except OSError:
+                pass
+    return h.hexdigest()[:12]
 
 
 def machine_line(info: dict[str, str]) -> str:

@@ -60,6 +60,7 @@ class Result:
     summary: dict[str, str] = field(default_factory=dict)  # walkers' last stdout line
     errors: dict[str, str] = field(default_factory=dict)  # first stderr lines of a walker
     map_lines: int = 0
+    code_changed: bool = False  # bmap's sources changed while this image was measured
 
     def median(self, tool: str, what: str) -> float:
         return statistics.median(getattr(r, what) for r in self.runs[tool])
@@ -112,6 +113,7 @@ def bench_image(image: dict, rounds: int, workdir: Path) -> Result:
     path = image["image"]
     out = str(workdir / "x.bmap")
     log(f"{Path(path).name}: {result.inodes} inodes; warm-up")
+    before = report.code_fingerprint()
     for tool in TOOLS:
         run, stdout, stderr = run_once(tool, command(tool, path, out), workdir)
         log(f"  warm-up {tool}: {run.wall:.2f} s, {run.rss_kib / 1024:.0f} MiB")
@@ -128,6 +130,9 @@ def bench_image(image: dict, rounds: int, workdir: Path) -> Result:
             line.append(f"{tool} {run.wall:.2f} s {run.rss_kib / 1024:.0f} MiB")
         log(f"  round {r + 1}/{rounds}: " + ", ".join(line))
     result.map_lines = count_map_lines(Path(out))
+    if report.code_fingerprint() != before:
+        result.code_changed = True
+        log(f"  warning: bmap's sources changed while {Path(path).name} was measured")
     return result
 
 
@@ -207,8 +212,17 @@ def tables(results: list[Result], rounds: int) -> str:
         "The images:", images, "What the walks found (from the warm-up run):", walks])
 
 
-def write(results: list[Result], rounds: int, info: dict[str, str], elapsed: float) -> None:
+def write(results: list[Result], rounds: int, info: dict[str, str], elapsed: float,
+          built: bool) -> None:
     notes = []
+    changed = [Path(r.image["image"]).name for r in results if r.code_changed]
+    fingerprints = {r.image.get("fingerprint") for r in results}
+    if changed or len(fingerprints) > 1:
+        notes.append(
+            "**bmap's code changed while this was measured** (sources edited during the run"
+            + (f", while timing {', '.join(changed)}" if changed else ", between images")
+            + "): its times and RSS mix versions of bmap, and the growth series means "
+            "nothing. Rerun on a tree that is not being edited.")
     if not all(complete(r) for r in results):
         notes.append(
             "**bmap's numbers are not yet meaningful**: `bmap map` wrote "
@@ -222,9 +236,10 @@ def write(results: list[Result], rounds: int, info: dict[str, str], elapsed: flo
         f"Measured {info['date']} on {info['cpu']} ({info['nproc']} cores, {info['memory']}, "
         f"Linux {info['kernel']}); Python {info['python']}, numpy {info['numpy']}, "
         f"pytsk3 {info['pytsk3']}, dissect.extfs {info['dissect.extfs']}, "
-        f"mke2fs {info['mke2fs']}; bmap {info['bmap']} at {info['tree']}. All three children ran with "
-        "`OPENBLAS_NUM_THREADS=1`; the page cache was not dropped (warm runs, one untimed "
-        f"warm-up each). This `make bench` took {elapsed / 60:.0f} min.",
+        f"mke2fs {info['mke2fs']}; bmap {info['bmap']} at {info['tree']}. All three "
+        "children ran with `OPENBLAS_NUM_THREADS=1`; the page cache was not dropped (warm "
+        f"runs, one untimed warm-up each). The ext part of this run took {elapsed / 60:.1f} min "
+        f"({'images built in it' if built else 'images cached'}).",
         "",
         "Commands timed: `python -m bmap map IMAGE -o /tmp/.../x.bmap`, "
         "`python bench/walk_pytsk3.py IMAGE`, `python bench/walk_dissect.py IMAGE`.",
@@ -252,15 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bench: {TIME} is missing: apt-get install time")
     start = time.monotonic()
     images = make_image.ensure_images(args.image, args.rebuild)
+    built = any("cached" not in image for image in images)
     info = report.machine()
     workdir = Path(tempfile.mkdtemp(prefix="bmap-bench-"))
+    results = []
     try:
-        results = [bench_image(image, args.rounds, workdir) for image in images]
+        for image in images:
+            image["fingerprint"] = report.code_fingerprint()
+            results.append(bench_image(image, args.rounds, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(tables(results, args.rounds))
     if not args.no_write:
-        write(results, args.rounds, info, time.monotonic() - start)
+        write(results, args.rounds, info, time.monotonic() - start, built)
     if not args.no_index:
         cmd = [sys.executable, str(HERE / "index_lookups.py"), "--rounds", str(args.rounds)]
         if args.no_write:

@@ -8,9 +8,9 @@ Opens IMAGE with ``Img_Info`` / ``FS_Info``, walks the tree from ``/`` with ``op
 ``/$OrphanFiles`` directory is not entered (listing it scans every unallocated inode for
 orphans, which is not what is compared). Sparse and filler runs are listed but their
 blocks not counted. Besides the data, TSK lists the blocks of a file's extent tree (an
-attribute of type ``UNIX_EXTENT``), which dissect.extfs does not. TSK raises on some entries; those are counted per
-file and the walk goes on. The last line of stdout gives the counts, so the work cannot be
-optimised away and the walkers can be compared.
+attribute of type ``UNIX_EXTENT``), which dissect.extfs does not. TSK raises on some
+entries; those are counted per file and the walk goes on. The last line of stdout gives the
+counts, so the work cannot be optimised away and the walkers can be compared.
 """
 
 from __future__ import annotations
