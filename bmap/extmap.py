@@ -286,11 +286,11 @@ class _Mapper:
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
             return np.zeros(0, np.int64), []
-        entry_dir, entry_ino, entry_names = self._all_entries(runs)
+        entry_dir, entry_ino, blob = self._all_entries(runs)
         order = np.argsort(entry_dir, kind="stable")
         entry_dir, entry_ino = entry_dir[order], entry_ino[order]
         # Names hold no NUL: decode them all in one call.
-        decoded = b"\0".join(entry_names).decode("utf-8", "surrogateescape").split("\0")
+        decoded = blob.decode("utf-8", "surrogateescape").split("\0")[:-1]
         names = np.empty(len(decoded), dtype=object)
         names[:] = decoded
         names = names[order] if len(order) else names
@@ -353,8 +353,9 @@ class _Mapper:
             prefix[frontier] = level_paths[sub[where[new]]] + "/"
         return np.concatenate(rows), paths
 
-    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, list[bytes]]:
-        """``(directory row, child inode, name)`` of every entry of every live directory."""
+    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, bytes]:
+        """``(directory row, child inode, names)`` of every entry of every live directory;
+        the names as one blob, each followed by a NUL."""
         fs = self.fs
         table = fs.inodes
         bs = self.bs
@@ -372,16 +373,16 @@ class _Mapper:
         bulk = fs.bulk_dir_entries(blocks)
         dirs = [block_dir[bulk.block]]
         inos = [bulk.inodes]
-        names = list(bulk.names)
+        blobs = [bulk.names_blob]
         live_dirs = (table.mode & S.S_IFMT) == S.S_IFDIR
         inline = np.flatnonzero(live_dirs & table.in_use & ((table.flags & S.INLINE_DATA_FL) != 0))
         for row in inline.tolist():
             entries = fs.inline_directory(row, f"directory inode {int(table.ino[row])}")
             dirs.append(np.full(len(entries.inodes), row, dtype=np.int64))
             inos.append(entries.inodes)
-            names.extend(entries.names)
+            blobs.extend(name + b"\0" for name in entries.names)
         self._drain_problems(before)
-        return np.concatenate(dirs), np.concatenate(inos), names
+        return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs)
 
     def emit_named(
         self, named: tuple[Array, list[str]], runs: _Runs, tree: dict[int, list[int]]

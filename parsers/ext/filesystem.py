@@ -266,8 +266,26 @@ class BulkEntries:
 
     block: npt.NDArray[np.int64]
     inodes: npt.NDArray[np.int64]
-    names: list[bytes]
+    names_blob: bytes
+    """Every name, each followed by a NUL (a name never holds one): one object, not one per
+    name, and decoded in one call."""
     file_types: npt.NDArray[np.int64]
+
+    @property
+    def names(self) -> list[bytes]:
+        return self.names_blob.split(b"\0")[:-1]
+
+
+def _gather_names(
+    buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> bytes:
+    """The bytes at ``offsets`` (``lengths`` long), each followed by a NUL, vectorised."""
+    total = int(lengths.sum())
+    out = np.zeros(total + len(lengths), dtype=np.uint8)
+    starts = np.cumsum(lengths + 1) - (lengths + 1)
+    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(starts, lengths) + within] = buf[np.repeat(offsets, lengths) + within]
+    return out.tobytes()
 
 
 def _merge_runs(
@@ -873,7 +891,7 @@ class ExtFS:
         return BulkEntries(
             block=np.concatenate([p.block for p in parts]),
             inodes=np.concatenate([p.inodes for p in parts]),
-            names=[name for p in parts for name in p.names],
+            names_blob=b"".join(p.names_blob for p in parts),
             file_types=np.concatenate([p.file_types for p in parts]),
         )
 
@@ -947,11 +965,10 @@ class ExtFS:
         order = np.argsort(block, kind="stable")
         offsets = (np.concatenate(out_off) if out_off else np.zeros(0, np.int64))[order]
         lengths = (np.concatenate(out_len) if out_len else np.zeros(0, np.int64))[order]
-        names = [bytes(raw[o : o + n_]) for o, n_ in zip(offsets.tolist(), lengths.tolist())]
         return BulkEntries(
             block=block[order] + base,
             inodes=(np.concatenate(out_ino) if out_ino else np.zeros(0, np.int64))[order],
-            names=names,
+            names_blob=_gather_names(buf, offsets, lengths),
             file_types=(np.concatenate(out_type) if out_type else np.zeros(0, np.int64))[order],
         )
 
