@@ -112,6 +112,44 @@ class RangeStream(io.RawIOBase):
         return RangeStream(self, offset, size)
 
 
+class MappedReader:
+    """A device made of pieces of other devices (an LV): ``pread`` splits at piece boundaries.
+
+    Args:
+        pieces: ``(dev_start, dev_end, reader, reader_offset)``, sorted and non-overlapping.
+            Bytes in no piece (a missing PV) read as zeros.
+        size: the device's size.
+    """
+
+    def __init__(self, pieces: list[tuple[int, int, PositionalReader, int]], size: int) -> None:
+        self.pieces = sorted(pieces, key=lambda p: p[0])
+        self.starts = [p[0] for p in self.pieces]
+        self.size = size
+
+    def pread(self, offset: int, size: int) -> bytes:
+        import bisect
+
+        size = min(size, self.size - offset)
+        if size <= 0:
+            return b""
+        out = bytearray(size)
+        i = max(bisect.bisect_right(self.starts, offset) - 1, 0)
+        end = offset + size
+        while i < len(self.pieces):
+            start, stop, reader, base = self.pieces[i]
+            if start >= end:
+                break
+            lo, hi = max(start, offset), min(stop, end)
+            if lo < hi:
+                data = reader.pread(base + lo - start, hi - lo)
+                out[lo - offset : lo - offset + len(data)] = data
+            i += 1
+        return bytes(out)
+
+    def stream(self) -> RangeStream:
+        return RangeStream(self, 0, self.size)
+
+
 class Image:
     """A disk image opened read-only: a regular file or a block device.
 

@@ -14,7 +14,15 @@ from bmap.blockmap import BlockMap, ImageInfo, MapBuilder
 from bmap.errors import Finding, NotADiskError, Severity
 from bmap.extmap import map_ext
 from bmap.images import Image
-from bmap.layout import Disk, discover
+from bmap.layout import Disk, detect_content, discover
+from bmap.lvm import (
+    assemble,
+    find_pvs,
+    lv_stream,
+    map_lv_lines,
+    map_pv_structures,
+    placement_of,
+)
 from bmap.placement import Placement
 
 #: Called as ``progress(done, total)`` in bytes of input handled; the CLI draws a bar with it.
@@ -78,8 +86,8 @@ def _map_content(
     disk: Disk, builder: MapBuilder, device: str, offset: int, size: int, content: object
 ) -> None:
     kind = getattr(content, "kind", None)
-    if kind is None or kind == "unknown":
-        return
+    if kind is None or kind == "unknown" or kind == "LVM2_member":
+        return  # LVM2 PVs are mapped once all disks are known (map_lvm)
     if kind in _EXT_KINDS:
         stream = disk.image.stream().view(offset, size)
         stats = map_ext(
@@ -98,6 +106,55 @@ def _map_content(
         device,
         f"holds {kind}; mapping the inside of {kind} is not supported yet",
     )
+
+
+def map_lvm(disks: list[Disk], builder: MapBuilder) -> None:
+    """PVs on any disk, their volume groups, every LV and what is inside it."""
+    pvs, findings = find_pvs(disks)
+    views, more = assemble(pvs)
+    for finding in findings + more:
+        builder.add_finding(finding)
+    for pv in pvs:
+        map_pv_structures(pv, views, builder)
+    for view in views:
+        for finding in view.findings:
+            builder.add_finding(finding)
+        for lv in view.lvs:
+            map_lv_lines(lv, builder)
+            if not lv.complete or not lv.content_pieces or lv.size == 0:
+                if lv.lv.visible:
+                    builder.add_finding(
+                        Finding(
+                            Severity.WARNING if lv.content_pieces else Severity.INFO,
+                            view.disk,
+                            None,
+                            lv.device,
+                            "not every part of this LV could be placed; its contents are "
+                            "not mapped",
+                        )
+                    )
+                continue
+            stream = lv_stream(lv)
+            content = detect_content(stream, lv.size)
+            placement = placement_of(lv.content_pieces)
+            if content.kind in _EXT_KINDS:
+                stats = map_ext(stream, lv.device, builder, placement, view.disk)
+                for finding in stats.findings:
+                    builder.add_finding(finding)
+            elif content.kind in _WHOLE_DEVICE_KINDS:
+                obj = builder.add_object("m", lv.device, _WHOLE_DEVICE_KINDS[content.kind])
+                placement.place(builder, obj, [0], [lv.size], [0])
+            elif content.kind != "unknown" and lv.lv.visible:
+                builder.add_finding(
+                    Finding(
+                        Severity.INFO,
+                        view.disk,
+                        None,
+                        lv.device,
+                        f"holds {content.kind}; mapping the inside of {content.kind} is not "
+                        "supported yet",
+                    )
+                )
 
 
 def sha256_of(image: Image, progress: Progress | None = None, chunk: int = 4 << 20) -> str:
@@ -122,6 +179,8 @@ def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = No
                 "no partition table and no recognised content: mapped as unpartitioned",
             )
         map_disk(disk, builder)
+    map_lvm(list(disks), builder)
+    for disk in disks:
         for finding in disk.findings:
             builder.add_finding(finding)
     infos = [
