@@ -401,7 +401,9 @@ class _Parser:
                 self.pos += 1
                 break
             kind, name, _ = self.take()
-            if kind not in ("ident", "number"):
+            if kind == "string":
+                name = _unquote(name)  # a quoted key is a key like any other
+            elif kind not in ("ident", "number"):
                 raise self.error(f"unexpected {name!r}")
             nxt = self.take()
             if nxt[1] == "{":
