@@ -24,9 +24,18 @@ from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError
 from bmap.images import Image, open_images
 from bmap.index import MapIndex
 from bmap.layout import discover
+from bmap.lvm import assemble, find_pvs
 from bmap.mapfile import FORMATS, read_map, sniff_format, write_map
 from bmap.mapper import map_disks, map_images
-from bmap.render import describe_hit, disk_dict, disk_tree, hits_table, human_size
+from bmap.render import (
+    describe_hit,
+    disk_dict,
+    disk_tree,
+    hits_table,
+    human_size,
+    vg_dict,
+    vg_tree,
+)
 
 _SUFFIXES = {
     "": 1,
@@ -262,14 +271,29 @@ def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector
     opened = open_images(images)
     try:
         disks = [discover(image, _sector_size(sector_size)) for image in opened]
-        findings = [f for d in disks for f in d.findings]
+        pvs, pv_findings = find_pvs(disks)
+        views, vg_findings = assemble(pvs)
+        findings = [f for d in disks for f in d.findings] + pv_findings + vg_findings
+        findings += [f for v in views for f in v.findings]
         if as_json:
-            click.echo(json.dumps({"disks": [disk_dict(d) for d in disks]}, indent=2))
+            click.echo(
+                json.dumps(
+                    {
+                        "disks": [disk_dict(d) for d in disks],
+                        "volume_groups": [vg_dict(v) for v in views],
+                    },
+                    indent=2,
+                )
+            )
         else:
             for i, disk in enumerate(disks):
                 if i:
                     click.echo("")
                 for line in disk_tree(disk, show_all):
+                    click.echo(line)
+            for view in views:
+                click.echo("")
+                for line in vg_tree(view):
                     click.echo(line)
             _report_findings(findings)
         if not any(d.recognised for d in disks):

@@ -28,6 +28,7 @@ from parsers.errors import ParserError
 MAX_LEG_DEPTH = 8
 #: Segment types whose contents bmap places on the disks.
 _STRIPED = {"striped", "linear"}
+_PLACED = _STRIPED | {"mirror", "raid1"}
 _MIRRORED = {"mirror", "raid1"}
 
 
@@ -200,7 +201,7 @@ def _place_lvs(view: VGView) -> None:
         types = []
         es = vg.extent_size
         for seg in lv.segments:
-            types.append(seg.type)
+            types.append("linear" if seg.type == "striped" and len(seg.stripes) == 1 else seg.type)
             seg_start = seg.start_extent * es
             seg_len = seg.extent_count * es
             if seg.type in _STRIPED:
@@ -252,7 +253,7 @@ def _place_lvs(view: VGView) -> None:
                 types=types,
             )
         )
-        unsupported = sorted({t for t in types if t not in _STRIPED | _MIRRORED})
+        unsupported = sorted({t for t in types if t not in _PLACED})
         if unsupported:
             view.findings.append(
                 Finding(

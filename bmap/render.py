@@ -265,3 +265,127 @@ def hits_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     return [f"  {a.ljust(w0)}  {b.ljust(w1)}  {c}".rstrip() for a, b, c in rows]
+
+
+def display_type(seg: Any) -> str:
+    """The segment type as ``lvs`` shows it: a one-stripe "striped" segment is linear."""
+    return "linear" if seg.type == "striped" and len(seg.stripes) == 1 else seg.type
+
+
+def _lv_content(lv: Any) -> Content | None:
+    from bmap.layout import detect_content
+    from bmap.lvm import lv_stream
+
+    if not lv.complete or not lv.content_pieces or lv.size == 0:
+        return None
+    return detect_content(lv_stream(lv), lv.size)
+
+
+def _segments_text(view: Any, lv: Any) -> list[str]:
+    es = view.vg.extent_size
+    out = []
+    for seg in lv.lv.segments:
+        first, last = seg.start_extent, seg.start_extent + seg.extent_count - 1
+        per_stripe = seg.extent_count // max(len(seg.stripes), 1)
+        where = ", ".join(
+            f"{s.pv}:{s.start_extent}-{s.start_extent + per_stripe - 1}"
+            if s.pv in view.pvs
+            else s.pv
+            for s in seg.stripes
+        )
+        stripes = (
+            f" {len(seg.stripes)} stripes of {human_size(seg.stripe_size)}"
+            if seg.type == "striped" and len(seg.stripes) > 1
+            else ""
+        )
+        out.append(
+            f"extents {first}-{last} ({human_size(seg.extent_count * es)}): "
+            f"{display_type(seg)}{stripes}"
+            f" on {where or '-'}"
+        )
+    return out
+
+
+def vg_tree(view: Any) -> list[str]:
+    """A volume group as a tree: its PVs (which image, which partition), then its LVs with
+    size, segment types, segments and content."""
+    vg = view.vg
+    lines = [
+        f"VG {vg.name}  uuid {vg.uuid}  extent size {human_size(vg.extent_size)}, seqno "
+        f"{vg.seqno}, {len(vg.pvs)} PV(s), {len(vg.lvs)} LV(s)"
+    ]
+    items: list[tuple[str, list[str]]] = []
+    for ref in vg.pvs:
+        pv = view.pvs.get(ref.name)
+        if pv is None:
+            items.append((f"PV {ref.name}  MISSING (last seen as {ref.device_hint})", []))
+        else:
+            items.append(
+                (
+                    f"PV {ref.name}  {pv.device} on {escape(str(pv.disk.image.path))}  "
+                    f"pe_start {human_size(ref.pe_start)}, {ref.pe_count} extents  uuid {ref.uuid}",
+                    [],
+                )
+            )
+    for lv in view.lvs:
+        hidden = "" if lv.lv.visible else " (hidden)"
+        content = content_text(_lv_content(lv)) or ("not placed" if not lv.complete else "unknown")
+        items.append(
+            (
+                f"LV {lv.device}{hidden}  {human_size(lv.size)}  "
+                f"{'+'.join(dict.fromkeys(lv.types)) or '-'}  {content}",
+                _segments_text(view, lv),
+            )
+        )
+    for i, (head, subs) in enumerate(items):
+        last = i == len(items) - 1
+        lines.append(("└─ " if last else "├─ ") + head)
+        for sub in subs:
+            lines.append(("   " if last else "│  ") + "   " + sub)
+    return lines
+
+
+def vg_dict(view: Any) -> dict[str, Any]:
+    vg = view.vg
+    return {
+        "name": vg.name,
+        "uuid": vg.uuid,
+        "seqno": vg.seqno,
+        "extent_size": vg.extent_size,
+        "pvs": [
+            {
+                "name": ref.name,
+                "uuid": ref.uuid,
+                "pe_start": ref.pe_start,
+                "pe_count": ref.pe_count,
+                "device": None if view.pvs.get(ref.name) is None else view.pvs[ref.name].device,
+                "disk": None if view.pvs.get(ref.name) is None else view.pvs[ref.name].disk.number,
+                "image": None
+                if view.pvs.get(ref.name) is None
+                else str(view.pvs[ref.name].disk.image.path),
+            }
+            for ref in vg.pvs
+        ],
+        "lvs": [
+            {
+                "name": lv.lv.name,
+                "device": lv.device,
+                "size": lv.size,
+                "visible": lv.lv.visible,
+                "complete": lv.complete,
+                "types": lv.types,
+                "segments": [
+                    {
+                        "start_extent": s.start_extent,
+                        "extent_count": s.extent_count,
+                        "type": s.type,
+                        "stripe_size": s.stripe_size,
+                        "stripes": [[st.pv, st.start_extent] for st in s.stripes],
+                    }
+                    for s in lv.lv.segments
+                ],
+                "content": content_dict(_lv_content(lv)),
+            }
+            for lv in view.lvs
+        ],
+    }
