@@ -36,9 +36,9 @@ The images (``KNOWN_LAYOUT`` has the numbers a test may assert):
     --pvmetadatacopies 2``: the second is the last MiB of the disk); VG ``vgw``, 4 MiB
     extents, one linear LV ``lv1`` of 12 MiB (PE 0-2).
 ``lvm_two``
-    Two 24 MiB whole-disk PVs in VG ``vg2`` (2 MiB extents): ``striped`` 8 MiB, 2 stripes of
-    64 KiB chunks (PE 0-1 of each PV); ``span`` 24 MiB linear, PE 2-10 of the first PV then
-    PE 3-5 of the second (PE 2 of the second stays free).
+    Two 16 MiB whole-disk PVs in VG ``vg2`` (2 MiB extents, PE 0-6 on each): ``striped``
+    8 MiB, 2 stripes of 64 KiB chunks (PE 0-1 of each PV); ``span`` 14 MiB linear, PE 2-6 of
+    the first PV then PE 3-4 of the second (PE 2 and 5-6 of the second stay free).
 ``lvm_damaged_meta``
     24 MiB whole-disk PV, VG ``vgd`` (4 MiB extents), ``lv1`` 8 MiB (PE 0-1, an ext4) and
     ``lv2`` 4 MiB (PE 2, no filesystem). Metadata records: seqno 1 (vgcreate), 2 (lv1), 3
@@ -46,6 +46,13 @@ The images (``KNOWN_LAYOUT`` has the numbers a test may assert):
     turned into ``LV2`` (two bytes XOR 0x20): the text still parses, its checksum no longer
     matches ``raw_locn[0].checksum``. Record 2 is untouched. ``damage`` in the description
     gives the offsets.
+``lvm_wrapped_meta``
+    16 MiB whole-disk PV made with ``--metadatasize 32k --dataalignment 64k``: a 60 KiB
+    metadata area (4 KiB .. 64 KiB) and pe_start 64 KiB. VG ``vgr`` (1 MiB extents) with
+    eight 1 MiB LVs ``lv0`` .. ``lv7`` (PE 0-7); then ``lvchange --addtag`` on ``lv0`` until
+    the newest record runs past the end of the ring and goes on right after the
+    mda_header (mda start + 512). ``ring`` in the description gives both parts. No
+    filesystems.
 ``lvm_missing_pv``
     The first image of ``lvm_two`` alone (the VG's second PV is missing).
 """
@@ -94,6 +101,7 @@ PV_UUIDS = {
         "bmapPV-two0-0000-0000-0000-0000-000002",
     ),
     "lvm_damaged_meta": ("bmapPV-dmg0-0000-0000-0000-0000-000001",),
+    "lvm_wrapped_meta": ("bmapPV-wrap-0000-0000-0000-0000-000001",),
 }
 
 GPT_DISK_GUID = "B3A9C1D0-0000-4000-8000-0000000001D1"
@@ -122,8 +130,8 @@ KNOWN_LAYOUT: dict[str, dict[str, Any]] = {
         "vg": "vg2",
         "extent_size": 2 * MiB,
         "pe_start": 1 * MiB,
-        "pvs": [(0, 24 * MiB, None), (0, 24 * MiB, None)],
-        "lvs": {"striped": [(0, 0, 1), (1, 0, 1)], "span": [(0, 2, 10), (1, 3, 5)]},
+        "pvs": [(0, 16 * MiB, None), (0, 16 * MiB, None)],
+        "lvs": {"striped": [(0, 0, 1), (1, 0, 1)], "span": [(0, 2, 6), (1, 3, 4)]},
         "stripes": {"striped": (2, 64 * KiB)},
     },
     "lvm_damaged_meta": {
@@ -132,6 +140,14 @@ KNOWN_LAYOUT: dict[str, dict[str, Any]] = {
         "pe_start": 1 * MiB,
         "pvs": [(0, 24 * MiB, None)],
         "lvs": {"lv1": [(0, 0, 1)], "lv2": [(0, 2, 2)]},
+    },
+    "lvm_wrapped_meta": {
+        "vg": "vgr",
+        "extent_size": 1 * MiB,
+        "pe_start": 64 * KiB,
+        "pvs": [(0, 16 * MiB, None)],
+        "lvs": {f"lv{i}": [(0, i, i)] for i in range(8)},
+        "metadata_area": (4 * KiB, 60 * KiB),  # (offset, size) in the PV
     },
 }
 
@@ -170,6 +186,7 @@ class LvmImage:
     ``missing_pv_uuids`` only. ``filesystems``: LV name -> standalone ext4 file whose bytes
     are the LV's; ``big_files``: LV name -> the big file in that ext4. ``lv_sizes`` in
     bytes. ``damage``: for lvm_damaged_meta, the offsets (disk bytes) of what was changed.
+    ``ring``: for lvm_wrapped_meta, where the wrapped newest record lies (disk bytes).
     """
 
     name: str
@@ -182,14 +199,13 @@ class LvmImage:
     big_files: dict[str, BigFile] = field(default_factory=dict)
     missing_pv_uuids: tuple[str, ...] = ()
     damage: dict[str, Any] = field(default_factory=dict)
+    ring: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, folder: Path) -> dict[str, Any]:
         """Paths relative to ``folder`` (the cache entry), bytes as text."""
         data = asdict(self)
         data["images"] = [str(p.relative_to(folder)) for p in self.images]
-        data["pvs"] = [
-            {**p._asdict(), "image": str(p.image.relative_to(folder))} for p in self.pvs
-        ]
+        data["pvs"] = [{**p._asdict(), "image": str(p.image.relative_to(folder))} for p in self.pvs]
         data["filesystems"] = {k: str(v.relative_to(folder)) for k, v in self.filesystems.items()}
         data["big_files"] = {
             k: {"path": v.path.decode(), "seed": v.seed, "size": v.size}
@@ -213,6 +229,7 @@ class LvmImage:
             },
             missing_pv_uuids=tuple(data["missing_pv_uuids"]),
             damage=data["damage"],
+            ring=data["ring"],
         )
 
 
@@ -329,9 +346,7 @@ def _check_layout(name: str, session: LvmSession, places: list[PvPlace]) -> None
                 for i, p in enumerate(places)
                 if p.image == area["image"] and p.offset == area["pv_offset"]
             )
-            got.setdefault(seg["lv_name"], []).append(
-                (index, area["first_pe"], area["last_pe"])
-            )
+            got.setdefault(seg["lv_name"], []).append((index, area["first_pe"], area["last_pe"]))
     if got != want["lvs"]:
         raise RuntimeError(f"{name}: lvs says {got}, the builder aimed for {want['lvs']}")
 
@@ -444,8 +459,8 @@ def build_lvm_two(folder: Path, workdir: Path) -> LvmImage:
     disks = (folder / "disk1.img", folder / "disk2.img")
     places = []
     for i, disk in enumerate(disks, start=1):
-        _sparse_file(disk, 24 * MiB)
-        places.append(PvPlace(disk, 0, 24 * MiB, None, i))
+        _sparse_file(disk, 16 * MiB)
+        places.append(PvPlace(disk, 0, 16 * MiB, None, i))
     with LvmSession() as s:
         devs = [s.attach(p, read_only=False) for p in places]
         for dev, uuid in zip(devs, PV_UUIDS[name]):
@@ -453,17 +468,15 @@ def build_lvm_two(folder: Path, workdir: Path) -> LvmImage:
         s.run("vgcreate", "-s", "2m", "vg2", *devs)
         s.run("lvcreate", "-an", "-Zn", "-i", "2", "-I", "64k", "-L", "8m", "-n", "striped", "vg2")
         # Fill the rest of the first PV, then go on at PE 3 of the second (PE 2 stays free).
-        s.run(
-            "lvcreate", "-an", "-Zn", "-l", "12", "-n", "span", "vg2", f"{devs[0]}:2-10",
-            f"{devs[1]}:3-5",
-        )  # fmt: skip
+        span_pvs = (f"{devs[0]}:2-6", f"{devs[1]}:3-4")
+        s.run("lvcreate", "-an", "-Zn", "-l", "7", "-n", "span", "vg2", *span_pvs)
         _check_layout(name, s, places)
         ranges = s.physical_ranges()
         sizes = _lv_sizes(s)
-    # striped: 5 MiB in 8 MiB crosses chunks of both stripes; span: 20 MiB of a 24 MiB fs
-    # cannot fit in the 18 MiB on the first PV.
+    # striped: 5 MiB in 8 MiB crosses chunks of both stripes; span: 11 MiB of a 14 MiB fs
+    # cannot fit in the 10 MiB on the first PV.
     filesystems, big_files = _lv_filesystems(
-        name, folder, workdir, ranges, {"striped": (1024, 5 * MiB), "span": (1024, 20 * MiB)}
+        name, folder, workdir, ranges, {"striped": (1024, 5 * MiB), "span": (1024, 11 * MiB)}
     )
     return LvmImage(
         name, "vg2", disks, tuple(places), PV_UUIDS[name], sizes, filesystems, big_files
@@ -557,11 +570,72 @@ def build_lvm_damaged_meta(folder: Path, workdir: Path) -> LvmImage:
     )
 
 
+MAX_RING_STEPS = 200  # metadata changes before giving up on wrapping the ring
+
+
+def build_lvm_wrapped_meta(folder: Path, workdir: Path) -> LvmImage:
+    name = "lvm_wrapped_meta"
+    disk = folder / "disk.img"
+    _sparse_file(disk, 16 * MiB)
+    places = [PvPlace(disk, 0, 16 * MiB, None, 1)]
+    with LvmSession() as s:
+        dev = s.attach(places[0], read_only=False)
+        s.run(
+            "pvcreate",
+            "--uuid",
+            PV_UUIDS[name][0],
+            "--norestorefile",
+            "--metadatasize",
+            "32k",
+            "--dataalignment",
+            "64k",
+            dev,
+        )
+        s.run("vgcreate", "-s", "1m", "vgr", dev)
+        for i in range(8):  # more LVs, longer records: the ring fills in fewer steps
+            s.run("lvcreate", "-an", "-Zn", "-l", "1", "-n", f"lv{i}", "vgr")
+        for step in range(MAX_RING_STEPS):
+            s.run("lvchange", "--addtag", f"step{step}", "vgr/lv0")
+            headers = lvm_truth.parse_pvck_headers(s.run("pvck", "--dump", "headers", dev).stdout)
+            mda = headers["mda_headers"][0]
+            commit = mda["raw_locns"][0]
+            if commit["offset"] + commit["size"] > mda["size"]:
+                break
+        else:
+            raise RuntimeError(f"{name}: no wrapped record after {MAX_RING_STEPS} changes")
+        _check_layout(name, s, places)
+        sizes = _lv_sizes(s)
+    start = mda["start"]
+    first = (start + commit["offset"], start + mda["size"])
+    second_size = commit["size"] - (first[1] - first[0])
+    second = (start + lvm_truth.SECTOR, start + lvm_truth.SECTOR + second_size)
+    with open(disk, "rb") as fh:
+        fh.seek(first[0])
+        text = fh.read(first[1] - first[0])
+        fh.seek(second[0])
+        text += fh.read(second[1] - second[0])
+    if lvm_truth.lvm_crc32(text) != commit["checksum"]:
+        raise RuntimeError(f"{name}: the two parts of the wrapped record fail raw_locn's crc")
+    ring = {
+        "mda_start": start,
+        "mda_end": start + mda["size"],
+        "raw_locn": commit["at"],
+        "offset": commit["offset"],
+        "size": commit["size"],
+        "checksum": commit["checksum"],
+        "seqno": headers["metadata_text"][0]["seqno"],
+        "parts": [list(first), list(second)],  # disk bytes, in text order
+        "tags_on_lv0": step + 1,
+    }
+    return LvmImage(name, "vgr", (disk,), tuple(places), PV_UUIDS[name], sizes, ring=ring)
+
+
 BUILDERS: dict[str, Callable[[Path, Path], LvmImage]] = {
     "lvm_gpt": build_lvm_gpt,
     "lvm_whole": build_lvm_whole,
     "lvm_two": build_lvm_two,
     "lvm_damaged_meta": build_lvm_damaged_meta,
+    "lvm_wrapped_meta": build_lvm_wrapped_meta,
 }
 NAMES = (*BUILDERS, "lvm_missing_pv")
 
@@ -693,3 +767,8 @@ def lvm_damaged_meta_image_fixture(lvm_images_cache: Path) -> LvmImage:
 @pytest.fixture(scope="session", name="lvm_missing_pv_image")
 def lvm_missing_pv_image_fixture(lvm_images_cache: Path) -> LvmImage:
     return _get_or_skip("lvm_missing_pv", lvm_images_cache)
+
+
+@pytest.fixture(scope="session", name="lvm_wrapped_meta_image")
+def lvm_wrapped_meta_image_fixture(lvm_images_cache: Path) -> LvmImage:
+    return _get_or_skip("lvm_wrapped_meta", lvm_images_cache)

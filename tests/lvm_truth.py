@@ -26,6 +26,7 @@ them). Needs root and loop devices; without them the functions raise :class:`Nee
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from tests.ext_truth import block_runs_to_bytes, debugfs_stat, dumpe2fs_header
 LVM_CRC_INITIAL = 0xF597A6CF  # lib/format_text/layout.h INITIAL_CRC
 SECTOR = 512
 UNKNOWN_DEVICE = "[unknown]"  # what lvs/pvs print for a PV that is not there
+_JSON_LINE = re.compile(r'^\s*[\[\]{}"]')
 
 # Every key here is accepted by lvm2 2.03.16 (``lvmconfig --validate`` says so; a test
 # checks it). The 2.02 keys ``global/use_lvmetad`` and ``global/locking_type`` are accepted
@@ -134,6 +136,12 @@ def lvm_crc32(data: bytes, initial: int = LVM_CRC_INITIAL) -> int:
     return ~zlib.crc32(data, ~initial & 0xFFFFFFFF) & 0xFFFFFFFF
 
 
+def _int(value: str) -> int | None:
+    """A report number; None where lvm has none (a PV without a VG has no extent size)."""
+    value = value.strip()
+    return int(value) if value else None
+
+
 def require_loops() -> None:
     if os.geteuid() != 0:
         raise NeedsRoot("needs root to attach loop devices for the lvm tools")
@@ -141,14 +149,18 @@ def require_loops() -> None:
         raise NeedsRoot("this machine has no loop devices (/dev/loop-control missing)")
 
 
+@functools.cache
 def lvm_version() -> str:
-    out = subprocess.run(
-        [tool_path("lvm"), "version"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **LVM_ENV},
-        check=False,
-    ).stdout
+    """``2.03.16``: from ``lvm version``, run without the host's lvm.conf (an empty
+    ``LVM_SYSTEM_DIR``), so that it needs neither root nor loop devices."""
+    with tempfile.TemporaryDirectory(prefix="bmap-lvm-version-") as empty:
+        out = subprocess.run(
+            [tool_path("lvm"), "version", "--driverloaded", "n"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **LVM_ENV, "LVM_SYSTEM_DIR": empty},
+            check=False,
+        ).stdout
     m = re.search(r"LVM version:\s+(\S+)", out)
     if not m:
         raise RuntimeError(f"lvm version printed no version: {out!r}")
@@ -282,7 +294,10 @@ class LvmSession:
     def report(self, command: str, *args: str, key: str) -> list[dict[str, str]]:
         """A ``--reportformat json`` report's rows (``key`` is ``lv``, ``seg``, ``pv``, ...)."""
         proc = self.run(command, "--reportformat", "json", "--units", "b", "--nosuffix", *args)
-        return [row for part in json.loads(proc.stdout)["report"] for row in part.get(key, [])]
+        # lvm prints some notices on stdout, inside the JSON ("Retrying metadata scan."):
+        # every line of the JSON itself starts with a bracket, a brace or a quote.
+        text = "\n".join(line for line in proc.stdout.splitlines() if _JSON_LINE.match(line))
+        return [row for part in json.loads(text)["report"] for row in part.get(key, [])]
 
     # -- the reports
 
@@ -350,13 +365,13 @@ class LvmSession:
                     "vg_name": row["vg_name"],
                     "pv_uuid": row["pv_uuid"],
                     "pv_attr": row["pv_attr"],
-                    "pe_start": int(row["pe_start"]),
-                    "pv_pe_count": int(row["pv_pe_count"]),
-                    "pv_pe_alloc_count": int(row["pv_pe_alloc_count"]),
-                    "vg_extent_size": int(row["vg_extent_size"]),
-                    "dev_size": int(row["dev_size"] or 0),
-                    "pv_size": int(row["pv_size"]),
-                    "pv_free": int(row["pv_free"]),
+                    "pe_start": _int(row["pe_start"]),
+                    "pv_pe_count": _int(row["pv_pe_count"]),
+                    "pv_pe_alloc_count": _int(row["pv_pe_alloc_count"]),
+                    "vg_extent_size": _int(row["vg_extent_size"]),
+                    "dev_size": _int(row["dev_size"]),
+                    "pv_size": _int(row["pv_size"]),
+                    "pv_free": _int(row["pv_free"]),
                 }
             )
         return out
@@ -369,9 +384,7 @@ class LvmSession:
             "vg_extent_count,vg_free_count,vg_seqno,vg_mda_count",
             key="vg",
         )
-        return [
-            {k: (int(v) if v.isdigit() else v) for k, v in row.items()} for row in rows
-        ]
+        return [{k: (int(v) if v.isdigit() else v) for k, v in row.items()} for row in rows]
 
     def pvs_segments(self) -> list[dict[str, Any]]:
         rows = self.report(
@@ -394,12 +407,7 @@ class LvmSession:
         ]
 
     def _geometry(self) -> dict[tuple[Path, int], tuple[int, int]]:
-        """(image, pv_offset) -> (pe_start, extent_size) of every PV that is present."""
-        return {
-            (pv["image"], pv["pv_offset"]): (pv["pe_start"], pv["vg_extent_size"])
-            for pv in self.pvs_info()
-            if pv["image"] is not None
-        }
+        return geometry_of(self.pvs_info())
 
     def physical_ranges(self) -> dict[str, list[PhysicalRange]]:
         return ranges_from_segments(self.lvs_segments(), self._geometry())
@@ -409,8 +417,8 @@ class LvmSession:
         out = []
         for seg in self.pvs_segments():
             place = seg["place"]
-            if seg["lv_name"] or place is None:
-                continue
+            if seg["lv_name"] or place is None or not seg["pvseg_size"]:
+                continue  # used, on a missing PV, or a PV without a VG (one empty row)
             pe_start, extent = geometry[(place.image, place.offset)]
             start = place.offset + pe_start + seg["pvseg_start"] * extent
             out.append(FreeRange(place.image, start, start + seg["pvseg_size"] * extent))
@@ -427,6 +435,21 @@ def session_over(images: Sequence[Path | str]) -> Iterator[LvmSession]:
 
 # --------------------------------------------------------------------------------------------
 # the truth functions (one read-only session each)
+
+
+def lvm_report(images: Sequence[Path | str]) -> dict[str, Any]:
+    """Everything below from one read-only session: ``segments`` (:func:`lvs_segments`),
+    ``pvs``, ``vgs``, ``ranges`` (:func:`physical_ranges`), ``free`` and ``pvsegs``."""
+    with session_over(images) as session:
+        segments, pvs = session.lvs_segments(), session.pvs_info()
+        return {
+            "segments": segments,
+            "pvs": pvs,
+            "vgs": session.vgs_info(),
+            "ranges": ranges_from_segments(segments, geometry_of(pvs)),
+            "free": session.free_pe_ranges(),
+            "pvsegs": session.pvs_segments(),
+        }
 
 
 def lvs_segments(images: Sequence[Path | str]) -> list[dict[str, Any]]:
@@ -472,6 +495,16 @@ def free_pe_ranges(images: Sequence[Path | str]) -> list[FreeRange]:
         return session.free_pe_ranges()
 
 
+def geometry_of(pvs: Iterable[dict[str, Any]]) -> dict[tuple[Path, int], tuple[int, int]]:
+    """(image, pv_offset) -> (pe_start, extent_size) of every :func:`pvs_info` PV that is
+    present and in a VG."""
+    return {
+        (pv["image"], pv["pv_offset"]): (pv["pe_start"], pv["vg_extent_size"])
+        for pv in pvs
+        if pv["image"] is not None and pv["vg_extent_size"]
+    }
+
+
 def ranges_from_segments(
     segments: Iterable[dict[str, Any]], geometry: dict[tuple[Path, int], tuple[int, int]]
 ) -> dict[str, list[PhysicalRange]]:
@@ -484,7 +517,7 @@ def ranges_from_segments(
         if vg_of.setdefault(lv, seg["vg_name"]) != seg["vg_name"]:
             raise ValueError(f"LV name {lv} is in two VGs; ask one VG at a time")
         ranges = out.setdefault(lv, [])
-        areas = []
+        areas: list[tuple[Path, int, int] | None] = []
         for area in seg["pe_ranges"]:
             if area["missing"]:
                 areas.append(None)
@@ -530,7 +563,9 @@ def lv_to_disk(ranges: Iterable[PhysicalRange], start: int, end: int) -> list[Ph
             continue
         if lo != pos:
             break
-        out.append(PhysicalRange(r.image, r.start + lo - r.lv_offset, r.start + hi - r.lv_offset, lo))
+        out.append(
+            PhysicalRange(r.image, r.start + lo - r.lv_offset, r.start + hi - r.lv_offset, lo)
+        )
         pos = hi
     if pos != end:
         raise ValueError(f"LV bytes [{pos:#x}, {end:#x}) are on no given image")
@@ -686,12 +721,12 @@ def parse_pvck_headers(text: str) -> dict[str, Any]:
             "data_areas": [
                 {"at": d["at"], "offset": d["offset"], "size": d["size"]}
                 for d in pv_locns
-                if "data area" in d["note"]
+                if d["note"] == "location of data area"
             ],
             "metadata_areas": [
                 {"at": d["at"], "offset": d["offset"], "size": d["size"]}
                 for d in pv_locns
-                if "metadata area" in d["note"]
+                if d["note"] == "location of metadata area"
             ],
         },
         "pv_header_extension": {
@@ -735,11 +770,12 @@ def pvck_dump(image: Path | str, offset: int = 0, size: int | None = None) -> di
     area (in order) the records pvck finds in its ring (:func:`parse_pvck_records`);
     ``label_sector``: the label sector's disk range; ``metadata_areas_disk``: each
     metadata area's disk range; ``records_disk``: (mda index, disk start, disk end, seqno)
-    per ring record.
+    per ring record, a wrapped record as two such pieces (its end of the ring, then what
+    follows the 512-byte mda_header).
     """
     image = Path(image)
     with LvmSession() as session:
-        if offset == 0 and size is None:
+        if offset == 0 and size in (None, image.stat().st_size):
             target = str(image)
         else:
             full = image.stat().st_size - offset if size is None else size
@@ -770,11 +806,17 @@ def pvck_dump(image: Path | str, offset: int = 0, size: int | None = None) -> di
         (offset + m["offset"], offset + m["offset"] + m["size"])
         for m in dump["pv_header"]["metadata_areas"]
     ]
-    dump["records_disk"] = [
-        (i + 1, offset + r["at"], offset + r["at"] + r["length"], r["seqno"])
-        for i, records in enumerate(dump["records"])
-        for r in records
-    ]
+    dump["records_disk"] = []
+    for mda, records in zip(dump["mda_headers"], dump["records"]):
+        ring_start, ring_end = offset + mda["start"], offset + mda["start"] + mda["size"]
+        for r in records:
+            start, end = offset + r["at"], offset + r["at"] + r["length"]
+            if end <= ring_end:
+                dump["records_disk"].append((mda["index"], start, end, r["seqno"]))
+            else:  # wrapped: the rest follows the mda_header at the start of the area
+                rest = ring_start + SECTOR + end - ring_end
+                dump["records_disk"].append((mda["index"], start, ring_end, r["seqno"]))
+                dump["records_disk"].append((mda["index"], ring_start + SECTOR, rest, r["seqno"]))
     return dump
 
 
@@ -831,11 +873,10 @@ def fallback_truth(image: Path | str, seqno: int) -> dict[str, Any]:
         for item in [*pvs, *(a for s in segments for a in s["pe_ranges"])]:
             if item["image"] == copy:
                 item["image"] = image
-        geometry = {(p["image"], p["pv_offset"]): (p["pe_start"], p["vg_extent_size"]) for p in pvs}
         return {
             "segments": segments,
             "pvs": pvs,
-            "ranges": ranges_from_segments(segments, geometry),
+            "ranges": ranges_from_segments(segments, geometry_of(pvs)),
             "free": [FreeRange(image, f.start, f.end) for f in free],
             "vgs": vgs,
         }
