@@ -190,6 +190,7 @@ def _place_lvs(view: VGView) -> None:
     by_name = {lv.name: lv for lv in vg.lvs}
     refs = {ref.name: ref for ref in vg.pvs}
     cache: dict[str, tuple[list[Piece], bool, list[str]]] = {}
+    legs_of: dict[str, tuple[str | None, list[str]]] = {}
 
     def own(lv: lvm2.LogicalVolume, depth: int) -> tuple[list[Piece], bool, list[str]]:
         if lv.name in cache:
@@ -213,14 +214,16 @@ def _place_lvs(view: VGView) -> None:
             elif seg.type in _MIRRORED:
                 legs = [s.pv for s in seg.stripes if seg.type == "mirror" or "_rimage_" in s.pv]
                 chosen = None
+                chosen_name = None
                 for leg in legs:
                     sub = by_name.get(leg)
                     if sub is None:
                         continue
                     leg_pieces, leg_complete, _ = own(sub, depth + 1)
                     if leg_complete:
-                        chosen = leg_pieces
+                        chosen, chosen_name = leg_pieces, leg
                         break
+                legs_of[lv.name] = (chosen_name, legs)
                 if chosen is None:
                     complete = False
                 else:
@@ -253,18 +256,47 @@ def _place_lvs(view: VGView) -> None:
                 types=types,
             )
         )
-        unsupported = sorted({t for t in types if t not in _PLACED})
-        if unsupported:
-            view.findings.append(
-                Finding(
-                    Severity.INFO,
-                    view.disk,
-                    None,
-                    f"/dev/{vg.name}/{lv.name}",
-                    f"segment type {', '.join(unsupported)}: its contents are not mapped yet "
-                    "(its sub-volumes are mapped as their own LVs)",
-                )
+        device = f"/dev/{vg.name}/{lv.name}"
+        for message in _notes(lv, legs_of.get(lv.name)):
+            view.findings.append(Finding(Severity.INFO, view.disk, None, device, message))
+
+
+def _notes(lv: lvm2.LogicalVolume, legs: tuple[str | None, list[str]] | None) -> list[str]:
+    """What an analyst should know about an LV whose segments are not plain extents."""
+    notes = []
+    if legs is not None:
+        chosen, names = legs
+        others = [n for n in names if n != chosen]
+        if chosen is None:
+            notes.append(f"no complete leg among {', '.join(names)}: contents not mapped")
+        else:
+            notes.append(
+                f"contents mapped through leg {chosen}"
+                + (f"; {', '.join(others)} hold copies of the same data" if others else "")
             )
+    for seg in lv.segments:
+        raw = seg.raw
+        if seg.type == "thin-pool":
+            notes.append(
+                f"thin pool: data in {raw.get('pool')}, metadata in {raw.get('metadata')} "
+                "(both mapped as their own LVs); the thin volumes' blocks are not mapped yet"
+            )
+        elif seg.type == "thin":
+            notes.append(
+                f"thin volume in pool {raw.get('thin_pool')} (device id {raw.get('device_id')}): "
+                "its blocks are not mapped yet (they need the pool's metadata btrees)"
+            )
+        elif seg.type == "snapshot":
+            notes.append(
+                f"snapshot of origin {raw.get('origin')}; its copy-on-write area is LV "
+                f"{raw.get('cow_store')} (chunk size {raw.get('chunk_size')} sectors)"
+            )
+        elif seg.type not in _STRIPED | _MIRRORED:
+            notes.append(
+                f"segment type {seg.type}: its contents are not mapped yet (its sub-volumes "
+                "are mapped as their own LVs)"
+            )
+    return list(dict.fromkeys(notes))
 
 
 def _striped_pieces(
