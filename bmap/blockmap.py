@@ -10,7 +10,7 @@ enclosing object before what it contains.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,14 +103,20 @@ class ObjectTable:
         self.inodes.extend(inodes)
         return np.arange(first, len(self.types), dtype=np.int64)
 
-    def text_ids(self, escape: Any) -> list[str]:
-        """``TYPE ID`` of every object as the text format writes it, escaped with ``escape``.
-
-        One pass over the columns; this runs once per object of a map that may hold millions.
+    def text_ids(self, escape: Any, numbers: Iterable[int] | None = None) -> list[str]:
+        """``TYPE ID`` of the objects ``numbers`` (all by default) as the text format writes
+        it, escaped with ``escape``. This runs once per line of a map that may hold millions.
         """
         out: list[str] = []
         append = out.append
-        for type_, device, kind, path in zip(self.types, self.devices, self.kinds, self.paths):
+        if numbers is None:
+            rows: Iterable[tuple[str, str, str, str]] = zip(
+                self.types, self.devices, self.kinds, self.paths
+            )
+        else:
+            t, d, k, p = self.types, self.devices, self.kinds, self.paths
+            rows = ((t[i], d[i], k[i], p[i]) for i in numbers)
+        for type_, device, kind, path in rows:
             if type_ == "f" or type_ == "d":
                 append(f"{type_} {escape(device)} {escape(path)}")
             elif type_ == "m" or type_ == "u":

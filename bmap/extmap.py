@@ -185,7 +185,11 @@ class _Mapper:
 
         row_parts, lo_parts, ph_parts, ln_parts = [], [], [], []
         tree: dict[int, list[int]] = {}
-        r, lo, ph, ln, _uw, slow = fs.depth0_extents(extent_rows)
+        # In chunks: the decoded i_block copies stay small.
+        parts = [
+            fs.depth0_extents(extent_rows[i : i + 32768]) for i in range(0, len(extent_rows), 32768)
+        ] or [fs.depth0_extents(extent_rows)]
+        r, lo, ph, ln, _uw, slow = (np.concatenate(c) for c in zip(*parts))
         ok = (ln > 0) & (ph >= fs.sb.first_data_block) & (ph + ln <= fs.sb.blocks_count)
         if not ok.all():
             for bad in np.unique(r[~ok]).tolist():

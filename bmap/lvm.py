@@ -28,8 +28,10 @@ from parsers.errors import ParserError
 MAX_LEG_DEPTH = 8
 #: Segment types whose contents bmap places on the disks.
 _STRIPED = {"striped", "linear"}
-_PLACED = _STRIPED | {"mirror", "raid1"}
+_PLACED = _STRIPED | {"mirror", "raid1", "raid0", "raid0_meta", "thin-pool"}
 _MIRRORED = {"mirror", "raid1"}
+#: Striped across sub-LVs (raid0 and raid0_meta keep their stripes in rimage LVs).
+_SUB_STRIPED = {"raid0", "raid0_meta"}
 
 
 @dataclass
@@ -70,6 +72,13 @@ class LVView:
     complete: bool
     """Every byte of the LV is on a PV that was found, in a segment type bmap places."""
     types: list[str]
+    map_contents: bool = True
+    """Whether what the LV holds is a volume to map (not a thin pool's data area)."""
+
+    @property
+    def missing_pv(self) -> bool:
+        """Incomplete only because a PV it lies on was not given."""
+        return not self.complete and all(t in _PLACED for t in self.types)
 
 
 @dataclass
@@ -211,6 +220,30 @@ def _place_lvs(view: VGView) -> None:
                     complete = False
                 else:
                     pieces += got
+            elif seg.type in _SUB_STRIPED:
+                stripe_legs: list[list[Piece] | None] = []
+                for name in (s.pv for s in seg.stripes if "_rmeta_" not in s.pv):
+                    sub_lv = by_name.get(name)
+                    leg_result = own(sub_lv, depth + 1) if sub_lv is not None else None
+                    stripe_legs.append(
+                        leg_result[0] if leg_result is not None and leg_result[1] else None
+                    )
+                placed = _sub_striped_pieces(seg, seg_start, seg_len, stripe_legs)
+                if placed is None:
+                    complete = False
+                else:
+                    pieces += placed
+            elif seg.type == "thin-pool":
+                # The pool's bytes are its data sub-LV's; what they hold are thin blocks.
+                data = by_name.get(str(seg.raw.get("pool", "")))
+                data_result = own(data, depth + 1) if data is not None else None
+                if data_result is not None and data_result[1]:
+                    pieces += [
+                        Piece(seg_start + p.lv_start, seg_start + p.lv_end, p.pv, p.pv_offset)
+                        for p in data_result[0]
+                    ]
+                else:
+                    complete = False
             elif seg.type in _MIRRORED:
                 legs = [s.pv for s in seg.stripes if seg.type == "mirror" or "_rimage_" in s.pv]
                 chosen = None
@@ -244,16 +277,20 @@ def _place_lvs(view: VGView) -> None:
 
     for lv in vg.lvs:
         pieces, complete, types = own(lv, 0)
-        mirrored = any(t in _MIRRORED for t in types)
+        # Composite LVs' bytes belong to their sub-LVs, which have lines of their own.
+        composite = any(t in _MIRRORED | _SUB_STRIPED | {"thin-pool"} for t in types)
         view.lvs.append(
             LVView(
                 lv=lv,
                 device=f"/dev/{vg.name}/{lv.name}",
                 size=lv.extent_count * vg.extent_size,
-                own_pieces=[] if mirrored else pieces,
+                own_pieces=[] if composite else pieces,
                 content_pieces=pieces,
                 complete=complete,
                 types=types,
+                # Hidden sub-LVs (legs, stripes, pool data) hold parts or copies of another
+                # LV's contents: those are mapped once, through that LV.
+                map_contents=complete and lv.visible and "thin-pool" not in types,
             )
         )
         device = f"/dev/{vg.name}/{lv.name}"
@@ -291,12 +328,48 @@ def _notes(lv: lvm2.LogicalVolume, legs: tuple[str | None, list[str]] | None) ->
                 f"snapshot of origin {raw.get('origin')}; its copy-on-write area is LV "
                 f"{raw.get('cow_store')} (chunk size {raw.get('chunk_size')} sectors)"
             )
-        elif seg.type not in _STRIPED | _MIRRORED:
+        elif seg.type not in _PLACED:
             notes.append(
                 f"segment type {seg.type}: its contents are not mapped yet (its sub-volumes "
                 "are mapped as their own LVs)"
             )
     return list(dict.fromkeys(notes))
+
+
+def _through(leg: list[Piece], start: int, end: int, lv_start: int) -> list[Piece]:
+    """The part ``[start, end)`` of a sub-LV, as pieces of the parent starting at
+    ``lv_start``."""
+    out = []
+    for p in leg:
+        lo, hi = max(p.lv_start, start), min(p.lv_end, end)
+        if lo < hi:
+            out.append(
+                Piece(
+                    lv_start + lo - start,
+                    lv_start + hi - start,
+                    p.pv,
+                    p.pv_offset + lo - p.lv_start,
+                )
+            )
+    return out
+
+
+def _sub_striped_pieces(
+    seg: lvm2.Segment, seg_start: int, seg_len: int, legs: list[list[Piece] | None]
+) -> list[Piece] | None:
+    """raid0: chunk k of the segment is chunk k // n of sub-LV k % n."""
+    n = len(legs)
+    chunk = seg.stripe_size
+    if n == 0 or chunk <= 0 or any(leg is None for leg in legs):
+        return None
+    pieces: list[Piece] = []
+    for k in range(-(-seg_len // chunk)):
+        leg = legs[k % n]
+        assert leg is not None
+        leg_start = (k // n) * chunk
+        size = min(chunk, seg_len - k * chunk)
+        pieces += _through(leg, leg_start, leg_start + size, seg_start + k * chunk)
+    return pieces
 
 
 def _striped_pieces(

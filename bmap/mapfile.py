@@ -27,7 +27,7 @@ from bmap.escape import escape, unescape
 
 FORMATS = ("bmap", "csv", "jsonl")
 FORMAT_VERSION = 1
-_LINES_PER_WRITE = 65536
+_LINES_PER_WRITE = 8192
 
 
 def write_map(bmap: BlockMap, out: str | os.PathLike[str] | IO[str], fmt: str = "bmap") -> None:
@@ -61,16 +61,17 @@ def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
             f"{escape(f.source)}: {escape(f.message)}\n"
         )
     objs = bmap.objects
-    ids = objs.text_ids(escape)
+    # IDs are made chunk by chunk, not kept for the whole map: most objects have one line.
     for part in _chunks(bmap):
+        ids = objs.text_ids(escape, bmap.obj[part].tolist())
         fh.write(
             "".join(
-                f"{d} {s:x} {e:x} {ids[o]}\n"
-                for d, s, e, o in zip(
+                f"{d} {s:x} {e:x} {i}\n"
+                for d, s, e, i in zip(
                     bmap.disk[part].tolist(),
                     bmap.start[part].tolist(),
                     bmap.end[part].tolist(),
-                    bmap.obj[part].tolist(),
+                    ids,
                 )
             )
         )

@@ -121,8 +121,8 @@ def map_lvm(disks: list[Disk], builder: MapBuilder) -> None:
             builder.add_finding(finding)
         for lv in view.lvs:
             map_lv_lines(lv, builder)
-            if not lv.complete or not lv.content_pieces or lv.size == 0:
-                if lv.lv.visible:
+            if not lv.map_contents or not lv.content_pieces or lv.size == 0:
+                if lv.lv.visible and lv.missing_pv:
                     builder.add_finding(
                         Finding(
                             Severity.WARNING if lv.content_pieces else Severity.INFO,

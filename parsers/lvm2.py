@@ -547,7 +547,13 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
         for key, seg in lv.items():
             if not (key.startswith("segment") and isinstance(seg, dict)):
                 continue
-            stripes_raw = seg.get("stripes") or seg.get("mirrors") or seg.get("raids") or []
+            stripes_raw = (
+                seg.get("stripes")
+                or seg.get("mirrors")
+                or seg.get("raids")
+                or seg.get("raid0_lvs")
+                or []
+            )
             stripes = []
             if isinstance(stripes_raw, list):
                 step = 2 if "stripes" in seg or "mirrors" in seg else 1

@@ -31,8 +31,8 @@ from parsers.stream import ReadSeek
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
-#: Directory blocks parsed at once: bounds the buffer (16 MiB of 4 KiB blocks).
-DIR_CHUNK_BLOCKS = 4096
+#: Directory blocks parsed at once: bounds the buffer (4 MiB of 4 KiB blocks).
+DIR_CHUNK_BLOCKS = 1024
 #: Extended attribute header magic (in-inode area and external blocks).
 XATTR_MAGIC = 0xEA020000
 
@@ -357,9 +357,24 @@ class ExtFS:
 
     # -- superblock ----------------------------------------------------------------------
 
+    def _plausible(self, sb: Superblock) -> Superblock:
+        """A superblock whose counts fit the device it is on: every walk over groups is
+        bounded by the device's size, whatever a hostile superblock claims."""
+        if sb.group_count * sb.desc_size > self.device_size:
+            raise DamagedError(
+                "superblock",
+                sb.offset,
+                f"{sb.group_count} groups: their descriptors alone would not fit the device",
+            )
+        if sb.blocks_per_group % 8:
+            raise DamagedError("superblock", sb.offset, f"{sb.blocks_per_group} blocks per group")
+        return sb
+
     def _find_superblock(self) -> Superblock:
         try:
-            return parse_superblock(self.read(S.SUPERBLOCK_OFFSET, S.SUPERBLOCK_SIZE), 1024)
+            return self._plausible(
+                parse_superblock(self.read(S.SUPERBLOCK_OFFSET, S.SUPERBLOCK_SIZE), 1024)
+            )
         except NotThisFormat as exc:
             primary_error: ParserError = exc
         except DamagedError as exc:
@@ -371,7 +386,7 @@ class ExtFS:
             if offset + S.SUPERBLOCK_SIZE > self.device_size:
                 continue
             try:
-                sb = parse_superblock(self.read(offset, S.SUPERBLOCK_SIZE), offset)
+                sb = self._plausible(parse_superblock(self.read(offset, S.SUPERBLOCK_SIZE), offset))
             except ParserError:
                 continue
             if sb.block_size == bs and sb.blocks_per_group == 8 * bs:
@@ -537,17 +552,16 @@ class ExtFS:
 
     @cached_property
     def inodes(self) -> InodeTable:
-        """The used part of every inode table, read a group at a time."""
+        """The in-use inodes of every inode table, read a group at a time.
+
+        Two passes keep memory flat: the inode bitmaps first (one block per group) to count
+        the inodes in use, then each group's table, decoded straight into the final columns.
+        """
         sb = self.sb
         groups = self.groups
         dtype = S.make_dtype(S.INODE_FIELDS, sb.inode_size)
-        fields: Any = dtype.fields or {}
-        packed = np.dtype([(name, fields[name][0]) for name in dtype.names or ()])
         ipg = sb.inodes_per_group
-        chunks: list[np.ndarray] = []
-        numbers: list[np.ndarray] = []
-        bitmaps: list[np.ndarray] = []
-        positions: list[np.ndarray] = []
+        plan: list[tuple[int, int, int, npt.NDArray[np.int64]]] = []
         for g in range(sb.group_count):
             if self._csum and groups["flags"][g] & S.BG_INODE_UNINIT:
                 continue
@@ -561,7 +575,6 @@ class ExtFS:
                         )
                     )
                     used = ipg
-            first_ino = g * ipg + 1
             used = min(used, max(0, sb.inodes_count - g * ipg))
             if used == 0:
                 continue
@@ -584,42 +597,76 @@ class ExtFS:
                 )[:used].astype(bool)
             else:
                 bits = np.ones(used, dtype=bool)
-            # Only inodes the bitmap marks in use are kept, and only their decoded fields:
-            # the raw table is freed group by group.
-            keep = np.flatnonzero(bits)
-            raw = self.read_blocks(table, nblocks)
-            chunks.append(np.frombuffer(raw, dtype=dtype, count=used)[keep].astype(packed))
-            numbers.append(first_ino + keep.astype(np.int64))
-            positions.append(table * self.block_size + keep.astype(np.int64) * sb.inode_size)
-            bitmaps.append(bits[keep])
-        if not chunks:
+            plan.append((g, table, used, np.flatnonzero(bits).astype(np.int64)))
+        if not plan:
             raise DamagedError("inode-table", None, "no inode table could be read")
-        rec = np.concatenate(chunks)
-        chunks.clear()
+        total = sum(len(keep) for *_, keep in plan)
+        # Narrow columns where the on-disk field is narrow: a big table is most of the memory.
+        widths: dict[str, Any] = {
+            "mode": np.int32,
+            "links": np.int32,
+            "flags": np.uint32,
+            "dtime": np.uint32,
+            "extra": np.int32,
+        }
+        col = {
+            name: np.empty(total, dtype=widths.get(name, np.int64))
+            for name in (
+                "ino",
+                "mode",
+                "size",
+                "links",
+                "flags",
+                "blocks",
+                "file_acl",
+                "dtime",
+                "extra",
+                "position",
+            )
+        }
+        i_block = np.empty((total, 60), dtype=np.uint8)
         huge = sb.has(ro_compat=S.RO_COMPAT_HUGE_FILE)
-        blocks = rec["i_blocks_lo"].astype(np.int64)
-        if huge:
-            blocks |= rec["l_i_blocks_high"].astype(np.int64) << 32
-        names = rec.dtype.names or ()
-        extra = (
-            rec["i_extra_isize"].astype(np.int64)
-            if "i_extra_isize" in names
-            else np.zeros(len(rec), np.int64)
-        )
+        has_extra = "i_extra_isize" in (dtype.names or ())
+        pos = 0
+        for g, table, used, keep in plan:
+            n = len(keep)
+            if n == 0:
+                continue
+            raw = self.read_blocks(table, -(-used * sb.inode_size // self.block_size))
+            rec = np.frombuffer(raw, dtype=dtype, count=used)[keep]
+            sl = slice(pos, pos + n)
+            col["ino"][sl] = g * ipg + 1 + keep
+            col["position"][sl] = table * self.block_size + keep * sb.inode_size
+            col["mode"][sl] = rec["i_mode"]
+            col["size"][sl] = rec["i_size_lo"].astype(np.int64) | (
+                rec["i_size_high"].astype(np.int64) << 32
+            )
+            col["links"][sl] = rec["i_links_count"]
+            col["flags"][sl] = rec["i_flags"]
+            blocks = rec["i_blocks_lo"].astype(np.int64)
+            if huge:
+                blocks |= rec["l_i_blocks_high"].astype(np.int64) << 32
+            col["blocks"][sl] = blocks
+            col["file_acl"][sl] = rec["i_file_acl_lo"].astype(np.int64) | (
+                rec["l_i_file_acl_high"].astype(np.int64) << 32
+            )
+            col["dtime"][sl] = rec["i_dtime"]
+            col["extra"][sl] = rec["i_extra_isize"] if has_extra else 0
+            i_block[sl] = np.frombuffer(rec["i_block"].tobytes(), dtype=np.uint8).reshape(-1, 60)
+            pos += n
         return InodeTable(
-            ino=np.concatenate(numbers),
-            mode=rec["i_mode"].astype(np.int64),
-            size=rec["i_size_lo"].astype(np.int64) | (rec["i_size_high"].astype(np.int64) << 32),
-            links=rec["i_links_count"].astype(np.int64),
-            flags=rec["i_flags"].astype(np.int64),
-            blocks=blocks,
-            file_acl=rec["i_file_acl_lo"].astype(np.int64)
-            | (rec["l_i_file_acl_high"].astype(np.int64) << 32),
-            dtime=rec["i_dtime"].astype(np.int64),
-            extra_isize=extra,
-            i_block=np.frombuffer(rec["i_block"].tobytes(), dtype=np.uint8).reshape(-1, 60),
-            in_use=np.concatenate(bitmaps),
-            position=np.concatenate(positions),
+            ino=col["ino"],
+            mode=col["mode"],
+            size=col["size"],
+            links=col["links"],
+            flags=col["flags"],
+            blocks=col["blocks"],
+            file_acl=col["file_acl"],
+            dtime=col["dtime"],
+            extra_isize=col["extra"],
+            i_block=i_block,
+            in_use=np.ones(total, dtype=bool),
+            position=col["position"],
         )
 
     def inode_record(self, row: int) -> bytes:

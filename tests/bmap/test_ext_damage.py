@@ -171,3 +171,13 @@ def test_mutated_metadata_never_crashes(small_ext, changes):
             return
         dumps_map(bmap)
         assert len(bmap) >= 1
+
+
+def test_superblock_claiming_millions_of_groups_is_refused(ext_image_factory, tmp_path):
+    """blocks_count 2**32 - 1 with 8 blocks per group: the walk over groups stays bounded."""
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    patch(path, 1024 + 0x04, struct.pack("<I", 0xFFFFFFFF))  # s_blocks_count_lo
+    patch(path, 1024 + 0x20, struct.pack("<I", 8))  # s_blocks_per_group
+    bmap, frame = mapping(path)
+    assert any("would not fit the device" in f.message for f in bmap.findings)
+    assert (frame["type"] == "f").any()  # the backup superblock maps the files
