@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 
@@ -419,6 +419,261 @@ def _hit_dict(row: Any, offset: int) -> dict[str, Any]:
         "offset": None if offset < 0 else offset,
         "inode": None if pd.isna(inode) else int(inode),
     }
+
+
+def _time_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value > 1e9:  # seconds since the epoch: show the UTC wall clock
+        stamp = time.gmtime(value)
+        return time.strftime("%H:%M:%S", stamp) + f".{round((value % 1) * 1e6):06d}"
+    return f"{value:.6f}"
+
+
+def _ranges_text(ranges: list[list[int]]) -> str:
+    text = ",".join(f"{a:x}-{b:x}" for a, b in ranges[:4])
+    return text + (f",... ({len(ranges)} ranges)" if len(ranges) > 4 else "")
+
+
+@main.command("trace")
+@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("logs", nargs=-1, required=True, metavar="LOG...")
+@click.option(
+    "--input-format",
+    type=click.Choice(["auto", "nbdkit", "qemu", "blkparse", "csv"]),
+    default="auto",
+    show_default=True,
+    help="The log's format; auto looks at its first lines.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "jsonl"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--summary", is_flag=True, help="Per object totals instead of the records.")
+@click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Which disk of the map the log is of.",
+)
+def trace_command(
+    map_file: Path, logs: tuple[str, ...], input_format: str, fmt: str, summary: bool, disk: int
+) -> None:
+    """Name the objects behind every request of an I/O log (nbdkit log filter, QEMU block
+    trace events, blkparse output, or offset,length CSV).
+
+    MAP is a map file or a disk image (mapped on the fly); LOG may be '-' for stdin.
+    """
+    from bmap.trace import PARSERS, Annotator, detect_format
+
+    frame = _load_for_lookup(map_file)
+    if disk not in set(frame["disk"].unique().tolist()):
+        raise MapFormatError(f"{map_file}: has no disk {disk}")
+    annotator = Annotator(frame, disk)
+    writer = _TraceWriter(annotator, fmt, summary)
+    unparsed = 0
+    for log in logs:
+        lines = _log_lines(log)
+        head: list[str] = []
+        for line in lines:
+            head.append(line)
+            if len(head) >= 50:
+                break
+        chosen = input_format
+        if chosen == "auto":
+            chosen = detect_format(head) or ""
+            if not chosen:
+                raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
+        parser = PARSERS[chosen]()
+        number = 0
+        batch = []
+        for number, line in enumerate(_chain(head, lines), start=1):
+            batch += parser.feed(number, line.rstrip("\n"))
+            if len(batch) >= 65536:
+                writer.write(annotator.records(batch))
+                batch = []
+        batch += parser.finish()
+        writer.write(annotator.records(batch))
+        unparsed += parser.unparsed
+        for number, text in parser.first_unparsed:
+            click.echo(f"bmap: {log}:{number}: not a {chosen} line: {text!r}", err=True)
+    writer.close()
+    if unparsed:
+        click.echo(f"bmap: {unparsed} line(s) of no known format were skipped", err=True)
+    if writer.disk_offsets_only:
+        click.echo(
+            "bmap: the map has no offsets inside files (text .bmap): ranges are disk offsets; "
+            "use a csv or jsonl map, or the image, for offsets inside each object",
+            err=True,
+        )
+
+
+def _chain(head: list[str], rest: Any) -> Any:
+    yield from head
+    yield from rest
+
+
+def _log_lines(log: str) -> Any:
+    if log == "-":
+        return iter(sys.stdin)
+    try:
+        return iter(open(log, encoding="utf-8", errors="replace"))
+    except OSError as exc:
+        raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
+
+
+class _TraceWriter:
+    COLUMNS: ClassVar[list[str]] = [
+        "time",
+        "op",
+        "status",
+        "disk",
+        "type",
+        "device",
+        "kind",
+        "path",
+        "ranges",
+        "disk_ranges",
+        "bytes",
+        "requests",
+    ]
+
+    def __init__(self, annotator: Any, fmt: str, summary: bool) -> None:
+        self.annotator = annotator
+        self.fmt = fmt
+        self.summary = summary
+        self.totals: dict[int, dict[str, Any]] = {}
+        self.order = 0
+        self.disk_offsets_only = False
+        if fmt == "csv" and not summary:
+            click.echo(",".join(self.COLUMNS))
+
+    def write(self, records: Any) -> None:
+        for record in records:
+            if not record.in_object:
+                self.disk_offsets_only = True
+            if self.summary:
+                self._add(record)
+            else:
+                self._emit(record)
+
+    def _emit(self, record: Any) -> None:
+        type_, device, kind, path = self.annotator.describe(record.row)
+        if self.fmt == "text":
+            what = (
+                describe_hit({"type": type_, "device": device, "kind": kind, "path": path})
+                if record.row >= 0
+                else "(nothing in the map)"
+            )
+            where = ("" if record.in_object else "disk ") + _ranges_text(record.ranges)
+            status = "" if record.status == "ok" else f"  {record.status.upper()}"
+            click.echo(
+                f"{_time_text(record.time)} {record.op} {what}  {where} "
+                f"({human_size(record.bytes)}){status}"
+            )
+            return
+        row = {
+            "time": record.time,
+            "op": record.op,
+            "status": record.status,
+            "disk": record.disk,
+            "type": type_,
+            "device": device,
+            "kind": kind,
+            "path": path,
+            "ranges": record.ranges,
+            "disk_ranges": record.disk_ranges,
+            "bytes": record.bytes,
+            "requests": record.requests,
+        }
+        if self.fmt == "jsonl":
+            click.echo(json.dumps(row))
+        else:
+            row["ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.ranges)
+            row["disk_ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.disk_ranges)
+            import csv
+            import io
+
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="").writerow(
+                ["" if row[c] is None else row[c] for c in self.COLUMNS]
+            )
+            click.echo(buf.getvalue())
+
+    def _add(self, record: Any) -> None:
+        obj = int(self.annotator.object_of[record.row]) if record.row >= 0 else -1
+        entry = self.totals.get(obj)
+        if entry is None:
+            self.order += 1
+            entry = self.totals[obj] = {
+                "row": record.row,
+                "first": record.time,
+                "order": self.order,
+                "read": 0,
+                "written": 0,
+                "other": 0,
+                "requests": 0,
+                "failed": 0,
+            }
+        key = "read" if record.op == "read" else "written" if record.op == "write" else "other"
+        entry[key] += record.bytes
+        entry["requests"] += record.requests
+        entry["failed"] += record.status != "ok"
+
+    def close(self) -> None:
+        if not self.summary:
+            return
+        rows = sorted(self.totals.values(), key=lambda e: e["order"])
+        if self.fmt == "text":
+            click.echo("ORDER  FIRST            READ       WRITTEN    REQUESTS  OBJECT")
+        for e in rows:
+            type_, device, kind, path = self.annotator.describe(e["row"])
+            if self.fmt == "text":
+                what = (
+                    describe_hit({"type": type_, "device": device, "kind": kind, "path": path})
+                    if e["row"] >= 0
+                    else "(nothing in the map)"
+                )
+                failed = f"  {e['failed']} failed" if e["failed"] else ""
+                click.echo(
+                    f"{e['order']:5d}  {_time_text(e['first']):15s}  "
+                    f"{human_size(e['read']):>9s}  {human_size(e['written']):>9s}  "
+                    f"{e['requests']:8d}  {what}{failed}"
+                )
+            else:
+                row = {
+                    "order": e["order"],
+                    "first": e["first"],
+                    "type": type_,
+                    "device": device,
+                    "kind": kind,
+                    "path": path,
+                    "bytes_read": e["read"],
+                    "bytes_written": e["written"],
+                    "bytes_other": e["other"],
+                    "requests": e["requests"],
+                    "failed": e["failed"],
+                }
+                click.echo(
+                    json.dumps(row)
+                    if self.fmt == "jsonl"
+                    else ",".join(str(v) for v in row.values())
+                )
+        unallocated = sum(
+            e["read"]
+            for e in rows
+            if e["row"] < 0
+            or self.annotator.describe(e["row"])[2]
+            in ("unallocated", "unpartitioned", "free-extents")
+        )
+        if self.fmt == "text":
+            click.echo(f"reads of free space or of nothing in the map: {human_size(unallocated)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,11 @@ tools=(
     cryptsetup:cryptsetup-bin
     pvcreate:lvm2
     xorriso:xorriso
+    nbdkit:nbdkit
+    qemu-io:qemu-utils
+    qemu-img:qemu-utils
+    nbdinfo:libnbd-bin
+    thin_dump:thin-provisioning-tools
 )
 # A venv needs python3-venv on Debian's own Python; pyenv and other builds carry it.
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

@@ -1,0 +1,411 @@
+"""Trace replay: name the objects behind every request of an I/O log.
+
+Input formats (detected from the first lines that parse, or chosen):
+
+- ``nbdkit``: the nbdkit ``log`` filter, both the format of nbdkit 1.24 and later and the
+  older one; requests and completions are paired by (connection, id);
+- ``qemu``: QEMU's ``blk_co_preadv`` / ``blk_co_pwritev`` trace events, with or without the
+  ``pid@seconds:`` prefix;
+- ``blkparse``: blkparse's default text output (completion events, 512-byte sectors);
+- ``csv``: ``offset,length[,op[,time]]``.
+
+Each request is split over the objects it touches; each piece is named by the innermost object
+there (a file before its directory, per-file metadata before filesystem metadata, then the LV,
+the partition, the disk), with the byte range inside that object. Consecutive pieces of the
+same operation on the same object make one record, as virt-bmap's logger did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bmap.index import MapIndex
+
+OPS = ("read", "write", "trim", "zero", "cache")
+OP_CODE = {op: i for i, op in enumerate(OPS)}
+_NBDKIT_OPS = {"Read": "read", "Write": "write", "Trim": "trim", "Zero": "zero", "Cache": "cache"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request from a log, complete or not."""
+
+    time: float | None
+    """Seconds since the epoch (UTC) where the log says, else None."""
+    op: str
+    offset: int
+    length: int
+    status: str = "ok"
+    """``ok``, ``failed:EIO`` (and the like) or ``unfinished`` (no completion in the log)."""
+    connection: int = 0
+    line: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers: each turns lines into Requests, keeps what it cannot parse as a count.
+
+_NBDKIT = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) (?:connection=(?P<conn>\d+) )?"
+    r"(?P<leave>\.\.\.)?(?P<act>[A-Za-z]+)(?: id=(?P<id>\d+))?(?P<rest>.*)$"
+)
+_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|-?\d+)")
+_ERROR = re.compile(r"error=(\w+)|\((E\w+|Other)[^)]*\)")
+_QEMU = re.compile(
+    r"^(?:\d+@(?P<time>\d+\.\d+):)?blk_co_(?P<op>preadv|pwritev)\s+blk\s+\S+\s+bs\s+\S+\s+"
+    r"offset\s+(?P<offset>\d+)\s+bytes\s+(?P<bytes>\d+)"
+)
+_BLKPARSE = re.compile(
+    r"^\s*\d+,\d+\s+\d+\s+\d+\s+(?P<time>\d+\.\d+)\s+\d+\s+(?P<act>[A-Za-z])\s+"
+    r"(?P<rwbs>[A-Z]+)\s+(?P<sector>\d+)\s+\+\s+(?P<count>\d+)(?:\s+\[(?P<extra>[^\]]*)\])?"
+)
+_CSV = re.compile(
+    r"^\s*(?P<offset>0x[0-9a-fA-F]+|\d+)\s*,\s*(?P<length>0x[0-9a-fA-F]+|\d+)"
+    r"(?:\s*,\s*(?P<op>[A-Za-z]*))?(?:\s*,\s*(?P<time>[-+0-9.eE]+))?\s*$"
+)
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+
+
+class TraceParser:
+    """Base: feed lines, collect requests; ``unparsed`` counts lines of no known shape."""
+
+    name = "?"
+
+    def __init__(self) -> None:
+        self.unparsed = 0
+        self.first_unparsed: list[tuple[int, str]] = []
+
+    def skip(self, number: int, line: str) -> None:
+        self.unparsed += 1
+        if len(self.first_unparsed) < 5:
+            self.first_unparsed.append((number, line[:120]))
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Request]:
+        return []
+
+
+class NbdkitParser(TraceParser):
+    """nbdkit's log filter; ENTER and LEAVE lines paired by (connection, id)."""
+
+    name = "nbdkit"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[tuple[int, int], Request] = {}
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        m = _NBDKIT.match(line)
+        if not m:
+            self.skip(number, line)
+            return []
+        act = m["act"]
+        if act not in _NBDKIT_OPS and act not in (
+            "Flush",
+            "Extents",
+            "Connect",
+            "Disconnect",
+            "Ready",
+            "Fork",
+            "Preconnect",
+            "ListExports",
+        ):
+            self.skip(number, line)
+            return []
+        op = _NBDKIT_OPS.get(act)
+        if op is None or m["id"] is None:
+            return []
+        key = (int(m["conn"] or 0), int(m["id"]))
+        if not m["leave"]:
+            fields = dict(_FIELD.findall(m["rest"]))
+            # A request line ends with " ..."; one that does not was cut short (the log's
+            # last line while it is being written, or a damaged log).
+            if "offset" not in fields or "count" not in fields or not m["rest"].endswith("..."):
+                self.skip(number, line)
+                return []
+            self.pending[key] = Request(
+                _epoch(m["date"]),
+                op,
+                int(fields["offset"], 0),
+                int(fields["count"], 0),
+                "unfinished",
+                key[0],
+                number,
+            )
+            return []
+        request = self.pending.pop(key, None)
+        if request is None:
+            return []  # a completion whose request came before the log began
+        fields = dict(_FIELD.findall(m["rest"]))
+        ret = int(fields.get("return", "0"), 0)
+        status = "ok"
+        if ret != 0:
+            err = _ERROR.search(m["rest"])
+            status = f"failed:{(err.group(1) or err.group(2)) if err else 'error'}"
+        return [
+            Request(
+                request.time,
+                request.op,
+                request.offset,
+                request.length,
+                status,
+                request.connection,
+                request.line,
+            )
+        ]
+
+    def finish(self) -> list[Request]:
+        left = sorted(self.pending.values(), key=lambda r: r.line)
+        self.pending.clear()
+        return left
+
+
+class QemuParser(TraceParser):
+    name = "qemu"
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        m = _QEMU.match(line.strip())
+        if not m:
+            if "blk_co_" in line or not line.strip():
+                return []
+            self.skip(number, line)
+            return []
+        op = "read" if m["op"] == "preadv" else "write"
+        time = float(m["time"]) if m["time"] else None
+        return [Request(time, op, int(m["offset"]), int(m["bytes"]), "ok", 0, number)]
+
+
+class BlkparseParser(TraceParser):
+    """blkparse's default output; completion (C) events count, the summary is skipped."""
+
+    name = "blkparse"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_summary = False
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        if self.in_summary:
+            return []
+        m = _BLKPARSE.match(line)
+        if not m:
+            if line.startswith(("CPU", "Total", "Throughput", "Events")):
+                self.in_summary = True
+            elif line.strip():
+                self.skip(number, line)
+            return []
+        if m["act"] != "C":
+            return []
+        rwbs = m["rwbs"]
+        op = "trim" if "D" in rwbs else "write" if "W" in rwbs else "read" if "R" in rwbs else ""
+        if not op:
+            return []
+        extra = (m["extra"] or "0").strip()
+        status = "ok" if extra in ("0", "") else f"failed:{extra}"
+        return [
+            Request(
+                float(m["time"]),
+                op,
+                int(m["sector"]) * 512,
+                int(m["count"]) * 512,
+                status,
+                0,
+                number,
+            )
+        ]
+
+
+class CsvParser(TraceParser):
+    name = "csv"
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        m = _CSV.match(line)
+        if not m:
+            if number == 1 and "offset" in line.lower():
+                return []  # a header
+            if line.strip():
+                self.skip(number, line)
+            return []
+        op = (m["op"] or "read").lower()
+        if op not in OP_CODE:
+            self.skip(number, line)
+            return []
+        time = float(m["time"]) if m["time"] else None
+        return [Request(time, op, int(m["offset"], 0), int(m["length"], 0), "ok", 0, number)]
+
+
+PARSERS: dict[str, type[TraceParser]] = {
+    "nbdkit": NbdkitParser,
+    "qemu": QemuParser,
+    "blkparse": BlkparseParser,
+    "csv": CsvParser,
+}
+
+
+def detect_format(lines: Iterable[str]) -> str | None:
+    """The first format whose pattern matches one of the lines."""
+    for line in lines:
+        if _NBDKIT.match(line) and re.search(r" (Read|Write|Connect|Ready|Trim|Zero)", line):
+            return "nbdkit"
+        if _QEMU.match(line.strip()):
+            return "qemu"
+        if _BLKPARSE.match(line):
+            return "blkparse"
+        if _CSV.match(line):
+            return "csv"
+    return None
+
+
+def parse(lines: Iterable[str], fmt: str) -> tuple[list[Request], TraceParser]:
+    parser = PARSERS[fmt]()
+    out: list[Request] = []
+    for number, line in enumerate(lines, start=1):
+        out += parser.feed(number, line.rstrip("\n"))
+    out += parser.finish()
+    return out, parser
+
+
+# --------------------------------------------------------------------------------------------
+# Annotation
+
+
+@dataclass
+class Tiling:
+    """The disk cut into runs, each named by its innermost line (-1: no line there)."""
+
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+    row: npt.NDArray[np.int64]
+
+
+def innermost_tiling(frame: Any, disk: int) -> Tiling:
+    """Cut ``disk`` at every line boundary and name each piece by its innermost line."""
+    sel = frame[frame["disk"] == disk]
+    bounds = np.unique(np.concatenate((sel["start"].to_numpy(), sel["end"].to_numpy())))
+    if len(bounds) < 2:
+        z = np.zeros(0, dtype=np.int64)
+        return Tiling(z, z, z)
+    starts, ends = bounds[:-1], bounds[1:]
+    index = MapIndex.from_frame(frame)
+    rows = index.innermost(disk, starts)
+    # Neighbouring pieces with the same line are one run.
+    new = np.concatenate(([True], (rows[1:] != rows[:-1]) | (starts[1:] != ends[:-1])))
+    first = np.flatnonzero(new)
+    last = np.concatenate((first[1:], [len(starts)])) - 1
+    return Tiling(starts[first], ends[last], rows[first])
+
+
+@dataclass
+class Record:
+    """Consecutive pieces of one operation on one object."""
+
+    time: float | None
+    op: str
+    status: str
+    disk: int
+    row: int
+    """A line of the map naming the object (-1: nothing in the map)."""
+    ranges: list[list[int]] = field(default_factory=list)
+    """``[start, end)`` inside the object (or on the disk where the map has no offsets)."""
+    disk_ranges: list[list[int]] = field(default_factory=list)
+    bytes: int = 0
+    requests: int = 0
+    in_object: bool = True
+
+
+class Annotator:
+    """Names the pieces of requests against one map (a DataFrame from ``read_map``)."""
+
+    def __init__(self, frame: Any, disk: int = 1) -> None:
+        self.frame = frame
+        self.disk = disk
+        self.tiling = innermost_tiling(frame, disk)
+        fo = frame["file_offset"]
+        self.file_offset = fo.astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
+        self.line_start = frame["start"].to_numpy(dtype=np.int64)
+        keys = frame["type"] + "\0" + frame["device"] + "\0" + frame["kind"] + "\0" + frame["path"]
+        codes, uniques = _factorize(keys.tolist())
+        self.object_of = codes
+        self.object_keys = uniques
+
+    def pieces(self, requests: list[Request]) -> Iterator[tuple[Request, int, int, int]]:
+        """``(request, row, disk start, disk end)`` for every piece, in request order."""
+        t = self.tiling
+        if not requests:
+            return
+        offs = np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests))
+        lens = np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests))
+        ends = offs + np.maximum(lens, 1)
+        lo = np.searchsorted(t.end, offs, side="right")
+        hi = np.searchsorted(t.start, ends, side="left")
+        for i, request in enumerate(requests):
+            pos = int(offs[i])
+            end = int(ends[i])
+            for k in range(int(lo[i]), int(hi[i])):
+                s, e = int(t.start[k]), int(t.end[k])
+                if s > pos:
+                    yield request, -1, pos, s
+                yield request, int(t.row[k]), max(s, pos), min(e, end)
+                pos = min(e, end)
+            if pos < end:
+                yield request, -1, pos, end
+
+    def records(self, requests: list[Request]) -> Iterator[Record]:
+        """Coalesced records: consecutive pieces with the same op, status and object."""
+        current: Record | None = None
+        current_key: tuple[Any, ...] | None = None
+        last_request: Request | None = None
+        for request, row, start, end in self.pieces(requests):
+            obj = int(self.object_of[row]) if row >= 0 else -1
+            key = (request.op, request.status, obj)
+            if current is None or key != current_key:
+                if current is not None:
+                    yield current
+                current = Record(request.time, request.op, request.status, self.disk, row)
+                current_key = key
+                last_request = None
+            if request is not last_request:  # requests that touch this record
+                current.requests += 1
+                last_request = request
+            current.bytes += end - start
+            if row >= 0 and self.file_offset[row] >= 0:
+                inside = int(self.file_offset[row] + start - self.line_start[row])
+                _extend(current.ranges, inside, inside + end - start)
+            else:
+                current.in_object = False if row >= 0 else current.in_object
+                _extend(current.ranges, start, end)
+            _extend(current.disk_ranges, start, end)
+        if current is not None:
+            yield current
+
+    def describe(self, row: int) -> tuple[str, str, str, str]:
+        if row < 0:
+            return ("", "", "", "")
+        r = self.frame.iloc[row]
+        return (r["type"], r["device"], r["kind"], r["path"])
+
+
+def _extend(ranges: list[list[int]], start: int, end: int) -> None:
+    if ranges and ranges[-1][1] == start:
+        ranges[-1][1] = end
+    else:
+        ranges.append([start, end])
+
+
+def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
+    seen: dict[str, int] = {}
+    codes = np.fromiter(
+        (seen.setdefault(v, len(seen)) for v in values), dtype=np.int64, count=len(values)
+    )
+    return codes, list(seen)

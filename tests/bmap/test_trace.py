@@ -1,0 +1,223 @@
+"""Trace replay against logs written by the real nbdkit, read by the real qemu-io; and the
+other input formats, hostile lines included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bmap.cli import main
+from bmap.images import Image
+from bmap.mapfile import write_map
+from bmap.mapper import map_images
+from bmap.trace import Annotator, detect_format, parse
+from tests import ext_truth as T
+from tests.conftest import sfdisk_json, tool
+
+
+@pytest.fixture
+def nbdkit(tmp_path):
+    """Serve an image read-only with nbdkit's log filter on a Unix socket; stopped after."""
+    started: list[tuple[int, Path]] = []
+
+    def serve(image: Path) -> tuple[str, Path]:
+        sock = tmp_path / f"nbd{len(started)}.sock"
+        log = tmp_path / f"nbd{len(started)}.log"
+        pidfile = tmp_path / f"nbd{len(started)}.pid"
+        subprocess.run(
+            [
+                tool("nbdkit"),
+                "-U",
+                str(sock),
+                "-P",
+                str(pidfile),
+                "-r",
+                "--filter=log",
+                "file",
+                str(image),
+                f"logfile={log}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip() and sock.exists():
+                break
+            time.sleep(0.02)
+        started.append((int(pidfile.read_text()), sock))
+        return f"nbd+unix:///?socket={sock}", log
+
+    yield serve
+    for pid, sock in started:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        sock.unlink(missing_ok=True)
+
+
+def qemu_read(uri: str, *ranges: tuple[int, int]) -> None:
+    args = [tool("qemu-io"), "-r", "-f", "raw"]
+    for offset, length in ranges:
+        args += ["-c", f"read {offset} {length}"]
+    subprocess.run([*args, uri], check=True, capture_output=True)
+
+
+def trace(map_path: Path, log: Path, *options: str) -> str:
+    result = CliRunner().invoke(main, ["trace", *options, str(map_path), str(log)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_nbdkit_and_qemu_io_reads_are_named(sample, tmp_path, nbdkit):
+    image = sample("gpt-512")
+    part = next(p for p in sfdisk_json(image)["partitions"] if p["name"] == "root")
+    offset = part["start"] * 512
+    bs = int(T.dumpe2fs_header(image, offset)["Block size"])
+    big = T.debugfs_stat(image, "/data/big.bin", offset)["data_extents"][0]
+    file_disk = offset + big.physical * bs  # where debugfs says the file starts on the disk
+    uri, log = nbdkit(image)
+    qemu_read(uri, (file_disk + 0x1000, 0x2000), (512, 512), (file_disk + 0x8000, 0x800))
+    map_csv = tmp_path / "m.csv"
+    with Image(image) as img:
+        write_map(map_images([img]), map_csv, "csv")
+    lines = trace(map_csv, log).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].split()[1:5] == ["read", "f", "/dev/sda2", "/data/big.bin"]
+    assert "1000-3000 (8.0 KiB)" in lines[0]
+    assert lines[1].split()[1:5] == ["read", "m", "/dev/sda", "gpt-header"]
+    assert "0-200 (512 B)" in lines[1]
+    assert "8000-8800" in lines[2] and "/data/big.bin" in lines[2]
+    rows = [json.loads(x) for x in trace(map_csv, log, "--format", "jsonl").splitlines()]
+    assert rows[0]["path"] == "/data/big.bin" and rows[0]["ranges"] == [[0x1000, 0x3000]]
+    assert rows[0]["disk_ranges"] == [[file_disk + 0x1000, file_disk + 0x3000]]
+    summary = trace(map_csv, log, "--summary")
+    assert "/data/big.bin" in summary and "10.0 KiB" in summary
+
+
+def test_text_map_gives_disk_offsets_and_says_so(sample, tmp_path, nbdkit):
+    image = sample("gpt-512")
+    uri, log = nbdkit(image)
+    qemu_read(uri, (0x900000 + 0x400, 0x400))
+    text_map = tmp_path / "m.bmap"
+    with Image(image) as img:
+        write_map(map_images([img]), text_map)
+    result = CliRunner().invoke(main, ["trace", str(text_map), str(log)])
+    assert "m /dev/sda2 superblock" in result.stdout
+    assert result.exit_code == 0
+
+
+LOG = """\
+2024-05-01 10:00:00.000001 Ready thread_model=3
+2024-05-01 10:00:00.100500 connection=1 Connect export="" tls=0 size=0x2000000 write=0
+2024-05-01 10:00:00.100700 connection=1 Read id=1 offset=0x0 count=0x200 ...
+2024-05-01 10:00:00.100701 connection=2 Read id=1 offset=0x200 count=0x200 ...
+2024-05-01 10:00:00.100720 connection=2 ...Read id=1 return=0
+this is not a log line
+2024-05-01 10:00:00.100730 connection=1 ...Read id=1 return=-1 error=EIO
+2024-05-01 10:00:00.100800 connection=1 Write id=2 offset=0x400 count=0x200 fua=0 ...
+2024-05-01 10:00:00.100900 connection=1 ...Write id=2 return=0
+2024-05-01 10:00:00.101000 connection=1 Read id=3 offset=0x1fffe00 count=0x400 ...
+2024-05-01 10:00:00.101010 connection=1 ...Read id=3 return=0
+2024-05-01 10:00:00.101100 connection=1 Read id=4 offset=0x600 count=0x2
+"""
+
+OLD_LOG = """\
+2020-08-06 02:07:23.080712 connection=1 Connect export='' tls=0 size=0x400 write=1
+2020-08-06 02:07:23.080907 connection=1 Read id=1 offset=0x0 count=0x200 ...
+2020-08-06 02:07:23.080927 connection=1 ...Read id=1 return=0 (Success)
+2020-08-06 02:07:23.080930 connection=1 Read id=2 offset=0x200 count=0x200 ...
+2020-08-06 02:07:23.080940 connection=1 ...Read id=2 return=-1 (EIO)
+"""
+
+
+def test_nbdkit_pairing_failures_garbage_and_truncation():
+    requests, parser = parse(LOG.splitlines(), "nbdkit")
+    got = [(r.connection, r.op, r.offset, r.length, r.status) for r in requests]
+    assert got == [
+        (2, "read", 0x200, 0x200, "ok"),
+        (1, "read", 0x0, 0x200, "failed:EIO"),
+        (1, "write", 0x400, 0x200, "ok"),
+        (1, "read", 0x1FFFE00, 0x400, "ok"),
+    ]
+    # The garbage line, and "Read id=4" cut short (no " ..."): both counted, neither fatal.
+    assert parser.unparsed == 2
+    assert [n for n, _ in parser.first_unparsed] == [6, 12]
+
+
+def test_old_nbdkit_format():
+    requests, _ = parse(OLD_LOG.splitlines(), "nbdkit")
+    assert [(r.offset, r.status) for r in requests] == [(0, "ok"), (0x200, "failed:EIO")]
+    assert detect_format(OLD_LOG.splitlines()) == "nbdkit"
+
+
+def test_other_formats():
+    qemu = [
+        "12345@1714550400.123456:blk_co_preadv blk 0x55d0 bs 0x55d1 offset 1048576 bytes 4096 "
+        "flags 0x0",
+        "blk_co_pwritev blk 0x55d0 bs 0x55d1 offset 512 bytes 512 flags 0x0",
+    ]
+    requests, _ = parse(qemu, detect_format(qemu) or "")
+    assert [(r.op, r.offset, r.length) for r in requests] == [
+        ("read", 1048576, 4096),
+        ("write", 512, 512),
+    ]
+    blk = [
+        "  8,0    3        1     0.000000000   697  Q   R 2048 + 8 [cat]",
+        "  8,0    3        2     0.000100000   697  C   R 2048 + 8 [0]",
+        "  8,0    3        3     0.000200000   697  C   W 4096 + 16 [0]",
+        "CPU3 (8,0):",
+        " Reads Queued:           1,        4KiB",
+    ]
+    requests, parser = parse(blk, detect_format(blk) or "")
+    assert [(r.op, r.offset, r.length) for r in requests] == [
+        ("read", 2048 * 512, 4096),
+        ("write", 4096 * 512, 8192),
+    ]
+    assert parser.unparsed == 0
+    csv = ["offset,length,op,time", "0x100000,4096,read,1.5", "512,512"]
+    requests, _ = parse(csv, detect_format(csv) or "")
+    assert [(r.op, r.offset, r.length, r.time) for r in requests] == [
+        ("read", 0x100000, 4096, 1.5),
+        ("read", 512, 512, None),
+    ]
+
+
+def test_pieces_split_over_objects_and_coalesce(sample):
+    """A read across the end of the MBR into the GPT header is two records; two reads in a
+    row of the same structure are one."""
+    with Image(sample("gpt-512")) as img:
+        frame = map_images([img]).to_dataframe()
+    requests, _ = parse(["0x100,0x200", "0x300,0x100", "0x1fffe00,0x400"], "csv")
+    records = list(Annotator(frame).records(requests))
+    kinds = [(Annotator(frame).describe(r.row)[2], r.ranges, r.requests) for r in records]
+    assert kinds == [
+        ("mbr", [[0x100, 0x200]], 1),
+        ("gpt-header", [[0x0, 0x200]], 2),
+        ("gpt-backup-header", [[0x0, 0x200]], 1),
+        ("", [[0x2000000, 0x2000200]], 1),  # past the end of the disk: nothing in the map
+    ]
+
+
+def test_garbage_log_is_one_clear_error(sample, tmp_path):
+    log = tmp_path / "junk.log"
+    log.write_text("hello\nworld\n")
+    map_csv = tmp_path / "m.csv"
+    with Image(sample("gpt-512")) as img:
+        write_map(map_images([img]), map_csv, "csv")
+    result = CliRunner().invoke(main, ["trace", str(map_csv), str(log)])
+    assert result.exit_code != 0
+    assert "no line in its first 50 is a known trace format" in result.stderr
