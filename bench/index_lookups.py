@@ -51,8 +51,9 @@ def synthetic_map(lines: int, seed: int = 1) -> tuple[np.ndarray, ...]:
     disk_end = part_end + (1 << 20)
     start = np.concatenate(([0, part_start], starts))
     end = np.concatenate(([disk_end, part_end], ends))
-    type_code = np.concatenate(([TYPE_CODE["v"], TYPE_CODE["p"]],
-                                np.full(lines, TYPE_CODE["f"], dtype=np.int64)))
+    type_code = np.concatenate(
+        ([TYPE_CODE["v"], TYPE_CODE["p"]], np.full(lines, TYPE_CODE["f"], dtype=np.int64))
+    )
     file_offset = np.concatenate(([0, 0], np.zeros(lines, dtype=np.int64)))
     disk = np.ones(lines + 2, dtype=np.int64)
     return disk, start, end, type_code, file_offset
@@ -70,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     disk, start, end, type_code, file_offset = synthetic_map(args.lines)
     rng = np.random.default_rng(2)
     offsets = rng.integers(0, int(end[0]), args.queries, dtype=np.int64)
-    print(f"index: map of {len(start)} lines over {end[0] / 2**30:.1f} GiB, "
-          f"{args.queries} queries, {args.rounds} rounds", file=sys.stderr)
+    print(
+        f"index: map of {len(start)} lines over {end[0] / 2**30:.1f} GiB, "
+        f"{args.queries} queries, {args.rounds} rounds",
+        file=sys.stderr,
+    )
 
     t0 = time.perf_counter()
     index = MapIndex(disk, start, end, type_code, file_offset)
@@ -79,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tree = IntervalTree.from_tuples(zip(start.tolist(), end.tolist(), range(len(start))))
     build_tree = time.perf_counter() - t0
-    print(f"index: built MapIndex in {build_mapindex:.2f} s, IntervalTree in {build_tree:.1f} s",
-          file=sys.stderr)
+    print(
+        f"index: built MapIndex in {build_mapindex:.2f} s, IntervalTree in {build_tree:.1f} s",
+        file=sys.stderr,
+    )
 
     # Same answers: hit counts over all queries, hit rows for the first CHECKED.
     hits = index.lookup(1, offsets)
@@ -93,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     theirs = [{iv.data for iv in tree.at(p)} for p in sample]
     if mine != theirs:
         bad = next(i for i in range(CHECKED) if mine[i] != theirs[i])
-        raise SystemExit(f"index: answers differ at query {bad} (offset {sample[bad]}): "
-                         f"MapIndex {sorted(mine[bad])}, intervaltree {sorted(theirs[bad])}")
+        raise SystemExit(
+            f"index: answers differ at query {bad} (offset {sample[bad]}): "
+            f"MapIndex {sorted(mine[bad])}, intervaltree {sorted(theirs[bad])}"
+        )
 
     point_list = offsets.tolist()
     times: dict[str, list[float]] = {"MapIndex": [], "intervaltree": []}
@@ -114,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             n += len(at(p))
         times["intervaltree"].append(time.perf_counter() - t0)
         counts["intervaltree"] = n
-        print(f"index: round {r + 1}: MapIndex {times['MapIndex'][-1]:.3f} s, "
-              f"intervaltree {times['intervaltree'][-1]:.1f} s", file=sys.stderr)
+        print(
+            f"index: round {r + 1}: MapIndex {times['MapIndex'][-1]:.3f} s, "
+            f"intervaltree {times['intervaltree'][-1]:.1f} s",
+            file=sys.stderr,
+        )
     if counts["MapIndex"] != counts["intervaltree"]:
         raise SystemExit(f"index: hit counts differ: {counts}")
 
@@ -124,33 +135,44 @@ def main(argv: list[str] | None = None) -> int:
     speedup = med["intervaltree"] / med["MapIndex"]
     header = ["index", "build", "median time for all queries", "queries/s", "hits"]
     rows = [
-        ["bmap.index.MapIndex (one vectorised lookup)", report.fmt_seconds(build_mapindex),
-         f"{med['MapIndex']:.3f} s", f"{qps['MapIndex']:,.0f}", f"{counts['MapIndex']:,}"],
-        [f"intervaltree {info['intervaltree']} (`tree.at(p)` per query)",
-         report.fmt_seconds(build_tree), f"{med['intervaltree']:.2f} s",
-         f"{qps['intervaltree']:,.0f}", f"{counts['intervaltree']:,}"],
+        [
+            "bmap.index.MapIndex (one vectorised lookup)",
+            report.fmt_seconds(build_mapindex),
+            f"{med['MapIndex']:.3f} s",
+            f"{qps['MapIndex']:,.0f}",
+            f"{counts['MapIndex']:,}",
+        ],
+        [
+            f"intervaltree {info['intervaltree']} (`tree.at(p)` per query)",
+            report.fmt_seconds(build_tree),
+            f"{med['intervaltree']:.2f} s",
+            f"{qps['intervaltree']:,.0f}",
+            f"{counts['intervaltree']:,}",
+        ],
     ]
     text = report.table(header, rows)
     print(text)
     print(f"MapIndex is {speedup:.0f}x faster per query")
     if args.no_write:
         return 0
-    body = "\n".join([
-        "## Point lookups: MapIndex against intervaltree",
-        "",
-        f"Measured {report.machine_line(info)}; intervaltree {info['intervaltree']}.",
-        "",
-        f"Synthetic map: {args.lines:,} disjoint file lines inside one partition inside one "
-        f"disk ({len(start):,} lines, {end[0] / 2**30:.0f} GiB); {args.queries:,} random byte "
-        f"offsets over the disk; median of {args.rounds} alternating rounds; both answers "
-        f"checked equal (hit counts, and the lines of the first {CHECKED:,} queries). "
-        "`bench/index_lookups.py`.",
-        "",
-        text,
-        "",
-        f"MapIndex answers {speedup:.0f}x as many queries per second, and orders each answer "
-        "innermost first, which intervaltree does not.",
-    ])
+    body = "\n".join(
+        [
+            "## Point lookups: MapIndex against intervaltree",
+            "",
+            f"Measured {report.machine_line(info)}; intervaltree {info['intervaltree']}.",
+            "",
+            f"Synthetic map: {args.lines:,} disjoint file lines inside one partition inside one "
+            f"disk ({len(start):,} lines, {end[0] / 2**30:.0f} GiB); {args.queries:,} random byte "
+            f"offsets over the disk; median of {args.rounds} alternating rounds; both answers "
+            f"checked equal (hit counts, and the lines of the first {CHECKED:,} queries). "
+            "`bench/index_lookups.py`.",
+            "",
+            text,
+            "",
+            f"MapIndex answers {speedup:.0f}x as many queries per second, and orders each answer "
+            "innermost first, which intervaltree does not.",
+        ]
+    )
     report.write_section("index", body)
     return 0
 

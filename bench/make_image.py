@@ -103,8 +103,11 @@ def scan(root: Path, depth: int = PICK_DEPTH) -> tuple[Tree, dict[Path, int]]:
 
 def pick_subtree(sub_counts: dict[Path, int], target: float, exclude: set[Path]) -> Path:
     """The directory whose entry count is nearest (by ratio) to ``target``."""
-    candidates = [(abs(math.log(n / target)), str(p), p) for p, n in sub_counts.items()
-                  if n > 0 and p not in exclude]
+    candidates = [
+        (abs(math.log(n / target)), str(p), p)
+        for p, n in sub_counts.items()
+        if n > 0 and p not in exclude
+    ]
     if not candidates:
         raise SystemExit("make_image: no subtree to pick for the growth series")
     return min(candidates)[2]
@@ -123,11 +126,19 @@ def mke2fs_version() -> str:
 
 def dumpe2fs_header(image: Path) -> dict[str, int]:
     """Inode and block counts from ``dumpe2fs -h`` (used inodes = count - free)."""
-    out = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["dumpe2fs", "-h", str(image)], capture_output=True, text=True, check=True
+    ).stdout
     fields = {}
-    for key in ("Inode count", "Free inodes", "Block count", "Free blocks", "Block size",
-                "Inode size", "Inodes per group"):
+    for key in (
+        "Inode count",
+        "Free inodes",
+        "Block count",
+        "Free blocks",
+        "Block size",
+        "Inode size",
+        "Inodes per group",
+    ):
         m = re.search(rf"^{key}:\s+(\d+)", out, re.MULTILINE)
         if m:
             fields[key.lower().replace(" ", "_")] = int(m.group(1))
@@ -143,8 +154,12 @@ def build_image(name: str, tree: Tree, force: bool = False) -> dict:
     """Build ``build/bench/usr-NAME.img`` from ``tree`` unless its stamp matches."""
     BUILD.mkdir(parents=True, exist_ok=True)
     image = BUILD / f"usr-{name}.img"
-    want = {"recipe": RECIPE, "source": str(tree.path), "source_entries": tree.entries,
-            "mke2fs": mke2fs_version()}
+    want = {
+        "recipe": RECIPE,
+        "source": str(tree.path),
+        "source_entries": tree.entries,
+        "mke2fs": mke2fs_version(),
+    }
     stamp_file = stamp_path(image)
     if not force and image.exists() and stamp_file.exists():
         try:
@@ -170,10 +185,14 @@ def build_image(name: str, tree: Tree, force: bool = False) -> dict:
     cmd += ["-d", str(tree.path), str(tmp), f"{size // 1024}k"]
     free = shutil.disk_usage(BUILD).free
     if free < tree.disk_bytes * 1.2 + MIB * 512:
-        raise SystemExit(f"make_image: {BUILD} has {free / 2**30:.1f} GiB free, "
-                         f"{tree.path} needs about {tree.disk_bytes / 2**30:.1f} GiB")
-    log(f"{image.name}: {' '.join(cmd)} ({tree.entries} entries, "
-        f"{tree.disk_bytes / 2**30:.2f} GiB used in the tree)")
+        raise SystemExit(
+            f"make_image: {BUILD} has {free / 2**30:.1f} GiB free, "
+            f"{tree.path} needs about {tree.disk_bytes / 2**30:.1f} GiB"
+        )
+    log(
+        f"{image.name}: {' '.join(cmd)} ({tree.entries} entries, "
+        f"{tree.disk_bytes / 2**30:.2f} GiB used in the tree)"
+    )
     t0 = time.monotonic()
     try:
         subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
@@ -183,29 +202,39 @@ def build_image(name: str, tree: Tree, force: bool = False) -> dict:
     seconds = time.monotonic() - t0
     os.replace(tmp, image)
     stamp = dict(want)
-    stamp.update({
-        "command": [*cmd[:-2], str(image), cmd[-1]],
-        "size_bytes": size,
-        "disk_usage_bytes": os.stat(image).st_blocks * 512,
-        "build_seconds": round(seconds, 1),
-        "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **dumpe2fs_header(image),
-    })
+    stamp.update(
+        {
+            "command": [*cmd[:-2], str(image), cmd[-1]],
+            "size_bytes": size,
+            "disk_usage_bytes": os.stat(image).st_blocks * 512,
+            "build_seconds": round(seconds, 1),
+            "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **dumpe2fs_header(image),
+        }
+    )
     stamp_file.write_text(json.dumps(stamp, indent=2) + "\n")
-    log(f"{image.name}: built in {seconds:.0f} s, {stamp['used_inodes']} inodes used "
-        f"of {stamp['inode_count']}")
+    log(
+        f"{image.name}: built in {seconds:.0f} s, {stamp['used_inodes']} inodes used "
+        f"of {stamp['inode_count']}"
+    )
     stamp["image"] = str(image)
     return stamp
 
 
-def ensure_images(only: list[str] | None = None, force: bool = False,
-                  half: Path | None = None, quarter: Path | None = None) -> list[dict]:
+def ensure_images(
+    only: list[str] | None = None,
+    force: bool = False,
+    half: Path | None = None,
+    quarter: Path | None = None,
+) -> list[dict]:
     """Build or reuse the images; return their stamps, smallest first."""
     names = only or ["quarter", "half", "full"]
     t0 = time.monotonic()
     full, sub_counts = scan(SOURCE)
-    log(f"{SOURCE}: {full.entries} entries, {full.disk_bytes / 2**30:.2f} GiB "
-        f"(scanned in {time.monotonic() - t0:.1f} s)")
+    log(
+        f"{SOURCE}: {full.entries} entries, {full.disk_bytes / 2**30:.2f} GiB "
+        f"(scanned in {time.monotonic() - t0:.1f} s)"
+    )
     trees: dict[str, Tree] = {"full": full}
     if "half" in names or "quarter" in names:
         half_dir = half or pick_subtree(sub_counts, full.entries / 2, set())
@@ -224,14 +253,20 @@ def ensure_images(only: list[str] | None = None, force: bool = False,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--force", action="store_true", help="rebuild even if the stamp matches")
-    ap.add_argument("--only", action="append", choices=["full", "half", "quarter"],
-                    help="build only this image (repeatable)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=["full", "half", "quarter"],
+        help="build only this image (repeatable)",
+    )
     ap.add_argument("--half", type=Path, help="source tree of the half-size image")
     ap.add_argument("--quarter", type=Path, help="source tree of the quarter-size image")
     args = ap.parse_args(argv)
     for stamp in ensure_images(args.only, args.force, args.half, args.quarter):
-        print(f"{stamp['image']}: {stamp['source']} ({stamp['source_entries']} entries), "
-              f"inodes {stamp['used_inodes']} used of {stamp['inode_count']}")
+        print(
+            f"{stamp['image']}: {stamp['source']} ({stamp['source_entries']} entries), "
+            f"inodes {stamp['used_inodes']} used of {stamp['inode_count']}"
+        )
     return 0
 
 

@@ -86,11 +86,29 @@ def machine() -> dict[str, str]:
 def source_tree() -> str:
     """The commit of the bmap tree measured, and whether it had uncommitted changes."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "bmap", "parsers", "reports", "pyproject.toml"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "status",
+                "--porcelain",
+                "--",
+                "bmap",
+                "parsers",
+                "reports",
+                "pyproject.toml",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"commit {head}" + (" with uncommitted changes to bmap's code" if dirty else "")
@@ -110,8 +128,10 @@ def code_fingerprint() -> str:
 
 
 def machine_line(info: dict[str, str]) -> str:
-    return (f"{info['date']}; {info['cpu']}, {info['nproc']} cores, {info['memory']}; "
-            f"Linux {info['kernel']}; Python {info['python']}, numpy {info['numpy']}")
+    return (
+        f"{info['date']}; {info['cpu']}, {info['nproc']} cores, {info['memory']}; "
+        f"Linux {info['kernel']}; Python {info['python']}, numpy {info['numpy']}"
+    )
 
 
 def child_env() -> dict[str, str]:

@@ -88,8 +88,14 @@ def run_once(tool: str, cmd: list[str], workdir: Path) -> tuple[Run, str, str]:
     timed = [TIME, "-f", "%e %M %U %S", "-o", str(time_path), *cmd]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.run(timed, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                              env=report.child_env(), check=False)
+        proc = subprocess.run(
+            timed,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=report.child_env(),
+            check=False,
+        )
         wall = time.perf_counter() - t0
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
@@ -148,8 +154,14 @@ def verdict(result: Result) -> str:
     word = "yes" if met else "no"
     if not complete(result):
         return f"not judged ({word} on these numbers, but the map is incomplete)"
-    parts = [] if met else [f"{ratio:.2f}x > {TARGET_RATIO}x" if ratio > TARGET_RATIO else "",
-                            f"{rss / 1024:.0f} MiB > 150 MiB" if rss > TARGET_RSS_KIB else ""]
+    parts = (
+        []
+        if met
+        else [
+            f"{ratio:.2f}x > {TARGET_RATIO}x" if ratio > TARGET_RATIO else "",
+            f"{rss / 1024:.0f} MiB > 150 MiB" if rss > TARGET_RSS_KIB else "",
+        ]
+    )
     return word + (f" ({', '.join(p for p in parts if p)})" if parts else "")
 
 
@@ -170,50 +182,110 @@ def tables(results: list[Result], rounds: int) -> str:
     s, mib = report.fmt_seconds, report.fmt_mib
     images = report.table(
         ["image", "source tree", "entries", "inodes used / total", "size", "built in"],
-        [[Path(r.image["image"]).name, f"`{r.image['source']}`",
-          f"{r.image['source_entries']:,}", f"{r.inodes:,} / {r.image['inode_count']:,}",
-          f"{r.image['size_bytes'] / 2**30:.1f} GiB "
-          f"({r.image['disk_usage_bytes'] / 2**30:.1f} GiB allocated)",
-          f"{r.image['build_seconds']:.0f} s"] for r in results])
+        [
+            [
+                Path(r.image["image"]).name,
+                f"`{r.image['source']}`",
+                f"{r.image['source_entries']:,}",
+                f"{r.inodes:,} / {r.image['inode_count']:,}",
+                f"{r.image['size_bytes'] / 2**30:.1f} GiB "
+                f"({r.image['disk_usage_bytes'] / 2**30:.1f} GiB allocated)",
+                f"{r.image['build_seconds']:.0f} s",
+            ]
+            for r in results
+        ],
+    )
     main = report.table(
-        ["image", "inodes", "bmap map", "pytsk3 walk", "dissect walk", "bmap/pytsk3",
-         "bmap/dissect", "peak RSS bmap", "peak RSS pytsk3", "peak RSS dissect",
-         "bmap map lines", "target met (<=0.5x pytsk3, <=150 MiB)"],
-        [[Path(r.image["image"]).name, f"{r.inodes:,}",
-          s(r.median("bmap", "wall")), s(r.median("pytsk3", "wall")),
-          s(r.median("dissect", "wall")),
-          f"{r.median('bmap', 'wall') / r.median('pytsk3', 'wall'):.2f}x",
-          f"{r.median('bmap', 'wall') / r.median('dissect', 'wall'):.2f}x",
-          mib(r.median("bmap", "rss_kib")), mib(r.median("pytsk3", "rss_kib")),
-          mib(r.median("dissect", "rss_kib")), f"{r.map_lines:,}", verdict(r)]
-         for r in results])
+        [
+            "image",
+            "inodes",
+            "bmap map",
+            "pytsk3 walk",
+            "dissect walk",
+            "bmap/pytsk3",
+            "bmap/dissect",
+            "peak RSS bmap",
+            "peak RSS pytsk3",
+            "peak RSS dissect",
+            "bmap map lines",
+            "target met (<=0.5x pytsk3, <=150 MiB)",
+        ],
+        [
+            [
+                Path(r.image["image"]).name,
+                f"{r.inodes:,}",
+                s(r.median("bmap", "wall")),
+                s(r.median("pytsk3", "wall")),
+                s(r.median("dissect", "wall")),
+                f"{r.median('bmap', 'wall') / r.median('pytsk3', 'wall'):.2f}x",
+                f"{r.median('bmap', 'wall') / r.median('dissect', 'wall'):.2f}x",
+                mib(r.median("bmap", "rss_kib")),
+                mib(r.median("pytsk3", "rss_kib")),
+                mib(r.median("dissect", "rss_kib")),
+                f"{r.map_lines:,}",
+                verdict(r),
+            ]
+            for r in results
+        ],
+    )
     grow_rows = []
     for tool in TOOLS:
         per, slope, ratio = growth(results, tool)
-        grow_rows.append([tool] + [f"{p:.2f}" for p in per]
-                         + [f"{slope:.2f}", f"{ratio:.2f}",
-                            "yes" if ratio <= LINEAR_SLACK else "no (grows faster)"])
+        grow_rows.append(
+            [tool]
+            + [f"{p:.2f}" for p in per]
+            + [
+                f"{slope:.2f}",
+                f"{ratio:.2f}",
+                "yes" if ratio <= LINEAR_SLACK else "no (grows faster)",
+            ]
+        )
     grow = report.table(
-        ["tool"] + [f"ms / 1000 inodes, {Path(r.image['image']).stem} ({r.inodes:,})"
-                    for r in results]
-        + ["slope, ms / 1000 inodes", "largest / smallest per inode",
-           f"linear (<= {LINEAR_SLACK}x)"], grow_rows)
+        ["tool"]
+        + [f"ms / 1000 inodes, {Path(r.image['image']).stem} ({r.inodes:,})" for r in results]
+        + [
+            "slope, ms / 1000 inodes",
+            "largest / smallest per inode",
+            f"linear (<= {LINEAR_SLACK}x)",
+        ],
+        grow_rows,
+    )
     walks = report.table(
         ["image", "tool", "walk's own count (last line of its output)", "errors (first ones)"],
-        [[Path(r.image["image"]).name, tool, f"`{r.summary.get(tool, '')}`",
-          r.errors.get(tool, "none")] for r in results for tool in ("pytsk3", "dissect")])
+        [
+            [
+                Path(r.image["image"]).name,
+                tool,
+                f"`{r.summary.get(tool, '')}`",
+                r.errors.get(tool, "none"),
+            ]
+            for r in results
+            for tool in ("pytsk3", "dissect")
+        ],
+    )
     cpu = report.table(
         ["image"] + [f"CPU {t} (user+sys)" for t in TOOLS],
-        [[Path(r.image["image"]).name] + [s(r.median(t, "cpu")) for t in TOOLS]
-         for r in results])
-    return "\n\n".join([
-        f"Medians of {rounds} alternating warm runs (wall time, peak RSS of the process).",
-        main, "Growth with the number of used inodes:", grow, "Median CPU time:", cpu,
-        "The images:", images, "What the walks found (from the warm-up run):", walks])
+        [[Path(r.image["image"]).name] + [s(r.median(t, "cpu")) for t in TOOLS] for r in results],
+    )
+    return "\n\n".join(
+        [
+            f"Medians of {rounds} alternating warm runs (wall time, peak RSS of the process).",
+            main,
+            "Growth with the number of used inodes:",
+            grow,
+            "Median CPU time:",
+            cpu,
+            "The images:",
+            images,
+            "What the walks found (from the warm-up run):",
+            walks,
+        ]
+    )
 
 
-def write(results: list[Result], rounds: int, info: dict[str, str], elapsed: float,
-          built: bool) -> None:
+def write(
+    results: list[Result], rounds: int, info: dict[str, str], elapsed: float, built: bool
+) -> None:
     notes = []
     changed = [Path(r.image["image"]).name for r in results if r.code_changed]
     fingerprints = {r.image.get("fingerprint") for r in results}
@@ -222,46 +294,56 @@ def write(results: list[Result], rounds: int, info: dict[str, str], elapsed: flo
             "**bmap's code changed while this was measured** (sources edited during the run"
             + (f", while timing {', '.join(changed)}" if changed else ", between images")
             + "): its times and RSS mix versions of bmap, and the growth series means "
-            "nothing. Rerun on a tree that is not being edited.")
+            "nothing. Rerun on a tree that is not being edited."
+        )
     if not all(complete(r) for r in results):
         notes.append(
             "**bmap's numbers are not yet meaningful**: `bmap map` wrote "
             + ", ".join(f"{r.map_lines:,}" for r in results)
             + " lines for these images, far fewer than their inodes, because the ext2/3/4 "
             "mapper is not in yet (today it reads the superblock and stops). Rerun "
-            "`make bench` once it lands; the target is judged only for a complete map.")
-    body = "\n".join([
-        "## ext4: bmap map against pytsk3 and dissect.extfs",
-        "",
-        f"Measured {info['date']} on {info['cpu']} ({info['nproc']} cores, {info['memory']}, "
-        f"Linux {info['kernel']}); Python {info['python']}, numpy {info['numpy']}, "
-        f"pytsk3 {info['pytsk3']}, dissect.extfs {info['dissect.extfs']}, "
-        f"mke2fs {info['mke2fs']}; bmap {info['bmap']} at {info['tree']}. All three "
-        "children ran with `OPENBLAS_NUM_THREADS=1`; the page cache was not dropped (warm "
-        f"runs, one untimed warm-up each). The ext part of this run took {elapsed / 60:.1f} min "
-        f"({'images built in it' if built else 'images cached'}).",
-        "",
-        "Commands timed: `python -m bmap map IMAGE -o /tmp/.../x.bmap`, "
-        "`python bench/walk_pytsk3.py IMAGE`, `python bench/walk_dissect.py IMAGE`.",
-        "",
-        *(n + "\n" for n in notes),
-        tables(results, rounds),
-    ])
+            "`make bench` once it lands; the target is judged only for a complete map."
+        )
+    body = "\n".join(
+        [
+            "## ext4: bmap map against pytsk3 and dissect.extfs",
+            "",
+            f"Measured {info['date']} on {info['cpu']} ({info['nproc']} cores, {info['memory']}, "
+            f"Linux {info['kernel']}); Python {info['python']}, numpy {info['numpy']}, "
+            f"pytsk3 {info['pytsk3']}, dissect.extfs {info['dissect.extfs']}, "
+            f"mke2fs {info['mke2fs']}; bmap {info['bmap']} at {info['tree']}. All three "
+            "children ran with `OPENBLAS_NUM_THREADS=1`; the page cache was not dropped (warm "
+            f"runs, one untimed warm-up each). The ext part of this run took {elapsed / 60:.1f} min "
+            f"({'images built in it' if built else 'images cached'}).",
+            "",
+            "Commands timed: `python -m bmap map IMAGE -o /tmp/.../x.bmap`, "
+            "`python bench/walk_pytsk3.py IMAGE`, `python bench/walk_dissect.py IMAGE`.",
+            "",
+            *(n + "\n" for n in notes),
+            tables(results, rounds),
+        ]
+    )
     report.write_section("ext", body)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per image (>= 5)")
-    ap.add_argument("--image", action="append", choices=["full", "half", "quarter"],
-                    help="only this image (repeatable); default all three")
+    ap.add_argument(
+        "--image",
+        action="append",
+        choices=["full", "half", "quarter"],
+        help="only this image (repeatable); default all three",
+    )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the images")
     ap.add_argument("--no-index", action="store_true", help="skip bench/index_lookups.py")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     if args.rounds < 5:
-        log(f"{args.rounds} rounds: fewer than the 5 the benchmark asks for; "
-            "BENCHMARKS.md is left alone")
+        log(
+            f"{args.rounds} rounds: fewer than the 5 the benchmark asks for; "
+            "BENCHMARKS.md is left alone"
+        )
         args.no_write = True
     if not os.access(TIME, os.X_OK):
         raise SystemExit(f"bench: {TIME} is missing: apt-get install time")

@@ -75,8 +75,10 @@ def main(argv: list[str]) -> int:
             error(parent or "/", exc)
     for line in first_errors:
         print(f"walk_dissect: error: {line}", file=sys.stderr)
-    print(f"dissect files={files} dirs={dirs} others={others} runs={len(runs)} "
-          f"blocks={blocks} errors={errors} seconds={time.perf_counter() - t0:.2f}")
+    print(
+        f"dissect files={files} dirs={dirs} others={others} runs={len(runs)} "
+        f"blocks={blocks} errors={errors} seconds={time.perf_counter() - t0:.2f}"
+    )
     return 0
 
 

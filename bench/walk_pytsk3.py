@@ -75,12 +75,13 @@ def main(argv: list[str]) -> int:
                     seen.add(meta.addr)
                     stack.append((path, f.as_directory()))
             except Exception as exc:  # TSK raises IOError on some entries: count, go on
-                error(parent + "/" + repr(getattr(getattr(f.info, "name", None), "name", "?")),
-                      exc)
+                error(parent + "/" + repr(getattr(getattr(f.info, "name", None), "name", "?")), exc)
     for line in first_errors:
         print(f"walk_pytsk3: error: {line}", file=sys.stderr)
-    print(f"pytsk3 files={files} dirs={dirs} others={others} runs={len(runs)} "
-          f"blocks={blocks} errors={errors} seconds={time.perf_counter() - t0:.2f}")
+    print(
+        f"pytsk3 files={files} dirs={dirs} others={others} runs={len(runs)} "
+        f"blocks={blocks} errors={errors} seconds={time.perf_counter() - t0:.2f}"
+    )
     return 0
 
 

@@ -7,7 +7,9 @@ traceback of an internal error.
 
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import json
 import os
 import re
@@ -551,33 +553,44 @@ class _TraceWriter:
         self.totals: dict[int, dict[str, Any]] = {}
         self.order = 0
         self.disk_offsets_only = False
+        self._names: dict[int, str] = {}
         if fmt == "csv" and not summary:
             click.echo(",".join(self.COLUMNS))
 
     def write(self, records: Any) -> None:
+        lines: list[str] = []
         for record in records:
             if not record.in_object:
                 self.disk_offsets_only = True
             if self.summary:
                 self._add(record)
             else:
-                self._emit(record)
+                lines.append(self._line(record))
+        if lines:
+            # One write per batch: click.echo per record costs more than the annotation.
+            sys.stdout.write("\n".join(lines) + "\n")
 
-    def _emit(self, record: Any) -> None:
-        type_, device, kind, path = self.annotator.describe(record.row)
-        if self.fmt == "text":
-            what = (
+    def _what(self, row: int) -> str:
+        text = self._names.get(row)
+        if text is None:
+            type_, device, kind, path = self.annotator.describe(row)
+            text = (
                 describe_hit({"type": type_, "device": device, "kind": kind, "path": path})
-                if record.row >= 0
+                if row >= 0
                 else "(nothing in the map)"
             )
+            self._names[row] = text
+        return text
+
+    def _line(self, record: Any) -> str:
+        if self.fmt == "text":
             where = ("" if record.in_object else "disk ") + _ranges_text(record.ranges)
             status = "" if record.status == "ok" else f"  {record.status.upper()}"
-            click.echo(
-                f"{_time_text(record.time)} {record.op} {what}  {where} "
+            return (
+                f"{_time_text(record.time)} {record.op} {self._what(record.row)}  {where} "
                 f"({human_size(record.bytes)}){status}"
             )
-            return
+        type_, device, kind, path = self.annotator.describe(record.row)
         row = {
             "time": record.time,
             "op": record.op,
@@ -593,18 +606,14 @@ class _TraceWriter:
             "requests": record.requests,
         }
         if self.fmt == "jsonl":
-            click.echo(json.dumps(row))
-        else:
-            row["ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.ranges)
-            row["disk_ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.disk_ranges)
-            import csv
-            import io
-
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="").writerow(
-                ["" if row[c] is None else row[c] for c in self.COLUMNS]
-            )
-            click.echo(buf.getvalue())
+            return json.dumps(row)
+        row["ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.ranges)
+        row["disk_ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.disk_ranges)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(
+            ["" if row[c] is None else row[c] for c in self.COLUMNS]
+        )
+        return buf.getvalue()
 
     def _add(self, record: Any) -> None:
         obj = int(self.annotator.object_of[record.row]) if record.row >= 0 else -1

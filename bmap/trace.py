@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -33,9 +33,8 @@ OP_CODE = {op: i for i, op in enumerate(OPS)}
 _NBDKIT_OPS = {"Read": "read", "Write": "write", "Trim": "trim", "Zero": "zero", "Cache": "cache"}
 
 
-@dataclass(frozen=True)
-class Request:
-    """One request from a log, complete or not."""
+class Request(NamedTuple):
+    """One request from a log, complete or not (a tuple: a log holds millions)."""
 
     time: float | None
     """Seconds since the epoch (UTC) where the log says, else None."""
@@ -71,8 +70,20 @@ _CSV = re.compile(
 )
 
 
+_SECONDS: dict[str, float] = {}
+
+
 def _epoch(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+    """``YYYY-MM-DD HH:MM:SS.uuuuuu`` (UTC) to seconds since the epoch; the whole-second part
+    is cached, since a log has many lines per second."""
+    whole = stamp[:19]
+    base = _SECONDS.get(whole)
+    if base is None:
+        base = datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[whole] = base
+    return base + int(stamp[20:26]) / 1e6
 
 
 class TraceParser:
@@ -106,6 +117,9 @@ class NbdkitParser(TraceParser):
         self.pending: dict[tuple[int, int], Request] = {}
 
     def feed(self, number: int, line: str) -> list[Request]:
+        fast = self._fast(number, line)
+        if fast is not None:
+            return fast
         m = _NBDKIT.match(line)
         if not m:
             self.skip(number, line)
@@ -164,6 +178,51 @@ class NbdkitParser(TraceParser):
                 request.line,
             )
         ]
+
+    def _fast(self, number: int, line: str) -> list[Request] | None:
+        """The common lines of nbdkit 1.24+, split on spaces; None to take the slow path."""
+        parts = line.split(" ")
+        if len(parts) < 5 or not parts[2].startswith("connection="):
+            return None
+        act = parts[3]
+        try:
+            if act[0] == "." and len(parts) >= 6 and parts[5] == "return=0":
+                op = _NBDKIT_OPS.get(act[3:])
+                if op is None:
+                    return None
+                key = (int(parts[2][11:]), int(parts[4][3:]))
+                request = self.pending.pop(key, None)
+                if request is None:
+                    return []
+                return [
+                    Request(
+                        request.time,
+                        request.op,
+                        request.offset,
+                        request.length,
+                        "ok",
+                        request.connection,
+                        request.line,
+                    )
+                ]
+            op = _NBDKIT_OPS.get(act)
+            if op is None or parts[-1] != "..." or len(parts) < 8:
+                return None
+            if not (parts[5].startswith("offset=") and parts[6].startswith("count=")):
+                return None
+            conn = int(parts[2][11:])
+            self.pending[(conn, int(parts[4][3:]))] = Request(
+                _epoch(parts[0] + " " + parts[1]),
+                op,
+                int(parts[5][7:], 16),
+                int(parts[6][6:], 16),
+                "unfinished",
+                conn,
+                number,
+            )
+            return []
+        except (ValueError, IndexError):
+            return None
 
     def finish(self) -> list[Request]:
         left = sorted(self.pending.values(), key=lambda r: r.line)
@@ -338,69 +397,122 @@ class Annotator:
         codes, uniques = _factorize(keys.tolist())
         self.object_of = codes
         self.object_keys = uniques
-
-    def pieces(self, requests: list[Request]) -> Iterator[tuple[Request, int, int, int]]:
-        """``(request, row, disk start, disk end)`` for every piece, in request order."""
-        t = self.tiling
-        if not requests:
-            return
-        offs = np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests))
-        lens = np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests))
-        ends = offs + np.maximum(lens, 1)
-        lo = np.searchsorted(t.end, offs, side="right")
-        hi = np.searchsorted(t.start, ends, side="left")
-        for i, request in enumerate(requests):
-            pos = int(offs[i])
-            end = int(ends[i])
-            for k in range(int(lo[i]), int(hi[i])):
-                s, e = int(t.start[k]), int(t.end[k])
-                if s > pos:
-                    yield request, -1, pos, s
-                yield request, int(t.row[k]), max(s, pos), min(e, end)
-                pos = min(e, end)
-            if pos < end:
-                yield request, -1, pos, end
+        self.type_code = (
+            frame["type"].map({t: i for i, t in enumerate("vpldfmu")}).to_numpy(dtype=np.int64)
+        )
+        self._columns = list(
+            zip(
+                frame["type"].tolist(),
+                frame["device"].tolist(),
+                frame["kind"].tolist(),
+                frame["path"].tolist(),
+            )
+        )
 
     def records(self, requests: list[Request]) -> Iterator[Record]:
-        """Coalesced records: consecutive pieces with the same op, status and object."""
-        current: Record | None = None
-        current_key: tuple[Any, ...] | None = None
-        last_request: Request | None = None
-        for request, row, start, end in self.pieces(requests):
-            obj = int(self.object_of[row]) if row >= 0 else -1
-            key = (request.op, request.status, obj)
-            if current is None or key != current_key:
-                if current is not None:
-                    yield current
-                current = Record(request.time, request.op, request.status, self.disk, row)
-                current_key = key
-                last_request = None
-            if request is not last_request:  # requests that touch this record
-                current.requests += 1
-                last_request = request
-            current.bytes += end - start
-            if row >= 0 and self.file_offset[row] >= 0:
-                inside = int(self.file_offset[row] + start - self.line_start[row])
-                _extend(current.ranges, inside, inside + end - start)
-            else:
-                current.in_object = False if row >= 0 else current.in_object
-                _extend(current.ranges, start, end)
-            _extend(current.disk_ranges, start, end)
-        if current is not None:
-            yield current
+        """Coalesced records, computed for a whole batch of requests at once.
+
+        Each request is cut at the tiling's boundaries (one ``searchsorted`` pair for all of
+        them); consecutive pieces with the same operation, status and object form a record.
+        """
+        if not requests:
+            return
+        t = self.tiling
+        n = len(requests)
+        offs = np.fromiter((r.offset for r in requests), dtype=np.int64, count=n)
+        lens = np.fromiter((r.length for r in requests), dtype=np.int64, count=n)
+        ends = offs + np.maximum(lens, 1)
+        ops = [r.op for r in requests]
+        statuses = [r.status for r in requests]
+        # The tiling with an empty run before and after it covers every offset.
+        top = np.iinfo(np.int64).max
+        first = int(t.start[0]) if len(t.start) else 0
+        last = int(t.end[-1]) if len(t.end) else 0
+        tile_start = np.concatenate(([0], t.start, [last]))
+        tile_end = np.concatenate(([first], t.end, [top]))
+        tile_row = np.concatenate(([-1], t.row, [-1]))
+        lo = np.searchsorted(tile_end, offs, side="right")
+        hi = np.searchsorted(tile_start, ends, side="left")
+        count = np.maximum(hi - lo, 1)
+        req = np.repeat(np.arange(n), count)
+        k = np.repeat(lo, count) + (
+            np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        )
+        k = np.minimum(k, len(tile_row) - 1)
+        p_start = np.maximum(tile_start[k], offs[req])
+        p_end = np.minimum(tile_end[k], ends[req])
+        row = tile_row[k]
+        obj = np.where(row >= 0, self.object_of[np.maximum(row, 0)], -1)
+        fo = np.where(row >= 0, self.file_offset[np.maximum(row, 0)], -1)
+        # Disks, partitions, LVs, files and directories have offsets of their own; unused
+        # space has none, and is given in disk offsets without a note.
+        inside = fo >= 0
+        needs_offset = np.isin(self.type_code[np.maximum(row, 0)], [0, 1, 2, 3, 4]) & (row >= 0)
+        in_start = np.where(inside, fo + p_start - self.line_start[np.maximum(row, 0)], p_start)
+        in_end = in_start + (p_end - p_start)
+        op_code, _ = _factorize(ops)
+        status_code, _ = _factorize(statuses)
+        key_op = op_code[req]
+        key_status = status_code[req]
+        new = np.ones(len(req), dtype=bool)
+        new[1:] = (
+            (key_op[1:] != key_op[:-1])
+            | (key_status[1:] != key_status[:-1])
+            | (obj[1:] != obj[:-1])
+        )
+        group_start = np.flatnonzero(new)
+        new_request = np.ones(len(req), dtype=bool)
+        new_request[1:] = req[1:] != req[:-1]
+        new_request |= new
+        nbytes = np.add.reduceat(p_end - p_start, group_start)
+        nreq = np.add.reduceat(new_request.astype(np.int64), group_start)
+        # A piece continues the previous range inside its record when they touch.
+        joins = np.zeros(len(req), dtype=bool)
+        joins[1:] = ~new[1:] & (in_start[1:] == in_end[:-1])
+        disk_joins = np.zeros(len(req), dtype=bool)
+        disk_joins[1:] = ~new[1:] & (p_start[1:] == p_end[:-1])
+        g_rows = row[group_start].tolist()
+        g_req = req[group_start].tolist()
+        all_inside = np.logical_and.reduceat(inside | ~needs_offset, group_start).tolist()
+        ranges, first_range = _all_runs(in_start, in_end, joins, group_start)
+        disk_ranges, first_disk = _all_runs(p_start, p_end, disk_joins, group_start)
+        nbytes_l, nreq_l = nbytes.tolist(), nreq.tolist()
+        for g in range(len(group_start)):
+            request = requests[g_req[g]]
+            yield Record(
+                request.time,
+                request.op,
+                request.status,
+                self.disk,
+                g_rows[g],
+                ranges[first_range[g] : first_range[g + 1]],
+                disk_ranges[first_disk[g] : first_disk[g + 1]],
+                nbytes_l[g],
+                nreq_l[g],
+                all_inside[g],
+            )
 
     def describe(self, row: int) -> tuple[str, str, str, str]:
+        """``(type, device, kind, path)`` of a line of the map (empty strings for -1)."""
         if row < 0:
             return ("", "", "", "")
-        r = self.frame.iloc[row]
-        return (r["type"], r["device"], r["kind"], r["path"])
+        return self._columns[row]
 
 
-def _extend(ranges: list[list[int]], start: int, end: int) -> None:
-    if ranges and ranges[-1][1] == start:
-        ranges[-1][1] = end
-    else:
-        ranges.append([start, end])
+def _all_runs(
+    starts: npt.NDArray[np.int64],
+    ends: npt.NDArray[np.int64],
+    joins: npt.NDArray[np.bool_],
+    group_start: npt.NDArray[np.int64],
+) -> tuple[list[list[int]], list[int]]:
+    """Every piece merged into the one before it where it ``joins`` it, for all records at
+    once: the ranges, and where each record's ranges begin in that list (one extra entry at
+    the end)."""
+    heads = np.flatnonzero(~joins)
+    tails = np.concatenate((heads[1:], [len(starts)])) - 1
+    ranges = [[a, b] for a, b in zip(starts[heads].tolist(), ends[tails].tolist())]
+    first = [*np.searchsorted(heads, group_start).tolist(), len(heads)]
+    return ranges, first
 
 
 def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
