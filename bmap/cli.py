@@ -464,8 +464,17 @@ def _ranges_text(ranges: list[list[int]]) -> str:
     type=click.IntRange(min=1),
     help="Which disk of the map the log is of.",
 )
+@click.option(
+    "--follow", is_flag=True, help="Keep reading the log as it grows, like tail -f; Ctrl-C ends."
+)
 def trace_command(
-    map_file: Path, logs: tuple[str, ...], input_format: str, fmt: str, summary: bool, disk: int
+    map_file: Path,
+    logs: tuple[str, ...],
+    input_format: str,
+    fmt: str,
+    summary: bool,
+    disk: int,
+    follow: bool,
 ) -> None:
     """Name the objects behind every request of an I/O log (nbdkit log filter, QEMU block
     trace events, blkparse output, or offset,length CSV).
@@ -479,6 +488,15 @@ def trace_command(
         raise MapFormatError(f"{map_file}: has no disk {disk}")
     annotator = Annotator(frame, disk)
     writer = _TraceWriter(annotator, fmt, summary)
+    if follow:
+        if len(logs) != 1:
+            raise click.BadParameter("--follow takes one log", param_hint="LOG")
+        try:
+            _follow(annotator, writer, logs[0], input_format)
+        except KeyboardInterrupt:
+            pass
+        writer.close()
+        return
     unparsed = 0
     for log in logs:
         lines = _log_lines(log)
@@ -514,6 +532,142 @@ def trace_command(
             "use a csv or jsonl map, or the image, for offsets inside each object",
             err=True,
         )
+
+
+def _follow(annotator: Any, writer: Any, log: str, input_format: str, stop: Any = None) -> None:
+    """Annotate a growing log: every completed request is written as soon as its line is."""
+    from bmap.trace import PARSERS, detect_format, follow_lines
+
+    source = (line.rstrip("\n") for line in sys.stdin) if log == "-" else follow_lines(log, stop)
+    parser = None
+    waiting: list[str] = []
+    batch: list[Any] = []
+    number = 0
+    for line in source:
+        if line is None:  # nothing more for now: flush what is complete
+            if batch:
+                writer.write(annotator.records(batch))
+                sys.stdout.flush()
+                batch = []
+            continue
+        if parser is None:
+            chosen = input_format if input_format != "auto" else detect_format([line])
+            if chosen is None:
+                waiting.append(line)
+                if len(waiting) > 50:
+                    raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
+                continue
+            parser = PARSERS[chosen]()
+            for early in waiting:
+                number += 1
+                batch += parser.feed(number, early)
+            waiting = []
+        number += 1
+        batch += parser.feed(number, line)
+        if log == "-" or len(batch) >= 4096:
+            if batch:
+                writer.write(annotator.records(batch))
+                sys.stdout.flush()
+            batch = []
+    if parser is not None:
+        batch += parser.finish()
+    if batch:
+        writer.write(annotator.records(batch))
+        sys.stdout.flush()
+
+
+@main.command("serve")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option(
+    "--map",
+    "map_file",
+    type=click.Path(path_type=Path),
+    help="A map of the image (by default the image is mapped first).",
+)
+@click.option("--run", "run_cmd", help="Run this client with $uri set, and stop when it ends.")
+@click.option("--writable", is_flag=True, help="Let the client write (read-only by default).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Listen on this localhost port instead of a Unix socket.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "jsonl"]),
+    default="text",
+    show_default=True,
+)
+def serve_command(
+    image: Path,
+    map_file: Path | None,
+    run_cmd: str | None,
+    writable: bool,
+    port: int | None,
+    fmt: str,
+) -> None:
+    """Serve IMAGE with the real nbdkit and name, live, what the client reads.
+
+    Prints the NBD URI on stderr, then one record per run of requests until the client
+    disconnects (or the --run command ends, or Ctrl-C). nbdkit is stopped and its socket
+    removed on every way out.
+    """
+    from bmap.serve import NbdkitServer, run_captive
+    from bmap.trace import Annotator
+
+    Image(image).close()  # one clear error for a bad path before nbdkit starts
+    frame = _load_for_lookup(map_file) if map_file else _load_for_lookup(image)
+    annotator = Annotator(frame, 1)
+    writer = _TraceWriter(annotator, fmt, False)
+    with NbdkitServer(image, writable=writable, port=port) as server:
+        click.echo(f"bmap: serving {image} at {server.uri}", err=True)
+        client = run_captive(run_cmd, server.uri) if run_cmd else None
+        seen = {"connect": 0, "disconnect": 0}
+
+        def done() -> bool:
+            if not server.running():
+                return True
+            if client is not None:
+                return client.poll() is not None
+            return seen["connect"] > 0 and seen["disconnect"] >= seen["connect"]
+
+        def counted(lines: Any) -> Any:
+            for line in lines:
+                if line is not None and " connection=" in line:
+                    if " Connect " in line:
+                        seen["connect"] += 1
+                    elif " Disconnect " in line:
+                        seen["disconnect"] += 1
+                yield line
+
+        from bmap.trace import NbdkitParser, follow_lines
+
+        parser = NbdkitParser()
+        number = 0
+        batch: list[Any] = []
+        try:
+            for line in counted(follow_lines(str(server.log), done, poll=0.02)):
+                if line is None:
+                    if batch:
+                        writer.write(annotator.records(batch))
+                        sys.stdout.flush()
+                        batch = []
+                    continue
+                number += 1
+                batch += parser.feed(number, line)
+            batch += parser.finish()
+            writer.write(annotator.records(batch))
+            sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if client is not None and client.poll() is None:
+                client.terminate()
+        if client is not None:
+            code = client.wait()
+            if code:
+                click.echo(f"bmap: the --run command exited with {code}", err=True)
 
 
 def _chain(head: list[str], rest: Any) -> Any:

@@ -28,6 +28,8 @@ class ExitCode(enum.IntEnum):
     """An input holds nothing bmap recognises (no partition table, no known content)."""
     BAD_MAP = 6
     """A map file given to ``lookup`` (or another reader) is not a valid map."""
+    MISSING_TOOL = 7
+    """A program bmap runs (nbdkit for ``serve``) is not installed."""
 
 
 class BmapError(Exception):

@@ -521,3 +521,57 @@ def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
         (seen.setdefault(v, len(seen)) for v in values), dtype=np.int64, count=len(values)
     )
     return codes, list(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# Following a growing log
+
+
+def follow_lines(path: str, stop: Any = None, poll: float = 0.05) -> Iterator[str | None]:
+    """Lines of a log as it grows, like ``tail -f``; ``None`` whenever no more is there yet
+    (the caller flushes then). Survives the file being truncated (read again from its start)
+    or replaced (the new file is read from its start); a line is yielded only once its newline
+    has been written. Ends when ``stop()`` says so and everything written was read.
+    """
+    import os
+    import time as _time
+
+    handle = None
+    inode = None
+    partial = ""
+    while True:
+        if handle is None:
+            try:
+                handle = open(path, encoding="utf-8", errors="replace", newline="")  # noqa: SIM115
+                inode = os.fstat(handle.fileno()).st_ino
+                partial = ""
+            except FileNotFoundError:
+                if stop is not None and stop():
+                    return
+                yield None
+                _time.sleep(poll)
+                continue
+        chunk = handle.read(1 << 16)
+        if chunk:
+            partial += chunk
+            *complete, partial = partial.split("\n")
+            yield from complete
+            continue
+        # At the end: truncated, replaced, or just not written yet?
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_ino != inode:
+            handle.close()
+            handle = None
+            continue
+        if st is not None and st.st_size < handle.tell():
+            handle.seek(0)
+            partial = ""
+            continue
+        if stop is not None and stop():
+            handle.close()
+            return
+        yield None
+        _time.sleep(poll)

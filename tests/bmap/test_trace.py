@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,3 +222,94 @@ def test_garbage_log_is_one_clear_error(sample, tmp_path):
     result = CliRunner().invoke(main, ["trace", str(map_csv), str(log)])
     assert result.exit_code != 0
     assert "no line in its first 50 is a known trace format" in result.stderr
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """One stdout line of a child, or '' when none came in time."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        return ""
+    return proc.stdout.readline()
+
+
+def test_follow_reads_a_growing_rotated_log(sample, tmp_path):
+    with Image(sample("gpt-512")) as img:
+        write_map(map_images([img]), tmp_path / "m.csv", "csv")
+    log = tmp_path / "live.log"
+    log.write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bmap", "trace", "--follow", str(tmp_path / "m.csv"), str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stamp = "2024-05-01 10:00:00.0000"
+        with open(log, "a") as fh:
+            fh.write(f"{stamp}01 connection=1 Read id=1 offset=0x0 count=0x200 ...\n")
+            fh.write(f"{stamp}02 connection=1 ...Read id=1 return=0\n")
+        assert "m /dev/sda mbr" in _read_line(proc, 5)
+        # Rotated: the log is replaced by a new, shorter file.
+        log.unlink()
+        log.write_text(
+            f"{stamp}03 connection=1 Read id=1 offset=0x200 count=0x200 ...\n"
+            f"{stamp}04 connection=1 ...Read id=1 return=0\n"
+        )
+        assert "gpt-header" in _read_line(proc, 5)
+        # Truncated in place, then a request whose completion arrives in two writes.
+        log.write_text("")
+        with open(log, "a") as fh:
+            fh.write(f"{stamp}05 connection=1 Read id=2 offset=0x1fffe00 count=0x200 ...\n")
+            fh.flush()
+            fh.write(f"{stamp}06 connection=1 ...Read id=2 ret")
+            fh.flush()
+            time.sleep(0.2)
+            fh.write("urn=0\n")
+        assert "gpt-backup-header" in _read_line(proc, 5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_serve_names_reads_live_and_cleans_up(sample, tmp_path):
+    image = sample("gpt-512")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bmap", "serve", str(image)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = proc.stderr.readline()
+        assert "serving" in banner and "nbd+unix:///?socket=" in banner
+        uri = banner.split(" at ", 1)[1].strip()
+        sock = Path(uri.split("socket=", 1)[1])
+        assert sock.exists()
+        qemu_read(uri, (512, 512))
+        line = _read_line(proc, 5)
+        received = time.time()
+        assert "gpt-header" in line
+        logged = line.split()[0]  # the request line's time (UTC), HH:MM:SS.micro
+        h, m, s = logged.split(":")
+        day = received - received % 86400
+        delay = received - (day + int(h) * 3600 + int(m) * 60 + float(s))
+        assert delay < 0.2, f"record came {delay:.3f} s after the request line"
+        # qemu-io disconnected: serve stops by itself, nbdkit gone, socket removed.
+        proc.wait(10)
+        assert proc.returncode == 0
+        assert not sock.exists() and not sock.parent.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_without_nbdkit_says_how_to_install(sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(main, ["serve", str(sample("gpt-512"))])
+    assert result.exit_code == 7
+    assert "apt-get install nbdkit" in result.stderr
