@@ -513,6 +513,10 @@ def trace_command(
         parser = PARSERS[chosen]()
         number = 0
         batch = []
+        if chosen == "nbdkit" and log != "-":
+            _trace_nbdkit_file(annotator, writer, parser, log)
+            lines = iter(())
+            head = []
         for number, line in enumerate(_chain(head, lines), start=1):
             batch += parser.feed(number, line.rstrip("\n"))
             if len(batch) >= 65536:
@@ -670,6 +674,34 @@ def serve_command(
                 click.echo(f"bmap: the --run command exited with {code}", err=True)
 
 
+def _trace_nbdkit_file(annotator: Any, writer: Any, parser: Any, log: str) -> None:
+    """An nbdkit log read in blocks of whole lines, each parsed and annotated as columns."""
+    from bmap.trace import feed_nbdkit_text
+
+    number = 1
+    carry = ""
+    with open(log, encoding="utf-8", errors="replace", newline="") as fh:
+        while True:
+            block = fh.read(8 << 20)
+            if not block:
+                break
+            text = carry + block
+            cut = text.rfind("\n") + 1
+            text, carry = text[:cut], text[cut:]
+            columns = feed_nbdkit_text(parser, text, number)
+            number += text.count("\n")
+            if len(columns):
+                writer.write_batch(
+                    annotator.annotate(
+                        columns.time, columns.op, columns.status, columns.offset, columns.length
+                    )
+                )
+    if carry:
+        batch = parser.feed(number, carry)
+        if batch:
+            writer.write(annotator.records(batch))
+
+
 def _chain(head: list[str], rest: Any) -> Any:
     yield from head
     yield from rest
@@ -682,6 +714,67 @@ def _log_lines(log: str) -> Any:
         return iter(open(log, encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
+
+
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _human_sizes(values: Any) -> list[str]:
+    """:func:`bmap.render.human_size` for a whole column."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.int64)
+    unit = np.searchsorted(1024 ** np.arange(1, 6), v, side="right")
+    scaled = v / (1024.0**unit)
+    return [
+        f"{n} B" if u == 0 else f"{x:.1f} {_SIZE_UNITS[u]}"
+        for n, u, x in zip(v.tolist(), unit.tolist(), scaled.tolist())
+    ]
+
+
+def _time_texts(values: Any) -> list[str]:
+    """:func:`_time_text` for a whole column."""
+    import numpy as np
+
+    t = np.asarray(values, dtype=float)
+    out = ["-"] * len(t)
+    epoch = np.flatnonzero(t > 1e9)
+    if len(epoch):
+        us = np.round(t[epoch] * 1e6).astype(np.int64).astype("datetime64[us]")
+        for i, text in zip(epoch.tolist(), np.datetime_as_string(us, unit="us").tolist()):
+            out[i] = text[11:]
+    for i in np.flatnonzero((t <= 1e9) & ~np.isnan(t)).tolist():
+        out[i] = f"{t[i]:.6f}"
+    return out
+
+
+def _text_lines(batch: Any, what: Any) -> list[str]:
+    first = batch.range_first.tolist()
+    starts, ends = batch.range_start.tolist(), batch.range_end.tolist()
+    ranges = []
+    for i in range(len(batch)):
+        a, b = first[i], first[i + 1]
+        if b - a == 1:
+            ranges.append(f"{starts[a]:x}-{ends[a]:x}")
+        else:
+            ranges.append(_ranges_text([[starts[j], ends[j]] for j in range(a, b)]))
+    ops = [batch.op_names[o] for o in batch.op.tolist()]
+    statuses = [
+        "" if batch.status_names[s] == "ok" else f"  {batch.status_names[s].upper()}"
+        for s in batch.status.tolist()
+    ]
+    return [
+        f"{t} {op} {what(row)}  {'' if inside else 'disk '}{rng} ({size}){st}"
+        for t, op, row, inside, rng, size, st in zip(
+            _time_texts(batch.time),
+            ops,
+            batch.row.tolist(),
+            batch.in_object.tolist(),
+            ranges,
+            _human_sizes(batch.bytes),
+            statuses,
+        )
+    ]
 
 
 class _TraceWriter:
@@ -710,6 +803,15 @@ class _TraceWriter:
         self._names: dict[int, str] = {}
         if fmt == "csv" and not summary:
             click.echo(",".join(self.COLUMNS))
+
+    def write_batch(self, batch: Any) -> None:
+        """A :class:`~bmap.trace.RecordBatch`: text lines made column by column."""
+        if self.summary or self.fmt != "text":
+            self.write(batch.records())
+            return
+        if not batch.in_object.all():
+            self.disk_offsets_only = True
+        sys.stdout.write("\n".join(_text_lines(batch, self._what)) + "\n")
 
     def write(self, records: Any) -> None:
         lines: list[str] = []

@@ -255,6 +255,37 @@ def _fill_offsets(frame: Any) -> Any:
 
 
 def _read_csv(fh: IO[str], name: str) -> Any:
+    """pandas' C parser for a well-formed file; the line-by-line reader below finds and names
+    the first bad line of one that is not."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            fh,
+            dtype={"type": object, "device": object, "kind": object, "path": object},
+            keep_default_na=False,
+            na_values={"file_offset": [""], "inode": [""]},
+            engine="c",
+        )
+        if list(frame.columns) == COLUMNS and frame["type"].isin(list(TYPES)).all():
+            return make_frame(
+                disk=frame["disk"],
+                start=frame["start"],
+                end=frame["end"],
+                type=frame["type"],
+                device=frame["device"],
+                kind=frame["kind"],
+                path=frame["path"],
+                file_offset=frame["file_offset"].astype("Int64"),
+                inode=frame["inode"].astype("Int64"),
+            )
+    except (ValueError, TypeError, pd.errors.ParserError):
+        pass
+    fh.seek(0)
+    return _read_csv_lines(fh, name)
+
+
+def _read_csv_lines(fh: IO[str], name: str) -> Any:
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     reader = csv.reader(fh)
     header = next(reader)

@@ -115,6 +115,8 @@ class NbdkitParser(TraceParser):
     def __init__(self) -> None:
         super().__init__()
         self.pending: dict[tuple[int, int], Request] = {}
+        self.pending_columns: dict[str, Any] | None = None
+        """Requests still waiting for their completion, from :func:`feed_nbdkit_text`."""
 
     def feed(self, number: int, line: str) -> list[Request]:
         fast = self._fast(number, line)
@@ -225,9 +227,150 @@ class NbdkitParser(TraceParser):
             return None
 
     def finish(self) -> list[Request]:
+        self.unpack_columns()
         left = sorted(self.pending.values(), key=lambda r: r.line)
         self.pending.clear()
         return left
+
+    def unpack_columns(self) -> None:
+        """Move the requests waiting in columns into the line-by-line parser's dict."""
+        cols = self.pending_columns
+        if cols is not None and len(cols["key"]):
+            for i in range(len(cols["key"])):
+                conn, rid = int(cols["key"][i]) >> 32, int(cols["key"][i]) & 0xFFFFFFFF
+                self.pending[(conn, rid)] = Request(
+                    float(cols["time"][i]),
+                    _OPS_ORDER[int(cols["op"][i])],
+                    int(cols["offset"][i]),
+                    int(cols["length"][i]),
+                    "unfinished",
+                    conn,
+                    0,
+                )
+        self.pending_columns = None
+
+
+# Whole-block patterns for nbdkit 1.24+: each starts with a literal, which the regular
+# expression engine finds fast; a request line is taken with the newline that starts it.
+_ENTER_RE = re.compile(
+    r"\n(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) connection=(\d+) "
+    r"(Read|Write|Trim|Zero|Cache) id=(\d+) offset=0x([0-9a-fA-F]+) count=0x([0-9a-fA-F]+)"
+    r"[^\n]* \.\.\.(?=\n)"
+)
+_LEAVE_RE = re.compile(
+    r" connection=(\d+) \.\.\.(?:Read|Write|Trim|Zero|Cache) id=(\d+) return=(-?\d+)"
+    r"(?: error=(\w+))?"
+)
+_KNOWN_WITH_CONNECTION = (
+    " Connect ",
+    " Disconnect ",
+    " Flush id=",
+    " ...Flush id=",
+    " Extents id=",
+    " ...Extents id=",
+)
+
+
+@dataclass
+class Columns:
+    """Completed requests as columns, in completion order."""
+
+    time: npt.NDArray[np.float64]
+    op: list[str]
+    status: list[str]
+    offset: npt.NDArray[np.int64]
+    length: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+
+def feed_nbdkit_text(parser: NbdkitParser, text: str, first_number: int) -> Columns:
+    """A block of whole lines of an nbdkit 1.24+ log, parsed by whole-block regular
+    expressions and paired with numpy; a block holding any other kind of line (the old
+    format, garbage, a line cut short) goes line by line through :meth:`NbdkitParser.feed`,
+    which counts and reports what it cannot parse."""
+    padded = "\n" + text
+    lines = text.count("\n")
+    enters = _ENTER_RE.findall(padded)
+    leaves = _LEAVE_RE.findall(text)
+    with_connection = text.count(" connection=")
+    known = sum(text.count(k) for k in _KNOWN_WITH_CONNECTION)
+    plain = lines - with_connection  # Ready, Fork, Preconnect, ListExports, or garbage
+    regular = len(enters) + len(leaves) + known == with_connection
+    if regular and plain:
+        regular = all(
+            _NBDKIT.match(line) is not None
+            for line in text.split("\n")[:lines]
+            if " connection=" not in line
+        )
+    if not regular or parser.pending:
+        parser.unpack_columns()  # the line-by-line path pairs through its dict
+        requests = []
+        for number, line in enumerate(text.split("\n")[:lines], start=first_number):
+            requests += parser.feed(number, line)
+        return _columns(requests)
+    n = len(enters)
+    times = (
+        np.array([e[0] for e in enters], dtype="datetime64[us]").astype(np.int64) / 1e6
+        if n
+        else np.zeros(0)
+    )
+    keys = (
+        (np.array([e[1] for e in enters], dtype=np.int64) << 32)
+        | np.array([e[3] for e in enters], dtype=np.int64)
+        if n
+        else np.zeros(0, dtype=np.int64)
+    )
+    fresh = {
+        "key": keys,
+        "time": times,
+        "op": np.array([_OP_INDEX[e[2]] for e in enters], dtype=np.int64),
+        "offset": np.array([int(e[4], 16) for e in enters], dtype=np.int64),
+        "length": np.array([int(e[5], 16) for e in enters], dtype=np.int64),
+    }
+    old = parser.pending_columns
+    table = fresh if old is None else {k: np.concatenate((old[k], fresh[k])) for k in fresh}
+    leave_keys = (
+        (np.array([x[0] for x in leaves], dtype=np.int64) << 32)
+        | np.array([x[1] for x in leaves], dtype=np.int64)
+        if leaves
+        else np.zeros(0, dtype=np.int64)
+    )
+    order = np.argsort(table["key"], kind="stable")
+    sorted_keys = table["key"][order]
+    pos = np.minimum(np.searchsorted(sorted_keys, leave_keys), max(len(sorted_keys) - 1, 0))
+    matched = (sorted_keys[pos] == leave_keys) if len(sorted_keys) else np.zeros(0, bool)
+    hit = order[pos[matched]]
+    used = np.zeros(len(table["key"]), dtype=bool)
+    used[hit] = True
+    parser.pending_columns = {k: v[~used] for k, v in table.items()}
+    statuses = [
+        "ok" if ret == "0" else f"failed:{err or 'error'}"
+        for (_, _, ret, err), m in zip(leaves, matched.tolist())
+        if m
+    ]
+    return Columns(
+        table["time"][hit],
+        [_OPS_ORDER[i] for i in table["op"][hit].tolist()],
+        statuses,
+        table["offset"][hit],
+        table["length"][hit],
+    )
+
+
+_OPS_ORDER = list(_NBDKIT_OPS.values())
+_OP_INDEX = {act: i for i, act in enumerate(_NBDKIT_OPS)}
+
+
+def _columns(requests: list[Request]) -> Columns:
+    return Columns(
+        np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
+        [r.op for r in requests],
+        [r.status for r in requests],
+        np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
+        np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
+    )
 
 
 class QemuParser(TraceParser):
@@ -383,6 +526,59 @@ class Record:
     in_object: bool = True
 
 
+@dataclass
+class RecordBatch:
+    """Records of one batch of requests, as columns (``range_first[i]:range_first[i + 1]``
+    indexes record i's ranges)."""
+
+    disk: int
+    time: npt.NDArray[np.float64]
+    op: npt.NDArray[np.int64]
+    op_names: list[str]
+    status: npt.NDArray[np.int64]
+    status_names: list[str]
+    row: npt.NDArray[np.int64]
+    bytes: npt.NDArray[np.int64]
+    requests: npt.NDArray[np.int64]
+    in_object: npt.NDArray[np.bool_]
+    range_first: npt.NDArray[np.int64]
+    range_start: npt.NDArray[np.int64]
+    range_end: npt.NDArray[np.int64]
+    disk_first: npt.NDArray[np.int64]
+    disk_start: npt.NDArray[np.int64]
+    disk_end: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def records(self) -> Iterator[Record]:
+        rs, re_, rf = self.range_start.tolist(), self.range_end.tolist(), self.range_first.tolist()
+        ds, de, df = self.disk_start.tolist(), self.disk_end.tolist(), self.disk_first.tolist()
+        times = self.time.tolist()
+        for i, (op, status, row, nbytes, nreq, inside) in enumerate(
+            zip(
+                self.op.tolist(),
+                self.status.tolist(),
+                self.row.tolist(),
+                self.bytes.tolist(),
+                self.requests.tolist(),
+                self.in_object.tolist(),
+            )
+        ):
+            yield Record(
+                None if times[i] != times[i] else times[i],
+                self.op_names[op],
+                self.status_names[status],
+                self.disk,
+                row,
+                [[rs[j], re_[j]] for j in range(rf[i], rf[i + 1])],
+                [[ds[j], de[j]] for j in range(df[i], df[i + 1])],
+                nbytes,
+                nreq,
+                inside,
+            )
+
+
 class Annotator:
     """Names the pieces of requests against one map (a DataFrame from ``read_map``)."""
 
@@ -410,20 +606,33 @@ class Annotator:
         )
 
     def records(self, requests: list[Request]) -> Iterator[Record]:
-        """Coalesced records, computed for a whole batch of requests at once.
+        """Coalesced records, one object each (convenient; :meth:`annotate` is the fast way)."""
+        if not requests:
+            return
+        batch = self.annotate(
+            np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
+            [r.op for r in requests],
+            [r.status for r in requests],
+            np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
+            np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
+        )
+        yield from batch.records()
+
+    def annotate(
+        self,
+        times: npt.NDArray[np.float64],
+        ops: list[str],
+        statuses: list[str],
+        offs: npt.NDArray[np.int64],
+        lens: npt.NDArray[np.int64],
+    ) -> RecordBatch:
+        """Coalesced records of a whole batch of requests, as columns.
 
         Each request is cut at the tiling's boundaries (one ``searchsorted`` pair for all of
         them); consecutive pieces with the same operation, status and object form a record.
         """
-        if not requests:
-            return
         t = self.tiling
-        n = len(requests)
-        offs = np.fromiter((r.offset for r in requests), dtype=np.int64, count=n)
-        lens = np.fromiter((r.length for r in requests), dtype=np.int64, count=n)
         ends = offs + np.maximum(lens, 1)
-        ops = [r.op for r in requests]
-        statuses = [r.status for r in requests]
         # The tiling with an empty run before and after it covers every offset.
         top = np.iinfo(np.int64).max
         first = int(t.start[0]) if len(t.start) else 0
@@ -434,24 +643,23 @@ class Annotator:
         lo = np.searchsorted(tile_end, offs, side="right")
         hi = np.searchsorted(tile_start, ends, side="left")
         count = np.maximum(hi - lo, 1)
-        req = np.repeat(np.arange(n), count)
-        k = np.repeat(lo, count) + (
-            np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-        )
-        k = np.minimum(k, len(tile_row) - 1)
+        req = np.repeat(np.arange(len(offs)), count)
+        within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        k = np.minimum(np.repeat(lo, count) + within, len(tile_row) - 1)
         p_start = np.maximum(tile_start[k], offs[req])
         p_end = np.minimum(tile_end[k], ends[req])
         row = tile_row[k]
-        obj = np.where(row >= 0, self.object_of[np.maximum(row, 0)], -1)
-        fo = np.where(row >= 0, self.file_offset[np.maximum(row, 0)], -1)
+        safe = np.maximum(row, 0)
+        obj = np.where(row >= 0, self.object_of[safe], -1)
+        fo = np.where(row >= 0, self.file_offset[safe], -1)
         # Disks, partitions, LVs, files and directories have offsets of their own; unused
         # space has none, and is given in disk offsets without a note.
         inside = fo >= 0
-        needs_offset = np.isin(self.type_code[np.maximum(row, 0)], [0, 1, 2, 3, 4]) & (row >= 0)
-        in_start = np.where(inside, fo + p_start - self.line_start[np.maximum(row, 0)], p_start)
+        needs_offset = np.isin(self.type_code[safe], [0, 1, 2, 3, 4]) & (row >= 0)
+        in_start = np.where(inside, fo + p_start - self.line_start[safe], p_start)
         in_end = in_start + (p_end - p_start)
-        op_code, _ = _factorize(ops)
-        status_code, _ = _factorize(statuses)
+        op_code, op_names = _factorize(ops)
+        status_code, status_names = _factorize(statuses)
         key_op = op_code[req]
         key_status = status_code[req]
         new = np.ones(len(req), dtype=bool)
@@ -464,55 +672,37 @@ class Annotator:
         new_request = np.ones(len(req), dtype=bool)
         new_request[1:] = req[1:] != req[:-1]
         new_request |= new
-        nbytes = np.add.reduceat(p_end - p_start, group_start)
-        nreq = np.add.reduceat(new_request.astype(np.int64), group_start)
-        # A piece continues the previous range inside its record when they touch.
         joins = np.zeros(len(req), dtype=bool)
         joins[1:] = ~new[1:] & (in_start[1:] == in_end[:-1])
         disk_joins = np.zeros(len(req), dtype=bool)
         disk_joins[1:] = ~new[1:] & (p_start[1:] == p_end[:-1])
-        g_rows = row[group_start].tolist()
-        g_req = req[group_start].tolist()
-        all_inside = np.logical_and.reduceat(inside | ~needs_offset, group_start).tolist()
-        ranges, first_range = _all_runs(in_start, in_end, joins, group_start)
-        disk_ranges, first_disk = _all_runs(p_start, p_end, disk_joins, group_start)
-        nbytes_l, nreq_l = nbytes.tolist(), nreq.tolist()
-        for g in range(len(group_start)):
-            request = requests[g_req[g]]
-            yield Record(
-                request.time,
-                request.op,
-                request.status,
-                self.disk,
-                g_rows[g],
-                ranges[first_range[g] : first_range[g + 1]],
-                disk_ranges[first_disk[g] : first_disk[g + 1]],
-                nbytes_l[g],
-                nreq_l[g],
-                all_inside[g],
-            )
+        heads = np.flatnonzero(~joins)
+        disk_heads = np.flatnonzero(~disk_joins)
+        first_req = req[group_start]
+        return RecordBatch(
+            disk=self.disk,
+            time=times[first_req],
+            op=op_code[first_req],
+            op_names=op_names,
+            status=status_code[first_req],
+            status_names=status_names,
+            row=row[group_start],
+            bytes=np.add.reduceat(p_end - p_start, group_start),
+            requests=np.add.reduceat(new_request.astype(np.int64), group_start),
+            in_object=np.logical_and.reduceat(inside | ~needs_offset, group_start),
+            range_first=np.append(np.searchsorted(heads, group_start), len(heads)),
+            range_start=in_start[heads],
+            range_end=in_end[np.append(heads[1:], len(req)) - 1],
+            disk_first=np.append(np.searchsorted(disk_heads, group_start), len(disk_heads)),
+            disk_start=p_start[disk_heads],
+            disk_end=p_end[np.append(disk_heads[1:], len(req)) - 1],
+        )
 
     def describe(self, row: int) -> tuple[str, str, str, str]:
         """``(type, device, kind, path)`` of a line of the map (empty strings for -1)."""
         if row < 0:
             return ("", "", "", "")
         return self._columns[row]
-
-
-def _all_runs(
-    starts: npt.NDArray[np.int64],
-    ends: npt.NDArray[np.int64],
-    joins: npt.NDArray[np.bool_],
-    group_start: npt.NDArray[np.int64],
-) -> tuple[list[list[int]], list[int]]:
-    """Every piece merged into the one before it where it ``joins`` it, for all records at
-    once: the ranges, and where each record's ranges begin in that list (one extra entry at
-    the end)."""
-    heads = np.flatnonzero(~joins)
-    tails = np.concatenate((heads[1:], [len(starts)])) - 1
-    ranges = [[a, b] for a, b in zip(starts[heads].tolist(), ends[tails].tolist())]
-    first = [*np.searchsorted(heads, group_start).tolist(), len(heads)]
-    return ranges, first
 
 
 def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
