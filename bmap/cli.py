@@ -7,17 +7,15 @@ traceback of an internal error.
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -124,6 +122,9 @@ def main(debug: bool) -> None:
     the findings); 4 an input cannot be read; 5 an input is not a disk image; 6 a map file is
     not valid.
     """
+    from bmap.memory import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def _sector_size_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -423,20 +424,6 @@ def _hit_dict(row: Any, offset: int) -> dict[str, Any]:
     }
 
 
-def _time_text(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value > 1e9:  # seconds since the epoch: show the UTC wall clock
-        stamp = time.gmtime(value)
-        return time.strftime("%H:%M:%S", stamp) + f".{round((value % 1) * 1e6):06d}"
-    return f"{value:.6f}"
-
-
-def _ranges_text(ranges: list[list[int]]) -> str:
-    text = ",".join(f"{a:x}-{b:x}" for a, b in ranges[:4])
-    return text + (f",... ({len(ranges)} ranges)" if len(ranges) > 4 else "")
-
-
 @main.command("trace")
 @click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("logs", nargs=-1, required=True, metavar="LOG...")
@@ -487,12 +474,12 @@ def trace_command(
     if disk not in set(frame["disk"].unique().tolist()):
         raise MapFormatError(f"{map_file}: has no disk {disk}")
     annotator = Annotator(frame, disk)
-    writer = _TraceWriter(annotator, fmt, summary)
+    writer = _trace_writer(annotator, fmt, summary)
     if follow:
         if len(logs) != 1:
             raise click.BadParameter("--follow takes one log", param_hint="LOG")
         try:
-            _follow(annotator, writer, logs[0], input_format)
+            _follow(writer, logs[0], input_format)
         except KeyboardInterrupt:
             pass
         writer.close()
@@ -511,19 +498,12 @@ def trace_command(
             if not chosen:
                 raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
         parser = PARSERS[chosen]()
-        number = 0
-        batch = []
         if chosen == "nbdkit" and log != "-":
-            _trace_nbdkit_file(annotator, writer, parser, log)
-            lines = iter(())
-            head = []
-        for number, line in enumerate(_chain(head, lines), start=1):
-            batch += parser.feed(number, line.rstrip("\n"))
-            if len(batch) >= 65536:
-                writer.write(annotator.records(batch))
-                batch = []
-        batch += parser.finish()
-        writer.write(annotator.records(batch))
+            if hasattr(lines, "close"):
+                lines.close()
+            _trace_nbdkit_file(writer, parser, log)
+        else:
+            _trace_lines(writer, parser, _chain(head, lines))
         unparsed += parser.unparsed
         for number, text in parser.first_unparsed:
             click.echo(f"bmap: {log}:{number}: not a {chosen} line: {text!r}", err=True)
@@ -538,7 +518,15 @@ def trace_command(
         )
 
 
-def _follow(annotator: Any, writer: Any, log: str, input_format: str, stop: Any = None) -> None:
+def _trace_writer(annotator: Any, fmt: str, summary: bool) -> Any:
+    """Records to stdout's bytes (text written to stdout before is flushed first)."""
+    from bmap.traceout import TraceWriter
+
+    sys.stdout.flush()
+    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer)
+
+
+def _follow(writer: Any, log: str, input_format: str, stop: Any = None) -> None:
     """Annotate a growing log: every completed request is written as soon as its line is."""
     from bmap.trace import PARSERS, detect_format, follow_lines
 
@@ -548,11 +536,9 @@ def _follow(annotator: Any, writer: Any, log: str, input_format: str, stop: Any 
     batch: list[Any] = []
     number = 0
     for line in source:
-        if line is None:  # nothing more for now: flush what is complete
-            if batch:
-                writer.write(annotator.records(batch))
-                sys.stdout.flush()
-                batch = []
+        if line is None:  # nothing more for now: write what is complete
+            writer.requests(batch)
+            batch = []
             continue
         if parser is None:
             chosen = input_format if input_format != "auto" else detect_format([line])
@@ -569,15 +555,11 @@ def _follow(annotator: Any, writer: Any, log: str, input_format: str, stop: Any 
         number += 1
         batch += parser.feed(number, line)
         if log == "-" or len(batch) >= 4096:
-            if batch:
-                writer.write(annotator.records(batch))
-                sys.stdout.flush()
+            writer.requests(batch)
             batch = []
     if parser is not None:
         batch += parser.finish()
-    if batch:
-        writer.write(annotator.records(batch))
-        sys.stdout.flush()
+    writer.requests(batch)
 
 
 @main.command("serve")
@@ -623,7 +605,7 @@ def serve_command(
     Image(image).close()  # one clear error for a bad path before nbdkit starts
     frame = _load_for_lookup(map_file) if map_file else _load_for_lookup(image)
     annotator = Annotator(frame, 1)
-    writer = _TraceWriter(annotator, fmt, False)
+    writer = _trace_writer(annotator, fmt, False)
     with NbdkitServer(image, writable=writable, port=port) as server:
         click.echo(f"bmap: serving {image} at {server.uri}", err=True)
         client = run_captive(run_cmd, server.uri) if run_cmd else None
@@ -653,16 +635,13 @@ def serve_command(
         try:
             for line in counted(follow_lines(str(server.log), done, poll=0.02)):
                 if line is None:
-                    if batch:
-                        writer.write(annotator.records(batch))
-                        sys.stdout.flush()
-                        batch = []
+                    writer.requests(batch)
+                    batch = []
                     continue
                 number += 1
                 batch += parser.feed(number, line)
             batch += parser.finish()
-            writer.write(annotator.records(batch))
-            sys.stdout.flush()
+            writer.requests(batch)
         except KeyboardInterrupt:
             pass
         finally:
@@ -674,32 +653,45 @@ def serve_command(
                 click.echo(f"bmap: the --run command exited with {code}", err=True)
 
 
-def _trace_nbdkit_file(annotator: Any, writer: Any, parser: Any, log: str) -> None:
-    """An nbdkit log read in blocks of whole lines, each parsed and annotated as columns."""
-    from bmap.trace import feed_nbdkit_text
-
+def _trace_nbdkit_file(writer: Any, parser: Any, log: str) -> None:
+    """An nbdkit log read in blocks of whole lines, each scanned and annotated as columns."""
     number = 1
-    carry = ""
-    with open(log, encoding="utf-8", errors="replace", newline="") as fh:
+    carry = b""
+    try:
+        fh = open(log, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
+    with fh:
         while True:
-            block = fh.read(8 << 20)
+            block = fh.read(_LOG_BLOCK)
             if not block:
                 break
-            text = carry + block
-            cut = text.rfind("\n") + 1
-            text, carry = text[:cut], text[cut:]
-            columns = feed_nbdkit_text(parser, text, number)
-            number += text.count("\n")
-            if len(columns):
-                writer.write_batch(
-                    annotator.annotate(
-                        columns.time, columns.op, columns.status, columns.offset, columns.length
-                    )
-                )
-    if carry:
-        batch = parser.feed(number, carry)
-        if batch:
-            writer.write(annotator.records(batch))
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            if not data:
+                if len(carry) > 16 * _LOG_BLOCK:  # no newline in 128 MiB: not a log
+                    raise MapFormatError(f"{log}: a line longer than 128 MiB")
+                continue
+            writer.columns(parser.feed_block(data, number))
+            number += data.count(b"\n")
+    # The last line, with no newline: complete only if nbdkit finished writing it.
+    batch = parser.feed(number, carry.decode("utf-8", "replace")) if carry else []
+    writer.requests(batch + parser.finish())
+
+
+_LOG_BLOCK = 8 << 20
+
+
+def _trace_lines(writer: Any, parser: Any, lines: Iterable[str]) -> None:
+    """Any log line by line, annotated a batch of requests at a time."""
+    batch: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        batch += parser.feed(number, line.rstrip("\n"))
+        if len(batch) >= 65536:
+            writer.requests(batch)
+            batch = []
+    writer.requests(batch + parser.finish())
 
 
 def _chain(head: list[str], rest: Any) -> Any:
@@ -714,231 +706,6 @@ def _log_lines(log: str) -> Any:
         return iter(open(log, encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
-
-
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def _human_sizes(values: Any) -> list[str]:
-    """:func:`bmap.render.human_size` for a whole column."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=np.int64)
-    unit = np.searchsorted(1024 ** np.arange(1, 6), v, side="right")
-    scaled = v / (1024.0**unit)
-    return [
-        f"{n} B" if u == 0 else f"{x:.1f} {_SIZE_UNITS[u]}"
-        for n, u, x in zip(v.tolist(), unit.tolist(), scaled.tolist())
-    ]
-
-
-def _time_texts(values: Any) -> list[str]:
-    """:func:`_time_text` for a whole column."""
-    import numpy as np
-
-    t = np.asarray(values, dtype=float)
-    out = ["-"] * len(t)
-    epoch = np.flatnonzero(t > 1e9)
-    if len(epoch):
-        us = np.round(t[epoch] * 1e6).astype(np.int64).astype("datetime64[us]")
-        for i, text in zip(epoch.tolist(), np.datetime_as_string(us, unit="us").tolist()):
-            out[i] = text[11:]
-    for i in np.flatnonzero((t <= 1e9) & ~np.isnan(t)).tolist():
-        out[i] = f"{t[i]:.6f}"
-    return out
-
-
-def _text_lines(batch: Any, what: Any) -> list[str]:
-    first = batch.range_first.tolist()
-    starts, ends = batch.range_start.tolist(), batch.range_end.tolist()
-    ranges = []
-    for i in range(len(batch)):
-        a, b = first[i], first[i + 1]
-        if b - a == 1:
-            ranges.append(f"{starts[a]:x}-{ends[a]:x}")
-        else:
-            ranges.append(_ranges_text([[starts[j], ends[j]] for j in range(a, b)]))
-    ops = [batch.op_names[o] for o in batch.op.tolist()]
-    statuses = [
-        "" if batch.status_names[s] == "ok" else f"  {batch.status_names[s].upper()}"
-        for s in batch.status.tolist()
-    ]
-    return [
-        f"{t} {op} {what(row)}  {'' if inside else 'disk '}{rng} ({size}){st}"
-        for t, op, row, inside, rng, size, st in zip(
-            _time_texts(batch.time),
-            ops,
-            batch.row.tolist(),
-            batch.in_object.tolist(),
-            ranges,
-            _human_sizes(batch.bytes),
-            statuses,
-        )
-    ]
-
-
-class _TraceWriter:
-    COLUMNS: ClassVar[list[str]] = [
-        "time",
-        "op",
-        "status",
-        "disk",
-        "type",
-        "device",
-        "kind",
-        "path",
-        "ranges",
-        "disk_ranges",
-        "bytes",
-        "requests",
-    ]
-
-    def __init__(self, annotator: Any, fmt: str, summary: bool) -> None:
-        self.annotator = annotator
-        self.fmt = fmt
-        self.summary = summary
-        self.totals: dict[int, dict[str, Any]] = {}
-        self.order = 0
-        self.disk_offsets_only = False
-        self._names: dict[int, str] = {}
-        if fmt == "csv" and not summary:
-            click.echo(",".join(self.COLUMNS))
-
-    def write_batch(self, batch: Any) -> None:
-        """A :class:`~bmap.trace.RecordBatch`: text lines made column by column."""
-        if self.summary or self.fmt != "text":
-            self.write(batch.records())
-            return
-        if not batch.in_object.all():
-            self.disk_offsets_only = True
-        sys.stdout.write("\n".join(_text_lines(batch, self._what)) + "\n")
-
-    def write(self, records: Any) -> None:
-        lines: list[str] = []
-        for record in records:
-            if not record.in_object:
-                self.disk_offsets_only = True
-            if self.summary:
-                self._add(record)
-            else:
-                lines.append(self._line(record))
-        if lines:
-            # One write per batch: click.echo per record costs more than the annotation.
-            sys.stdout.write("\n".join(lines) + "\n")
-
-    def _what(self, row: int) -> str:
-        text = self._names.get(row)
-        if text is None:
-            type_, device, kind, path = self.annotator.describe(row)
-            text = (
-                describe_hit({"type": type_, "device": device, "kind": kind, "path": path})
-                if row >= 0
-                else "(nothing in the map)"
-            )
-            self._names[row] = text
-        return text
-
-    def _line(self, record: Any) -> str:
-        if self.fmt == "text":
-            where = ("" if record.in_object else "disk ") + _ranges_text(record.ranges)
-            status = "" if record.status == "ok" else f"  {record.status.upper()}"
-            return (
-                f"{_time_text(record.time)} {record.op} {self._what(record.row)}  {where} "
-                f"({human_size(record.bytes)}){status}"
-            )
-        type_, device, kind, path = self.annotator.describe(record.row)
-        row = {
-            "time": record.time,
-            "op": record.op,
-            "status": record.status,
-            "disk": record.disk,
-            "type": type_,
-            "device": device,
-            "kind": kind,
-            "path": path,
-            "ranges": record.ranges,
-            "disk_ranges": record.disk_ranges,
-            "bytes": record.bytes,
-            "requests": record.requests,
-        }
-        if self.fmt == "jsonl":
-            return json.dumps(row)
-        row["ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.ranges)
-        row["disk_ranges"] = " ".join(f"{a:x}-{b:x}" for a, b in record.disk_ranges)
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="").writerow(
-            ["" if row[c] is None else row[c] for c in self.COLUMNS]
-        )
-        return buf.getvalue()
-
-    def _add(self, record: Any) -> None:
-        obj = int(self.annotator.object_of[record.row]) if record.row >= 0 else -1
-        entry = self.totals.get(obj)
-        if entry is None:
-            self.order += 1
-            entry = self.totals[obj] = {
-                "row": record.row,
-                "first": record.time,
-                "order": self.order,
-                "read": 0,
-                "written": 0,
-                "other": 0,
-                "requests": 0,
-                "failed": 0,
-            }
-        key = "read" if record.op == "read" else "written" if record.op == "write" else "other"
-        entry[key] += record.bytes
-        entry["requests"] += record.requests
-        entry["failed"] += record.status != "ok"
-
-    def close(self) -> None:
-        if not self.summary:
-            return
-        rows = sorted(self.totals.values(), key=lambda e: e["order"])
-        if self.fmt == "text":
-            click.echo("ORDER  FIRST            READ       WRITTEN    REQUESTS  OBJECT")
-        for e in rows:
-            type_, device, kind, path = self.annotator.describe(e["row"])
-            if self.fmt == "text":
-                what = (
-                    describe_hit({"type": type_, "device": device, "kind": kind, "path": path})
-                    if e["row"] >= 0
-                    else "(nothing in the map)"
-                )
-                failed = f"  {e['failed']} failed" if e["failed"] else ""
-                click.echo(
-                    f"{e['order']:5d}  {_time_text(e['first']):15s}  "
-                    f"{human_size(e['read']):>9s}  {human_size(e['written']):>9s}  "
-                    f"{e['requests']:8d}  {what}{failed}"
-                )
-            else:
-                row = {
-                    "order": e["order"],
-                    "first": e["first"],
-                    "type": type_,
-                    "device": device,
-                    "kind": kind,
-                    "path": path,
-                    "bytes_read": e["read"],
-                    "bytes_written": e["written"],
-                    "bytes_other": e["other"],
-                    "requests": e["requests"],
-                    "failed": e["failed"],
-                }
-                click.echo(
-                    json.dumps(row)
-                    if self.fmt == "jsonl"
-                    else ",".join(str(v) for v in row.values())
-                )
-        unallocated = sum(
-            e["read"]
-            for e in rows
-            if e["row"] < 0
-            or self.annotator.describe(e["row"])[2]
-            in ("unallocated", "unpartitioned", "free-extents")
-        )
-        if self.fmt == "text":
-            click.echo(f"reads of free space or of nothing in the map: {human_size(unallocated)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,7 +77,8 @@ def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
         )
 
 
-def _csv_field(value: str) -> str:
+def csv_field(value: str) -> str:
+    """One CSV field, quoted only where it must be."""
     if value == "" or not any(c in value for c in ',"\r\n'):
         return value
     return '"' + value.replace('"', '""') + '"'
@@ -90,9 +91,9 @@ def _write_csv(bmap: BlockMap, fh: IO[str]) -> None:
         ",".join(
             (
                 objs.types[i],
-                _csv_field(objs.devices[i]),
-                _csv_field(objs.kinds[i]),
-                _csv_field(objs.paths[i]),
+                csv_field(objs.devices[i]),
+                csv_field(objs.kinds[i]),
+                csv_field(objs.paths[i]),
             )
         )
         for i in range(len(objs))

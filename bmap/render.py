@@ -249,13 +249,18 @@ def disk_dict(disk: Disk) -> dict[str, Any]:
 
 def describe_hit(row: Any) -> str:
     """``m /dev/sda1 superblock`` for one row of a map DataFrame."""
-    type_ = row["type"]
+    return object_name(row["type"], row["device"], row["kind"], row["path"])
+
+
+def object_name(type_: str, device: str, kind: str, path: str) -> str:
+    """An object as the text map names it, with its type: ``f /dev/sda1 /etc/fstab``,
+    ``m /dev/sda1 extent-tree /var/log/big.log``, ``p /dev/sda1``."""
     if type_ in "vpl":
-        ident = row["device"]
+        ident = device
     elif type_ in "df":
-        ident = f"{row['device']} {row['path']}"
+        ident = f"{device} {path}"
     else:
-        ident = f"{row['device']} {row['kind']}" + (f" {row['path']}" if row["path"] else "")
+        ident = f"{device} {kind}" + (f" {path}" if path else "")
     return f"{type_} {escape(ident)}"
 
 

@@ -1,482 +1,56 @@
 """Trace replay: name the objects behind every request of an I/O log.
 
-Input formats (detected from the first lines that parse, or chosen):
-
-- ``nbdkit``: the nbdkit ``log`` filter, both the format of nbdkit 1.24 and later and the
-  older one; requests and completions are paired by (connection, id);
-- ``qemu``: QEMU's ``blk_co_preadv`` / ``blk_co_pwritev`` trace events, with or without the
-  ``pid@seconds:`` prefix;
-- ``blkparse``: blkparse's default text output (completion events, 512-byte sectors);
-- ``csv``: ``offset,length[,op[,time]]``.
-
-Each request is split over the objects it touches; each piece is named by the innermost object
-there (a file before its directory, per-file metadata before filesystem metadata, then the LV,
-the partition, the disk), with the byte range inside that object. Consecutive pieces of the
-same operation on the same object make one record, as virt-bmap's logger did.
+The logs are parsed into request columns by :mod:`bmap.tracelogs` (nbdkit's log filter,
+QEMU block trace events, blkparse, CSV). Each request is split over the objects it touches;
+each piece is named by the innermost object there (a file before its directory, per-file
+metadata before filesystem metadata, then the LV, the partition, the disk), with the byte range
+inside that object. Consecutive pieces of the same operation on the same object make one
+record, as virt-bmap's logger did.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from bmap import textcols
 from bmap.index import MapIndex
-
-OPS = ("read", "write", "trim", "zero", "cache")
-OP_CODE = {op: i for i, op in enumerate(OPS)}
-_NBDKIT_OPS = {"Read": "read", "Write": "write", "Trim": "trim", "Zero": "zero", "Cache": "cache"}
-
-
-class Request(NamedTuple):
-    """One request from a log, complete or not (a tuple: a log holds millions)."""
-
-    time: float | None
-    """Seconds since the epoch (UTC) where the log says, else None."""
-    op: str
-    offset: int
-    length: int
-    status: str = "ok"
-    """``ok``, ``failed:EIO`` (and the like) or ``unfinished`` (no completion in the log)."""
-    connection: int = 0
-    line: int = 0
-
-
-# --------------------------------------------------------------------------------------------
-# Parsers: each turns lines into Requests, keeps what it cannot parse as a count.
-
-_NBDKIT = re.compile(
-    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) (?:connection=(?P<conn>\d+) )?"
-    r"(?P<leave>\.\.\.)?(?P<act>[A-Za-z]+)(?: id=(?P<id>\d+))?(?P<rest>.*)$"
-)
-_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|-?\d+)")
-_ERROR = re.compile(r"error=(\w+)|\((E\w+|Other)[^)]*\)")
-_QEMU = re.compile(
-    r"^(?:\d+@(?P<time>\d+\.\d+):)?blk_co_(?P<op>preadv|pwritev)\s+blk\s+\S+\s+bs\s+\S+\s+"
-    r"offset\s+(?P<offset>\d+)\s+bytes\s+(?P<bytes>\d+)"
-)
-_BLKPARSE = re.compile(
-    r"^\s*\d+,\d+\s+\d+\s+\d+\s+(?P<time>\d+\.\d+)\s+\d+\s+(?P<act>[A-Za-z])\s+"
-    r"(?P<rwbs>[A-Z]+)\s+(?P<sector>\d+)\s+\+\s+(?P<count>\d+)(?:\s+\[(?P<extra>[^\]]*)\])?"
-)
-_CSV = re.compile(
-    r"^\s*(?P<offset>0x[0-9a-fA-F]+|\d+)\s*,\s*(?P<length>0x[0-9a-fA-F]+|\d+)"
-    r"(?:\s*,\s*(?P<op>[A-Za-z]*))?(?:\s*,\s*(?P<time>[-+0-9.eE]+))?\s*$"
+from bmap.render import object_name
+from bmap.tracelogs import (
+    OPS,
+    PARSERS,
+    Columns,
+    NbdkitParser,
+    Request,
+    TraceParser,
+    detect_format,
+    follow_lines,
+    parse,
 )
 
+Int = npt.NDArray[np.int64]
 
-_SECONDS: dict[str, float] = {}
-
-
-def _epoch(stamp: str) -> float:
-    """``YYYY-MM-DD HH:MM:SS.uuuuuu`` (UTC) to seconds since the epoch; the whole-second part
-    is cached, since a log has many lines per second."""
-    whole = stamp[:19]
-    base = _SECONDS.get(whole)
-    if base is None:
-        base = datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        _SECONDS[whole] = base
-    return base + int(stamp[20:26]) / 1e6
-
-
-class TraceParser:
-    """Base: feed lines, collect requests; ``unparsed`` counts lines of no known shape."""
-
-    name = "?"
-
-    def __init__(self) -> None:
-        self.unparsed = 0
-        self.first_unparsed: list[tuple[int, str]] = []
-
-    def skip(self, number: int, line: str) -> None:
-        self.unparsed += 1
-        if len(self.first_unparsed) < 5:
-            self.first_unparsed.append((number, line[:120]))
-
-    def feed(self, number: int, line: str) -> list[Request]:
-        raise NotImplementedError
-
-    def finish(self) -> list[Request]:
-        return []
-
-
-class NbdkitParser(TraceParser):
-    """nbdkit's log filter; ENTER and LEAVE lines paired by (connection, id)."""
-
-    name = "nbdkit"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: dict[tuple[int, int], Request] = {}
-        self.pending_columns: dict[str, Any] | None = None
-        """Requests still waiting for their completion, from :func:`feed_nbdkit_text`."""
-
-    def feed(self, number: int, line: str) -> list[Request]:
-        fast = self._fast(number, line)
-        if fast is not None:
-            return fast
-        m = _NBDKIT.match(line)
-        if not m:
-            self.skip(number, line)
-            return []
-        act = m["act"]
-        if act not in _NBDKIT_OPS and act not in (
-            "Flush",
-            "Extents",
-            "Connect",
-            "Disconnect",
-            "Ready",
-            "Fork",
-            "Preconnect",
-            "ListExports",
-        ):
-            self.skip(number, line)
-            return []
-        op = _NBDKIT_OPS.get(act)
-        if op is None or m["id"] is None:
-            return []
-        key = (int(m["conn"] or 0), int(m["id"]))
-        if not m["leave"]:
-            fields = dict(_FIELD.findall(m["rest"]))
-            # A request line ends with " ..."; one that does not was cut short (the log's
-            # last line while it is being written, or a damaged log).
-            if "offset" not in fields or "count" not in fields or not m["rest"].endswith("..."):
-                self.skip(number, line)
-                return []
-            self.pending[key] = Request(
-                _epoch(m["date"]),
-                op,
-                int(fields["offset"], 0),
-                int(fields["count"], 0),
-                "unfinished",
-                key[0],
-                number,
-            )
-            return []
-        request = self.pending.pop(key, None)
-        if request is None:
-            return []  # a completion whose request came before the log began
-        fields = dict(_FIELD.findall(m["rest"]))
-        ret = int(fields.get("return", "0"), 0)
-        status = "ok"
-        if ret != 0:
-            err = _ERROR.search(m["rest"])
-            status = f"failed:{(err.group(1) or err.group(2)) if err else 'error'}"
-        return [
-            Request(
-                request.time,
-                request.op,
-                request.offset,
-                request.length,
-                status,
-                request.connection,
-                request.line,
-            )
-        ]
-
-    def _fast(self, number: int, line: str) -> list[Request] | None:
-        """The common lines of nbdkit 1.24+, split on spaces; None to take the slow path."""
-        parts = line.split(" ")
-        if len(parts) < 5 or not parts[2].startswith("connection="):
-            return None
-        act = parts[3]
-        try:
-            if act[0] == "." and len(parts) >= 6 and parts[5] == "return=0":
-                op = _NBDKIT_OPS.get(act[3:])
-                if op is None:
-                    return None
-                key = (int(parts[2][11:]), int(parts[4][3:]))
-                request = self.pending.pop(key, None)
-                if request is None:
-                    return []
-                return [
-                    Request(
-                        request.time,
-                        request.op,
-                        request.offset,
-                        request.length,
-                        "ok",
-                        request.connection,
-                        request.line,
-                    )
-                ]
-            op = _NBDKIT_OPS.get(act)
-            if op is None or parts[-1] != "..." or len(parts) < 8:
-                return None
-            if not (parts[5].startswith("offset=") and parts[6].startswith("count=")):
-                return None
-            conn = int(parts[2][11:])
-            self.pending[(conn, int(parts[4][3:]))] = Request(
-                _epoch(parts[0] + " " + parts[1]),
-                op,
-                int(parts[5][7:], 16),
-                int(parts[6][6:], 16),
-                "unfinished",
-                conn,
-                number,
-            )
-            return []
-        except (ValueError, IndexError):
-            return None
-
-    def finish(self) -> list[Request]:
-        self.unpack_columns()
-        left = sorted(self.pending.values(), key=lambda r: r.line)
-        self.pending.clear()
-        return left
-
-    def unpack_columns(self) -> None:
-        """Move the requests waiting in columns into the line-by-line parser's dict."""
-        cols = self.pending_columns
-        if cols is not None and len(cols["key"]):
-            for i in range(len(cols["key"])):
-                conn, rid = int(cols["key"][i]) >> 32, int(cols["key"][i]) & 0xFFFFFFFF
-                self.pending[(conn, rid)] = Request(
-                    float(cols["time"][i]),
-                    _OPS_ORDER[int(cols["op"][i])],
-                    int(cols["offset"][i]),
-                    int(cols["length"][i]),
-                    "unfinished",
-                    conn,
-                    0,
-                )
-        self.pending_columns = None
-
-
-# Whole-block patterns for nbdkit 1.24+: each starts with a literal, which the regular
-# expression engine finds fast; a request line is taken with the newline that starts it.
-_ENTER_RE = re.compile(
-    r"\n(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) connection=(\d+) "
-    r"(Read|Write|Trim|Zero|Cache) id=(\d+) offset=0x([0-9a-fA-F]+) count=0x([0-9a-fA-F]+)"
-    r"[^\n]* \.\.\.(?=\n)"
-)
-_LEAVE_RE = re.compile(
-    r" connection=(\d+) \.\.\.(?:Read|Write|Trim|Zero|Cache) id=(\d+) return=(-?\d+)"
-    r"(?: error=(\w+))?"
-)
-_KNOWN_WITH_CONNECTION = (
-    " Connect ",
-    " Disconnect ",
-    " Flush id=",
-    " ...Flush id=",
-    " Extents id=",
-    " ...Extents id=",
-)
-
-
-@dataclass
-class Columns:
-    """Completed requests as columns, in completion order."""
-
-    time: npt.NDArray[np.float64]
-    op: list[str]
-    status: list[str]
-    offset: npt.NDArray[np.int64]
-    length: npt.NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return len(self.offset)
-
-
-def feed_nbdkit_text(parser: NbdkitParser, text: str, first_number: int) -> Columns:
-    """A block of whole lines of an nbdkit 1.24+ log, parsed by whole-block regular
-    expressions and paired with numpy; a block holding any other kind of line (the old
-    format, garbage, a line cut short) goes line by line through :meth:`NbdkitParser.feed`,
-    which counts and reports what it cannot parse."""
-    padded = "\n" + text
-    lines = text.count("\n")
-    enters = _ENTER_RE.findall(padded)
-    leaves = _LEAVE_RE.findall(text)
-    with_connection = text.count(" connection=")
-    known = sum(text.count(k) for k in _KNOWN_WITH_CONNECTION)
-    plain = lines - with_connection  # Ready, Fork, Preconnect, ListExports, or garbage
-    regular = len(enters) + len(leaves) + known == with_connection
-    if regular and plain:
-        regular = all(
-            _NBDKIT.match(line) is not None
-            for line in text.split("\n")[:lines]
-            if " connection=" not in line
-        )
-    if not regular or parser.pending:
-        parser.unpack_columns()  # the line-by-line path pairs through its dict
-        requests = []
-        for number, line in enumerate(text.split("\n")[:lines], start=first_number):
-            requests += parser.feed(number, line)
-        return _columns(requests)
-    n = len(enters)
-    times = (
-        np.array([e[0] for e in enters], dtype="datetime64[us]").astype(np.int64) / 1e6
-        if n
-        else np.zeros(0)
-    )
-    keys = (
-        (np.array([e[1] for e in enters], dtype=np.int64) << 32)
-        | np.array([e[3] for e in enters], dtype=np.int64)
-        if n
-        else np.zeros(0, dtype=np.int64)
-    )
-    fresh = {
-        "key": keys,
-        "time": times,
-        "op": np.array([_OP_INDEX[e[2]] for e in enters], dtype=np.int64),
-        "offset": np.array([int(e[4], 16) for e in enters], dtype=np.int64),
-        "length": np.array([int(e[5], 16) for e in enters], dtype=np.int64),
-    }
-    old = parser.pending_columns
-    table = fresh if old is None else {k: np.concatenate((old[k], fresh[k])) for k in fresh}
-    leave_keys = (
-        (np.array([x[0] for x in leaves], dtype=np.int64) << 32)
-        | np.array([x[1] for x in leaves], dtype=np.int64)
-        if leaves
-        else np.zeros(0, dtype=np.int64)
-    )
-    order = np.argsort(table["key"], kind="stable")
-    sorted_keys = table["key"][order]
-    pos = np.minimum(np.searchsorted(sorted_keys, leave_keys), max(len(sorted_keys) - 1, 0))
-    matched = (sorted_keys[pos] == leave_keys) if len(sorted_keys) else np.zeros(0, bool)
-    hit = order[pos[matched]]
-    used = np.zeros(len(table["key"]), dtype=bool)
-    used[hit] = True
-    parser.pending_columns = {k: v[~used] for k, v in table.items()}
-    statuses = [
-        "ok" if ret == "0" else f"failed:{err or 'error'}"
-        for (_, _, ret, err), m in zip(leaves, matched.tolist())
-        if m
-    ]
-    return Columns(
-        table["time"][hit],
-        [_OPS_ORDER[i] for i in table["op"][hit].tolist()],
-        statuses,
-        table["offset"][hit],
-        table["length"][hit],
-    )
-
-
-_OPS_ORDER = list(_NBDKIT_OPS.values())
-_OP_INDEX = {act: i for i, act in enumerate(_NBDKIT_OPS)}
-
-
-def _columns(requests: list[Request]) -> Columns:
-    return Columns(
-        np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
-        [r.op for r in requests],
-        [r.status for r in requests],
-        np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
-        np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
-    )
-
-
-class QemuParser(TraceParser):
-    name = "qemu"
-
-    def feed(self, number: int, line: str) -> list[Request]:
-        m = _QEMU.match(line.strip())
-        if not m:
-            if "blk_co_" in line or not line.strip():
-                return []
-            self.skip(number, line)
-            return []
-        op = "read" if m["op"] == "preadv" else "write"
-        time = float(m["time"]) if m["time"] else None
-        return [Request(time, op, int(m["offset"]), int(m["bytes"]), "ok", 0, number)]
-
-
-class BlkparseParser(TraceParser):
-    """blkparse's default output; completion (C) events count, the summary is skipped."""
-
-    name = "blkparse"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.in_summary = False
-
-    def feed(self, number: int, line: str) -> list[Request]:
-        if self.in_summary:
-            return []
-        m = _BLKPARSE.match(line)
-        if not m:
-            if line.startswith(("CPU", "Total", "Throughput", "Events")):
-                self.in_summary = True
-            elif line.strip():
-                self.skip(number, line)
-            return []
-        if m["act"] != "C":
-            return []
-        rwbs = m["rwbs"]
-        op = "trim" if "D" in rwbs else "write" if "W" in rwbs else "read" if "R" in rwbs else ""
-        if not op:
-            return []
-        extra = (m["extra"] or "0").strip()
-        status = "ok" if extra in ("0", "") else f"failed:{extra}"
-        return [
-            Request(
-                float(m["time"]),
-                op,
-                int(m["sector"]) * 512,
-                int(m["count"]) * 512,
-                status,
-                0,
-                number,
-            )
-        ]
-
-
-class CsvParser(TraceParser):
-    name = "csv"
-
-    def feed(self, number: int, line: str) -> list[Request]:
-        m = _CSV.match(line)
-        if not m:
-            if number == 1 and "offset" in line.lower():
-                return []  # a header
-            if line.strip():
-                self.skip(number, line)
-            return []
-        op = (m["op"] or "read").lower()
-        if op not in OP_CODE:
-            self.skip(number, line)
-            return []
-        time = float(m["time"]) if m["time"] else None
-        return [Request(time, op, int(m["offset"], 0), int(m["length"], 0), "ok", 0, number)]
-
-
-PARSERS: dict[str, type[TraceParser]] = {
-    "nbdkit": NbdkitParser,
-    "qemu": QemuParser,
-    "blkparse": BlkparseParser,
-    "csv": CsvParser,
-}
-
-
-def detect_format(lines: Iterable[str]) -> str | None:
-    """The first format whose pattern matches one of the lines."""
-    for line in lines:
-        if _NBDKIT.match(line) and re.search(r" (Read|Write|Connect|Ready|Trim|Zero)", line):
-            return "nbdkit"
-        if _QEMU.match(line.strip()):
-            return "qemu"
-        if _BLKPARSE.match(line):
-            return "blkparse"
-        if _CSV.match(line):
-            return "csv"
-    return None
-
-
-def parse(lines: Iterable[str], fmt: str) -> tuple[list[Request], TraceParser]:
-    parser = PARSERS[fmt]()
-    out: list[Request] = []
-    for number, line in enumerate(lines, start=1):
-        out += parser.feed(number, line.rstrip("\n"))
-    out += parser.finish()
-    return out, parser
-
+__all__ = [
+    "OPS",
+    "PARSERS",
+    "Annotator",
+    "Columns",
+    "NbdkitParser",
+    "Record",
+    "RecordBatch",
+    "Request",
+    "Tiling",
+    "TraceParser",
+    "detect_format",
+    "follow_lines",
+    "innermost_tiling",
+    "parse",
+]
 
 # --------------------------------------------------------------------------------------------
 # Annotation
@@ -605,34 +179,25 @@ class Annotator:
             )
         )
 
-    def records(self, requests: list[Request]) -> Iterator[Record]:
+    def records(self, requests: Sequence[Request]) -> Iterator[Record]:
         """Coalesced records, one object each (convenient; :meth:`annotate` is the fast way)."""
         if not requests:
             return
-        batch = self.annotate(
-            np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
-            [r.op for r in requests],
-            [r.status for r in requests],
-            np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
-            np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
-        )
-        yield from batch.records()
+        yield from self.annotate(Columns.of(requests)).records()
 
-    def annotate(
-        self,
-        times: npt.NDArray[np.float64],
-        ops: list[str],
-        statuses: list[str],
-        offs: npt.NDArray[np.int64],
-        lens: npt.NDArray[np.int64],
-    ) -> RecordBatch:
+    def annotate(self, requests: Columns) -> RecordBatch:
         """Coalesced records of a whole batch of requests, as columns.
 
         Each request is cut at the tiling's boundaries (one ``searchsorted`` pair for all of
         them); consecutive pieces with the same operation, status and object form a record.
         """
         t = self.tiling
-        ends = offs + np.maximum(lens, 1)
+        times, offs, lens = requests.time, requests.offset, requests.length
+        # A request reaching past 2**63 is cut there (no disk is that large) rather than let
+        # its end wrap around.
+        length = np.maximum(lens, 1)
+        top_end = np.iinfo(np.int64).max
+        ends = np.where(offs > top_end - length, top_end, offs + length)
         # The tiling with an empty run before and after it covers every offset.
         top = np.iinfo(np.int64).max
         first = int(t.start[0]) if len(t.start) else 0
@@ -658,8 +223,8 @@ class Annotator:
         needs_offset = np.isin(self.type_code[safe], [0, 1, 2, 3, 4]) & (row >= 0)
         in_start = np.where(inside, fo + p_start - self.line_start[safe], p_start)
         in_end = in_start + (p_end - p_start)
-        op_code, op_names = _factorize(ops)
-        status_code, status_names = _factorize(statuses)
+        op_code, op_names = requests.op, list(OPS)
+        status_code, status_names = requests.status, requests.status_names
         key_op = op_code[req]
         key_status = status_code[req]
         new = np.ones(len(req), dtype=bool)
@@ -698,6 +263,27 @@ class Annotator:
             disk_end=p_end[np.append(disk_heads[1:], len(req)) - 1],
         )
 
+    NOTHING = "(nothing in the map)"
+
+    def name(self, row: int) -> str:
+        """A line's object as the trace names it (``f /dev/sda1 /etc/fstab``); -1: nothing."""
+        return self.NOTHING if row < 0 else object_name(*self._columns[row])
+
+    @functools.cached_property
+    def name_table(self) -> textcols.Pieces:
+        """Every line's :meth:`name`, UTF-8, in one blob: entry ``row + 1`` is line ``row``,
+        entry 0 is "nothing in the map"."""
+        names = [self.NOTHING] + [object_name(*c) for c in self._columns]
+        encoded = [n.encode("utf-8", "surrogateescape") for n in names]
+        length = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        return textcols.Pieces(
+            np.frombuffer(b"".join(encoded), dtype=np.uint8), np.cumsum(length) - length, length
+        )
+
+    def columns_of_lines(self) -> list[tuple[str, str, str, str]]:
+        """``(type, device, kind, path)`` of every line of the map, in order."""
+        return self._columns
+
     def describe(self, row: int) -> tuple[str, str, str, str]:
         """``(type, device, kind, path)`` of a line of the map (empty strings for -1)."""
         if row < 0:
@@ -714,54 +300,136 @@ def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Following a growing log
+# Human text, column by column
+
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_TEXT_CHUNK = 16384
+"""Records formatted at once: the text assembler holds one index per output byte."""
 
 
-def follow_lines(path: str, stop: Any = None, poll: float = 0.05) -> Iterator[str | None]:
-    """Lines of a log as it grows, like ``tail -f``; ``None`` whenever no more is there yet
-    (the caller flushes then). Survives the file being truncated (read again from its start)
-    or replaced (the new file is read from its start); a line is yielded only once its newline
-    has been written. Ends when ``stop()`` says so and everything written was read.
-    """
-    import os
-    import time as _time
+def human_sizes(values: npt.ArrayLike) -> list[str]:
+    """``512 B``, ``1.0 MiB``, ... (as :func:`bmap.render.human_size`) for a whole column."""
+    v = np.asarray(values, dtype=np.int64)
+    unit = np.minimum(
+        np.searchsorted(1024 ** np.arange(1, 6, dtype=np.float64), np.abs(v), side="right"),
+        len(_SIZE_UNITS) - 1,
+    )
+    scaled = v / (1024.0**unit)
+    return [
+        f"{n} B" if u == 0 else f"{x:.1f} {_SIZE_UNITS[u]}"
+        for n, u, x in zip(v.tolist(), unit.tolist(), scaled.tolist())
+    ]
 
-    handle = None
-    inode = None
-    partial = ""
-    while True:
-        if handle is None:
-            try:
-                handle = open(path, encoding="utf-8", errors="replace", newline="")  # noqa: SIM115
-                inode = os.fstat(handle.fileno()).st_ino
-                partial = ""
-            except FileNotFoundError:
-                if stop is not None and stop():
-                    return
-                yield None
-                _time.sleep(poll)
-                continue
-        chunk = handle.read(1 << 16)
-        if chunk:
-            partial += chunk
-            *complete, partial = partial.split("\n")
-            yield from complete
-            continue
-        # At the end: truncated, replaced, or just not written yet?
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and st.st_ino != inode:
-            handle.close()
-            handle = None
-            continue
-        if st is not None and st.st_size < handle.tell():
-            handle.seek(0)
-            partial = ""
-            continue
-        if stop is not None and stop():
-            handle.close()
-            return
-        yield None
-        _time.sleep(poll)
+
+def time_pieces(times: npt.ArrayLike) -> textcols.Pieces:
+    """A record's time as text: the UTC wall clock ``HH:MM:SS.uuuuuu`` for seconds since the
+    epoch, ``S.uuuuuu`` for the relative seconds of blkparse and QEMU, ``-`` where unknown."""
+    t = np.asarray(times, dtype=np.float64)
+    known = np.isfinite(t)
+    micros = np.where(known, np.round(np.where(known, t, 0.0) * 1e6), 0).astype(np.int64)
+    clock = np.where(known & (t > 1e9), micros % 86_400_000_000, 0)
+    hour, rest = np.divmod(clock, 3_600_000_000)
+    minute, rest = np.divmod(rest, 60_000_000)
+    second, frac = np.divmod(rest, 1_000_000)
+    m = np.empty((len(t), 15), dtype=np.uint8)
+    zero = ord("0")
+    for col, (value, div) in enumerate(
+        [(hour, 10), (hour, 1), (None, ord(":")), (minute, 10), (minute, 1), (None, ord(":"))]
+        + [(second, 10), (second, 1), (None, ord("."))]
+        + [(frac, 10**k) for k in range(5, -1, -1)]
+    ):
+        m[:, col] = div if value is None else (value // div) % 10 + zero
+    wall = textcols.fixed(m)
+    magnitude = np.abs(micros)
+    frac6 = np.empty((len(t), 7), dtype=np.uint8)
+    frac6[:, 0] = ord(".")
+    for k in range(6):
+        frac6[:, 1 + k] = (magnitude % 1_000_000) // 10 ** (5 - k) % 10 + zero
+    relative_text, offsets = textcols.assemble(
+        [
+            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
+            textcols.decimal(magnitude // 1_000_000),
+            textcols.fixed(frac6),
+        ],
+        len(t),
+    )
+    relative = textcols.rows_of(relative_text, offsets, np.arange(len(t)), np.arange(1, len(t) + 1))
+    chosen = textcols.choose(t > 1e9, wall, relative)
+    return textcols.choose(known, chosen, textcols.literal(b"-", len(t)))
+
+
+def time_text(value: float | None) -> str:
+    """:func:`time_pieces` of one value."""
+    pieces = time_pieces([np.nan if value is None else value])
+    return textcols.assemble([pieces])[0].decode()
+
+
+def _ranges_pieces(
+    first: Int, starts: Int, ends: Int, in_object: npt.NDArray[np.bool_]
+) -> textcols.Pieces:
+    """Each record's ranges, ``a-b,c-d``: at most four, then ``,... (N ranges)``; prefixed
+    ``disk `` where the ranges are disk offsets."""
+    records = len(first) - 1
+    count = np.diff(first)
+    shown = np.minimum(count, 4)
+    owner = np.repeat(np.arange(records), count)
+    place = np.arange(len(starts)) - first[owner]
+    keep = place < 4
+    last = place[keep] == shown[owner[keep]] - 1
+    text, offsets = textcols.assemble(
+        [
+            textcols.hexadecimal(starts[keep]),
+            b"-",
+            textcols.hexadecimal(ends[keep]),
+            textcols.lookup(last.astype(np.int64), [b",", b""]),
+        ]
+    )
+    kept_first = np.concatenate(([0], np.cumsum(shown)))
+    ranges = textcols.rows_of(text, offsets, kept_first[:-1], kept_first[1:])
+    many = count > 4
+    more_text, more_offsets = textcols.assemble(
+        [b",... (", textcols.decimal(count), b" ranges)"], records
+    )
+    more = textcols.choose(
+        many,
+        textcols.rows_of(more_text, more_offsets, np.arange(records), np.arange(1, records + 1)),
+        textcols.literal(b"", records),
+    )
+    prefix = textcols.lookup((~in_object).astype(np.int64), [b"", b"disk "])
+    joined, joined_offsets = textcols.assemble([prefix, ranges, more], records)
+    return textcols.rows_of(joined, joined_offsets, np.arange(records), np.arange(1, records + 1))
+
+
+def text_records(batch: RecordBatch, annotator: Annotator) -> Iterator[bytes]:
+    """The human text of a batch of records, a chunk of lines at a time:
+    ``TIME OP OBJECT  RANGES (SIZE)[  FAILED:E]``."""
+    table = annotator.name_table
+    for lo in range(0, len(batch), _TEXT_CHUNK):
+        hi = min(lo + _TEXT_CHUNK, len(batch))
+        n = hi - lo
+        entry = batch.row[lo:hi] + 1
+        names = textcols.Pieces(table.blob, table.start[entry], table.length[entry])
+        sizes, which_size = np.unique(batch.bytes[lo:hi], return_inverse=True)
+        size_text = [f" ({s})".encode() for s in human_sizes(sizes)]
+        status = [b"" if s == "ok" else f"  {s.upper()}".encode() for s in batch.status_names]
+        r0, r1 = batch.range_first[lo], batch.range_first[hi]
+        ranges = _ranges_pieces(
+            batch.range_first[lo : hi + 1] - r0,
+            batch.range_start[r0:r1],
+            batch.range_end[r0:r1],
+            batch.in_object[lo:hi],
+        )
+        text, _ = textcols.assemble(
+            [
+                time_pieces(batch.time[lo:hi]),
+                textcols.lookup(batch.op[lo:hi], [f" {op} ".encode() for op in batch.op_names]),
+                names,
+                b"  ",
+                ranges,
+                textcols.lookup(which_size.reshape(-1), size_text),
+                textcols.lookup(batch.status[lo:hi], status),
+                b"\n",
+            ],
+            n,
+        )
+        yield text

@@ -1,0 +1,165 @@
+"""Text made column by column: many rows of hex, decimal, fixed-width and table-lookup fields
+assembled into one ``bytes`` by a single ragged gather, without a Python string per row.
+
+A field is a :class:`Pieces`: row ``i`` of it is ``blob[start[i]:start[i] + length[i]]``.
+:func:`assemble` concatenates, row by row, the pieces of several fields (and literal
+``bytes`` between them): every output byte is one index into the fields' blobs laid end to
+end, so the cost is a few numpy passes over the output, whatever the number of rows.
+
+Callers keep chunks of rows moderate (tens of thousands): the index array holds one integer
+per output byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+Int = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_POW16 = np.array([1 << (4 * k) for k in range(1, 16)], dtype=np.uint64)
+_POW10 = np.array([10**k for k in range(1, 20)], dtype=np.uint64)
+
+
+class Pieces(NamedTuple):
+    """One field of many rows: row ``i`` is ``blob[start[i]:start[i] + length[i]]``."""
+
+    blob: U8
+    start: Int
+    length: Int
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def literal(text: bytes, rows: int) -> Pieces:
+    """The same bytes in every row."""
+    return Pieces(
+        np.frombuffer(text, dtype=np.uint8),
+        np.zeros(rows, dtype=np.int64),
+        np.full(rows, len(text), dtype=np.int64),
+    )
+
+
+def table(items: Sequence[bytes]) -> Pieces:
+    """Row ``i`` is ``items[i]``; index the result's ``start`` and ``length`` to pick rows."""
+    lengths = np.fromiter((len(t) for t in items), dtype=np.int64, count=len(items))
+    blob = np.frombuffer(b"".join(items), dtype=np.uint8) if items else np.zeros(0, np.uint8)
+    return Pieces(blob, np.cumsum(lengths) - lengths, lengths)
+
+
+def lookup(codes: npt.ArrayLike, items: Sequence[bytes]) -> Pieces:
+    """Row ``i`` is ``items[codes[i]]``."""
+    c = np.asarray(codes, dtype=np.int64)
+    whole = table(items)
+    return Pieces(whole.blob, whole.start[c], whole.length[c])
+
+
+def pick(pieces: Pieces, rows: npt.ArrayLike) -> Pieces:
+    """Row ``i`` is row ``rows[i]`` of ``pieces``."""
+    r = np.asarray(rows, dtype=np.int64)
+    return Pieces(pieces.blob, pieces.start[r], pieces.length[r])
+
+
+def fixed(matrix: U8) -> Pieces:
+    """Row ``i`` is row ``i`` of an ``(n, width)`` byte matrix."""
+    m = np.ascontiguousarray(matrix, dtype=np.uint8)
+    rows, width = m.shape
+    return Pieces(
+        m.reshape(-1),
+        np.arange(rows, dtype=np.int64) * width,
+        np.full(rows, width, dtype=np.int64),
+    )
+
+
+def hexadecimal(values: npt.ArrayLike) -> Pieces:
+    """Lowercase hex without ``0x`` or leading zeros (``0`` for zero) of values >= 0."""
+    v = np.asarray(values, dtype=np.int64)
+    if len(v) and int(v.min()) < 0:
+        raise ValueError("hexadecimal() takes values >= 0")
+    u = v.astype(np.uint64)
+    digits = 1 + (u[:, None] >= _POW16[None, :]).sum(axis=1, dtype=np.int64)
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    matrix = _HEX_DIGITS[((u[:, None] >> shifts[None, :]) & np.uint64(15)).astype(np.intp)]
+    rows = len(v)
+    return Pieces(matrix.reshape(-1), np.arange(rows, dtype=np.int64) * 16 + 16 - digits, digits)
+
+
+def decimal(values: npt.ArrayLike) -> Pieces:
+    """Decimal text of int64 values, with a ``-`` for negative ones."""
+    v = np.asarray(values, dtype=np.int64)
+    rows = len(v)
+    negative = v < 0
+    # -(-2**63) does not fit an int64; its magnitude does fit a uint64.
+    magnitude = np.where(negative, (~v).astype(np.uint64) + np.uint64(1), v.astype(np.uint64))
+    digits = 1 + (magnitude[:, None] >= _POW10[None, :18]).sum(axis=1, dtype=np.int64)
+    powers = np.concatenate((_POW10[17::-1], [np.uint64(1)]))  # 10**18 ... 1
+    matrix = np.empty((rows, 20), dtype=np.uint8)
+    matrix[:, 1:] = (magnitude[:, None] // powers[None, :]) % np.uint64(10) + np.uint64(ord("0"))
+    width = digits + negative
+    first = np.arange(rows, dtype=np.int64) * 20 + 20 - width
+    flat = matrix.reshape(-1)
+    flat[first[negative]] = ord("-")
+    return Pieces(flat, first, width)
+
+
+def choose(mask: npt.ArrayLike, when_true: Pieces, when_false: Pieces) -> Pieces:
+    """Row ``i`` from ``when_true`` where ``mask[i]``, else from ``when_false``."""
+    m = np.asarray(mask, dtype=bool)
+    shift = len(when_true.blob)
+    return Pieces(
+        np.concatenate((when_true.blob, when_false.blob)),
+        np.where(m, when_true.start, when_false.start + shift),
+        np.where(m, when_true.length, when_false.length),
+    )
+
+
+def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple[bytes, Int]:
+    """Concatenate, row after row, each row's pieces of ``fields``.
+
+    Returns the text and the offset where each row starts in it (with one more entry, the
+    total length, at the end), so that the rows can be used as pieces of another assembly.
+    """
+    if rows is None:
+        rows = next((len(f) for f in fields if isinstance(f, Pieces)), 0)
+    blobs: list[U8] = []
+    starts: list[Int] = []
+    lengths: list[Int] = []
+    base = 0
+    for f in fields:
+        piece = literal(f, rows) if isinstance(f, bytes) else f
+        if len(piece) != rows:
+            raise ValueError(f"a field has {len(piece)} rows, not {rows}")
+        blobs.append(piece.blob)
+        starts.append(piece.start + base)
+        lengths.append(piece.length)
+        base += len(piece.blob)
+    if not rows or not fields:
+        return b"", np.zeros(rows + 1, dtype=np.int64)
+    source = np.concatenate(blobs)
+    start = np.stack(starts, axis=1).reshape(-1)
+    length = np.stack(lengths, axis=1).reshape(-1)
+    ends = np.cumsum(length)
+    total = int(ends[-1]) if len(ends) else 0
+    row_offsets = np.zeros(rows + 1, dtype=np.int64)
+    row_offsets[1:] = ends[len(fields) - 1 :: len(fields)]
+    # intp indexes: numpy gathers with nothing else without converting them first (measured
+    # 0.7 ns a byte against 2.1 for int32).
+    index = np.repeat((start - (ends - length)).astype(np.intp), length)
+    index += np.arange(total, dtype=np.intp)
+    return np.take(source, index).tobytes(), row_offsets
+
+
+def rows_of(text: bytes, row_offsets: Int, first: Int, last: Int) -> Pieces:
+    """Pieces that are runs of rows of an :func:`assemble` result: piece ``i`` is rows
+    ``first[i]`` to ``last[i]`` (exclusive)."""
+    return Pieces(
+        np.frombuffer(text, dtype=np.uint8),
+        row_offsets[first],
+        row_offsets[last] - row_offsets[first],
+    )

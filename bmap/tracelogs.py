@@ -1,0 +1,600 @@
+"""I/O logs to requests: the four input formats of ``bmap trace``, and following a growing log.
+
+- ``nbdkit``: the nbdkit ``log`` filter, both the format of nbdkit 1.24 and later and the
+  older one; requests and completions are paired by (connection, id);
+- ``qemu``: QEMU's ``blk_co_preadv`` / ``blk_co_pwritev`` trace events, with or without the
+  ``pid@seconds:`` prefix;
+- ``blkparse``: blkparse's default text output (completion events, 512-byte sectors);
+- ``csv``: ``offset,length[,op[,time]]``.
+
+Every parser turns lines into :class:`Request` tuples and counts the lines it cannot parse.
+An nbdkit log read from a file goes through :meth:`NbdkitParser.feed_block` instead: a block of
+whole lines is scanned with numpy (the lines of nbdkit 1.24+ have a fixed grammar, see
+``filters/log/output.c``), and any line the scan is not sure of is decided by the same
+line-by-line code, so that both paths give the same requests, in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time as _time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from bmap.nbdkitscan import Scan, days_from_civil, scan
+
+Int = npt.NDArray[np.int64]
+
+OPS = ("read", "write", "trim", "zero", "cache")
+OP_CODE = {op: i for i, op in enumerate(OPS)}
+_NBDKIT_OPS = {"Read": "read", "Write": "write", "Trim": "trim", "Zero": "zero", "Cache": "cache"}
+_NBDKIT_OTHER = (
+    "Flush",
+    "Extents",
+    "Connect",
+    "Disconnect",
+    "Ready",
+    "Fork",
+    "Preconnect",
+    "ListExports",
+)
+
+
+class Request(NamedTuple):
+    """One request from a log, complete or not (a tuple: a log holds millions)."""
+
+    time: float | None
+    """Seconds since the epoch (UTC) where the log says, else None."""
+    op: str
+    offset: int
+    length: int
+    status: str = "ok"
+    """``ok``, ``failed:EIO`` (and the like) or ``unfinished`` (no completion in the log)."""
+    connection: int = 0
+    line: int = 0
+
+
+@dataclass
+class Columns:
+    """Requests as columns, in the order they completed: operations and statuses as codes
+    into :data:`OPS` and ``status_names``; times in seconds since the epoch, NaN if unknown."""
+
+    time: npt.NDArray[np.float64]
+    op: Int
+    status: Int
+    status_names: list[str]
+    offset: Int
+    length: Int
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    @classmethod
+    def of(cls, requests: Sequence[Request]) -> Columns:
+        status_names: dict[str, int] = {}
+        return cls(
+            np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
+            np.fromiter((OP_CODE[r.op] for r in requests), dtype=np.int64, count=len(requests)),
+            np.fromiter(
+                (status_names.setdefault(r.status, len(status_names)) for r in requests),
+                dtype=np.int64,
+                count=len(requests),
+            ),
+            list(status_names),
+            np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
+            np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Columns]) -> Columns:
+        names: dict[str, int] = {}
+        statuses = []
+        for part in parts:
+            remap = np.array(
+                [names.setdefault(s, len(names)) for s in part.status_names], dtype=np.int64
+            )
+            statuses.append(remap[part.status] if len(part) else part.status)
+        return cls(
+            np.concatenate([p.time for p in parts]) if parts else np.zeros(0),
+            np.concatenate([p.op for p in parts]) if parts else np.zeros(0, np.int64),
+            np.concatenate(statuses) if parts else np.zeros(0, np.int64),
+            list(names),
+            np.concatenate([p.offset for p in parts]) if parts else np.zeros(0, np.int64),
+            np.concatenate([p.length for p in parts]) if parts else np.zeros(0, np.int64),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Line by line
+
+_NBDKIT = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) (?:connection=(?P<conn>\d+) )?"
+    r"(?P<leave>\.\.\.)?(?P<act>[A-Za-z]+)(?: id=(?P<id>\d+))?(?P<rest>.*)$"
+)
+_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|-?\d+)")
+_ERROR = re.compile(r"error=(\w+)|\((E\w+|Other)[^)]*\)")
+_QEMU = re.compile(
+    r"^(?:\d+@(?P<time>\d+\.\d+):)?blk_co_(?P<op>preadv|pwritev)\s+blk\s+\S+\s+bs\s+\S+\s+"
+    r"offset\s+(?P<offset>\d+)\s+bytes\s+(?P<bytes>\d+)"
+)
+_BLKPARSE = re.compile(
+    r"^\s*\d+,\d+\s+\d+\s+\d+\s+(?P<time>\d+\.\d+)\s+\d+\s+(?P<act>[A-Za-z])\s+"
+    r"(?P<rwbs>[A-Z]+)\s+(?P<sector>\d+)\s+\+\s+(?P<count>\d+)(?:\s+\[(?P<extra>[^\]]*)\])?"
+)
+_CSV = re.compile(
+    r"^\s*(?P<offset>0x[0-9a-fA-F]+|\d+)\s*,\s*(?P<length>0x[0-9a-fA-F]+|\d+)"
+    r"(?:\s*,\s*(?P<op>[A-Za-z]*))?(?:\s*,\s*(?P<time>[-+0-9.eE]+))?\s*$"
+)
+
+
+def _stamp_micros(stamp: str) -> int | None:
+    """``YYYY-MM-DD HH:MM:SS.uuuuuu`` (UTC) to microseconds since the epoch; None when a
+    field is out of range. A day past the end of its month rolls over, as timegm does."""
+    year, month, day = int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10])
+    hour, minute, second = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    days = days_from_civil(year, month, day)
+    return (days * 86400 + hour * 3600 + minute * 60 + second) * 1_000_000 + int(stamp[20:26])
+
+
+def _int(text: str) -> int:
+    """A log's number: ``0x`` hex or decimal (leading zeros allowed, unlike ``int(x, 0)``)."""
+    return int(text[2:], 16) if text[:2] in ("0x", "0X") else int(text, 10)
+
+
+class TraceParser:
+    """Base: feed lines, collect requests; ``unparsed`` counts lines of no known shape."""
+
+    name = "?"
+
+    def __init__(self) -> None:
+        self.unparsed = 0
+        self.first_unparsed: list[tuple[int, str]] = []
+
+    def skip(self, number: int, line: str) -> None:
+        self.unparsed += 1
+        if len(self.first_unparsed) < 5:
+            self.first_unparsed.append((number, line[:120]))
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Request]:
+        return []
+
+
+class _Line(NamedTuple):
+    """What one nbdkit log line is: ``garbage``, ``other`` (a line of no request: Connect,
+    Flush, ...), ``enter`` (a request) or ``leave`` (its completion)."""
+
+    kind: str
+    key: tuple[int, int] = (0, 0)
+    request: Request | None = None
+    status: str = ""
+
+
+_WORD = re.compile(r"\w+", re.ASCII)
+_GARBAGE = _Line("garbage")
+_OTHER = _Line("other")
+
+
+class NbdkitParser(TraceParser):
+    """nbdkit's log filter; ENTER and LEAVE lines paired by (connection, id).
+
+    A request whose (connection, id) comes again before its completion is superseded: it is
+    reported as ``unfinished`` at the end, and the completion belongs to the newer request.
+    """
+
+    name = "nbdkit"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[tuple[int, int], Request] = {}
+        self.superseded: list[Request] = []
+        self._columns: _Pending | None = None
+        """Requests still waiting for their completion, from :meth:`feed_block`."""
+
+    def classify(self, number: int, line: str) -> _Line:
+        m = _NBDKIT.match(line)
+        if not m:
+            return _GARBAGE
+        act = m["act"]
+        op = _NBDKIT_OPS.get(act)
+        if op is None and act not in _NBDKIT_OTHER:
+            return _GARBAGE
+        if op is None or m["id"] is None:
+            return _OTHER
+        key = (int(m["conn"] or 0), int(m["id"]))
+        rest = m["rest"]
+        if not m["leave"]:
+            fields = dict(_FIELD.findall(rest))
+            # A request line ends with " ..."; one that does not was cut short (the log's
+            # last line while it is being written, or a damaged log).
+            if "offset" not in fields or "count" not in fields or not rest.endswith("..."):
+                return _GARBAGE
+            micros = _stamp_micros(m["date"])
+            offset, count = _int(fields["offset"]), _int(fields["count"])
+            # Offsets and counts are 64-bit in NBD; bmap keeps them as int64, so anything at
+            # or above 2**63 cannot be a real request of a disk image.
+            if micros is None or offset >= 1 << 63 or count >= 1 << 63:
+                return _GARBAGE
+            request = Request(
+                micros / 1e6,
+                op,
+                offset,
+                count,
+                "unfinished",
+                key[0],
+                number,
+            )
+            return _Line("enter", key, request)
+        ret = _int(dict(_FIELD.findall(rest)).get("return", "0"))
+        status = "ok"
+        if ret != 0:
+            err = _ERROR.search(rest)
+            status = f"failed:{(err.group(1) or err.group(2)) if err else 'error'}"
+        return _Line("leave", key, status=status)
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        if self._columns is not None:
+            self._unpack_columns()
+        parsed = self.classify(number, line)
+        if parsed.kind == "garbage":
+            self.skip(number, line)
+            return []
+        if parsed.kind == "enter":
+            assert parsed.request is not None
+            older = self.pending.get(parsed.key)
+            if older is not None:
+                self.superseded.append(older)
+            self.pending[parsed.key] = parsed.request
+            return []
+        if parsed.kind == "leave":
+            request = self.pending.pop(parsed.key, None)
+            if request is None:
+                return []  # a completion whose request came before the log began
+            return [request._replace(status=parsed.status)]
+        return []
+
+    def finish(self) -> list[Request]:
+        if self._columns is not None:
+            self._unpack_columns()
+        left = sorted([*self.superseded, *self.pending.values()], key=lambda r: r.line)
+        self.pending.clear()
+        self.superseded.clear()
+        return left
+
+    # -- a block at a time ---------------------------------------------------------------
+
+    def feed_block(self, data: bytes, first_number: int) -> Columns:
+        """The requests completed in ``data``, a block of whole lines (each ending in a
+        newline) whose first line is line ``first_number`` of the log.
+
+        The block is scanned with numpy; a line the scan does not recognise is classified
+        by :meth:`classify`: garbage is counted as usual, and if it is anything else (the
+        older log format, a hand-edited line) the whole block goes line by line.
+        """
+        found = scan(data)
+        if found is None or not self._pack_pending():
+            return self._feed_lines(data, first_number)
+        texts = [data[a:b].decode("utf-8", "replace") for a, b in found.irregular.tolist()]
+        numbers = (found.irregular_line + first_number).tolist()
+        kinds = [self.classify(n, t).kind for n, t in zip(numbers, texts)]
+        if any(k != "garbage" and k != "other" for k in kinds):
+            return self._feed_lines(data, first_number)
+        statuses = ["ok"]
+        status = np.zeros(len(found.leave_key), dtype=np.int64)
+        failed = np.flatnonzero(found.leave_return != 0)
+        for i, (a, b) in zip(failed.tolist(), found.leave_error):
+            # classify()'s rule: a non-zero return is a failure, named by error= if any; an
+            # error name that is not a plain word goes line by line, as classify() sees it.
+            name = data[a:b].decode("ascii", "replace") if b else "error"
+            if not _WORD.fullmatch(name):
+                return self._feed_lines(data, first_number)
+            if f"failed:{name}" not in statuses:
+                statuses.append(f"failed:{name}")
+            status[i] = statuses.index(f"failed:{name}")
+        for n, t, k in zip(numbers, texts, kinds):
+            if k == "garbage":
+                self.skip(n, t)
+        return self._pair(found, first_number, status, statuses)
+
+    def _feed_lines(self, data: bytes, first_number: int) -> Columns:
+        text = data.decode("utf-8", "replace")
+        requests: list[Request] = []
+        for number, line in enumerate(text.split("\n")[: text.count("\n")], start=first_number):
+            requests += self.feed(number, line)
+        return Columns.of(requests)
+
+    def _pair(
+        self, scan: Scan, first_number: int, leave_status: Int, status_names: list[str]
+    ) -> Columns:
+        """Pair this block's completions with the requests of this block and of earlier
+        ones: a completion belongs to the request just before it with the same key."""
+        old = self._columns or _Pending.empty()
+        fresh = _Pending(
+            scan.enter_key,
+            scan.enter_micros / 1e6,
+            scan.enter_op,
+            scan.enter_offset,
+            scan.enter_length,
+            scan.enter_line + first_number,
+        )
+        table = _Pending.concat(old, fresh)
+        n_req = len(table.key)
+        keys = np.concatenate((table.key, scan.leave_key))
+        # Requests waiting from earlier blocks come first, in the order they were made.
+        position = np.concatenate(
+            (
+                np.arange(-len(old.key), 0, dtype=np.int64),
+                scan.enter_line,
+                scan.leave_line,
+            )
+        )
+        order = np.lexsort((position, keys))
+        is_leave = order >= n_req
+        sorted_keys = keys[order]
+        match = np.zeros(len(order), dtype=bool)
+        match[1:] = is_leave[1:] & ~is_leave[:-1] & (sorted_keys[1:] == sorted_keys[:-1])
+        leave_index = order[match] - n_req
+        request_index = order[np.flatnonzero(match) - 1]
+        # In completion order.
+        by_leave = np.argsort(leave_index, kind="stable")
+        leave_index, request_index = leave_index[by_leave], request_index[by_leave]
+        used = np.zeros(n_req, dtype=bool)
+        used[request_index] = True
+        self._columns = table.select(~used)
+        return Columns(
+            table.time[request_index],
+            table.op[request_index],
+            leave_status[leave_index],
+            status_names,
+            table.offset[request_index],
+            table.length[request_index],
+        )
+
+    def _pack_pending(self) -> bool:
+        """Move the line-by-line parser's waiting requests into columns, oldest first;
+        False if a key does not fit the columns' 64 bits (the caller goes line by line)."""
+        if not self.pending:
+            return True
+        if any(c >= 1 << 31 or i >= 1 << 32 for c, i in self.pending):
+            return False
+        waiting = sorted(self.pending.items(), key=lambda kv: kv[1].line)
+        self.pending.clear()
+        packed = _Pending(
+            np.array([(c << 32) | i for (c, i), _ in waiting], dtype=np.int64),
+            np.array([np.nan if r.time is None else r.time for _, r in waiting], dtype=float),
+            np.array([OP_CODE[r.op] for _, r in waiting], dtype=np.int64),
+            np.array([r.offset for _, r in waiting], dtype=np.int64),
+            np.array([r.length for _, r in waiting], dtype=np.int64),
+            np.array([r.line for _, r in waiting], dtype=np.int64),
+        )
+        self._columns = packed if self._columns is None else _Pending.concat(self._columns, packed)
+        return True
+
+    def _unpack_columns(self) -> None:
+        """Move the requests waiting in columns into the line-by-line parser's dict."""
+        cols = self._columns
+        self._columns = None
+        if cols is None:
+            return
+        for key, seconds, op, offset, length, line in zip(
+            cols.key.tolist(),
+            cols.time.tolist(),
+            cols.op.tolist(),
+            cols.offset.tolist(),
+            cols.length.tolist(),
+            cols.line.tolist(),
+        ):
+            time = None if seconds != seconds else seconds
+            request = Request(time, OPS[op], offset, length, "unfinished", key >> 32, line)
+            pair = (key >> 32, key & 0xFFFFFFFF)
+            older = self.pending.get(pair)
+            if older is not None:
+                self.superseded.append(older)
+            self.pending[pair] = request
+
+
+@dataclass
+class _Pending:
+    """Requests waiting for their completion, as columns; key = connection << 32 | id."""
+
+    key: Int
+    time: npt.NDArray[np.float64]
+    op: Int
+    offset: Int
+    length: Int
+    line: Int
+
+    @classmethod
+    def empty(cls) -> _Pending:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, np.zeros(0), z, z, z, z)
+
+    @classmethod
+    def concat(cls, a: _Pending, b: _Pending) -> _Pending:
+        return cls(
+            *(
+                np.concatenate((getattr(a, f), getattr(b, f)))
+                for f in ("key", "time", "op", "offset", "length", "line")
+            )
+        )
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> _Pending:
+        return _Pending(
+            self.key[mask],
+            self.time[mask],
+            self.op[mask],
+            self.offset[mask],
+            self.length[mask],
+            self.line[mask],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The other formats
+
+
+class QemuParser(TraceParser):
+    name = "qemu"
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        m = _QEMU.match(line.strip())
+        if not m:
+            if "blk_co_" in line or not line.strip():
+                return []
+            self.skip(number, line)
+            return []
+        op = "read" if m["op"] == "preadv" else "write"
+        time = float(m["time"]) if m["time"] else None
+        return [Request(time, op, int(m["offset"]), int(m["bytes"]), "ok", 0, number)]
+
+
+class BlkparseParser(TraceParser):
+    """blkparse's default output; completion (C) events count, the summary is skipped."""
+
+    name = "blkparse"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_summary = False
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        if self.in_summary:
+            return []
+        m = _BLKPARSE.match(line)
+        if not m:
+            if line.startswith(("CPU", "Total", "Throughput", "Events")):
+                self.in_summary = True
+            elif line.strip():
+                self.skip(number, line)
+            return []
+        if m["act"] != "C":
+            return []
+        rwbs = m["rwbs"]
+        op = "trim" if "D" in rwbs else "write" if "W" in rwbs else "read" if "R" in rwbs else ""
+        if not op:
+            return []
+        extra = (m["extra"] or "0").strip()
+        status = "ok" if extra in ("0", "") else f"failed:{extra}"
+        return [
+            Request(
+                float(m["time"]),
+                op,
+                int(m["sector"]) * 512,
+                int(m["count"]) * 512,
+                status,
+                0,
+                number,
+            )
+        ]
+
+
+class CsvParser(TraceParser):
+    name = "csv"
+
+    def feed(self, number: int, line: str) -> list[Request]:
+        m = _CSV.match(line)
+        if not m:
+            if number == 1 and "offset" in line.lower():
+                return []  # a header
+            if line.strip():
+                self.skip(number, line)
+            return []
+        op = (m["op"] or "read").lower()
+        if op not in OP_CODE:
+            self.skip(number, line)
+            return []
+        time = float(m["time"]) if m["time"] else None
+        return [Request(time, op, int(m["offset"], 0), int(m["length"], 0), "ok", 0, number)]
+
+
+PARSERS: dict[str, type[TraceParser]] = {
+    "nbdkit": NbdkitParser,
+    "qemu": QemuParser,
+    "blkparse": BlkparseParser,
+    "csv": CsvParser,
+}
+
+
+def detect_format(lines: Iterable[str]) -> str | None:
+    """The first format whose pattern matches one of the lines."""
+    for line in lines:
+        if _NBDKIT.match(line) and re.search(r" (Read|Write|Connect|Ready|Trim|Zero)", line):
+            return "nbdkit"
+        if _QEMU.match(line.strip()):
+            return "qemu"
+        if _BLKPARSE.match(line):
+            return "blkparse"
+        if _CSV.match(line):
+            return "csv"
+    return None
+
+
+def parse(lines: Iterable[str], fmt: str) -> tuple[list[Request], TraceParser]:
+    """Every request of ``lines`` (completed ones in completion order, then the unfinished),
+    and the parser, which counted what it could not parse."""
+    parser = PARSERS[fmt]()
+    out: list[Request] = []
+    for number, line in enumerate(lines, start=1):
+        out += parser.feed(number, line.rstrip("\n"))
+    out += parser.finish()
+    return out, parser
+
+
+# --------------------------------------------------------------------------------------------
+# Following a growing log
+
+
+def follow_lines(path: str, stop: Any = None, poll: float = 0.05) -> Iterator[str | None]:
+    """Lines of a log as it grows, like ``tail -f``; ``None`` whenever no more is there yet
+    (the caller flushes then). Survives the file being truncated (read again from its start)
+    or replaced (the new file is read from its start); a line is yielded only once its newline
+    has been written. Ends when ``stop()`` says so and everything written was read.
+    """
+    handle = None
+    inode = None
+    partial = ""
+    while True:
+        if handle is None:
+            try:
+                handle = open(path, encoding="utf-8", errors="replace", newline="")  # noqa: SIM115
+                inode = os.fstat(handle.fileno()).st_ino
+                partial = ""
+            except FileNotFoundError:
+                if stop is not None and stop():
+                    return
+                yield None
+                _time.sleep(poll)
+                continue
+        chunk = handle.read(1 << 16)
+        if chunk:
+            partial += chunk
+            *complete, partial = partial.split("\n")
+            yield from complete
+            continue
+        # At the end: truncated, replaced, or just not written yet?
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_ino != inode:
+            handle.close()
+            handle = None
+            continue
+        if st is not None and st.st_size < handle.tell():
+            handle.seek(0)
+            partial = ""
+            continue
+        if stop is not None and stop():
+            handle.close()
+            return
+        yield None
+        _time.sleep(poll)
