@@ -474,7 +474,7 @@ def trace_command(
     if disk not in set(frame["disk"].unique().tolist()):
         raise MapFormatError(f"{map_file}: has no disk {disk}")
     annotator = Annotator(frame, disk)
-    writer = _trace_writer(annotator, fmt, summary)
+    writer = _trace_writer(annotator, fmt, summary, live=follow)
     if follow:
         if len(logs) != 1:
             raise click.BadParameter("--follow takes one log", param_hint="LOG")
@@ -518,12 +518,12 @@ def trace_command(
         )
 
 
-def _trace_writer(annotator: Any, fmt: str, summary: bool) -> Any:
+def _trace_writer(annotator: Any, fmt: str, summary: bool, live: bool) -> Any:
     """Records to stdout's bytes (text written to stdout before is flushed first)."""
     from bmap.traceout import TraceWriter
 
     sys.stdout.flush()
-    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer)
+    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer, live=live)
 
 
 def _follow(writer: Any, log: str, input_format: str, stop: Any = None) -> None:
@@ -605,7 +605,7 @@ def serve_command(
     Image(image).close()  # one clear error for a bad path before nbdkit starts
     frame = _load_for_lookup(map_file) if map_file else _load_for_lookup(image)
     annotator = Annotator(frame, 1)
-    writer = _trace_writer(annotator, fmt, False)
+    writer = _trace_writer(annotator, fmt, False, live=True)
     with NbdkitServer(image, writable=writable, port=port) as server:
         click.echo(f"bmap: serving {image} at {server.uri}", err=True)
         client = run_captive(run_cmd, server.uri) if run_cmd else None
@@ -647,6 +647,7 @@ def serve_command(
         finally:
             if client is not None and client.poll() is None:
                 client.terminate()
+        writer.close()
         if client is not None:
             code = client.wait()
             if code:
@@ -654,33 +655,17 @@ def serve_command(
 
 
 def _trace_nbdkit_file(writer: Any, parser: Any, log: str) -> None:
-    """An nbdkit log read in blocks of whole lines, each scanned and annotated as columns."""
-    number = 1
-    carry = b""
+    """An nbdkit log read in blocks of whole lines, scanned one block ahead in a thread,
+    each annotated and written as columns."""
+    from bmap.tracelogs import nbdkit_log_columns, prefetch
+
     try:
         fh = open(log, "rb")  # noqa: SIM115
     except OSError as exc:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
     with fh:
-        while True:
-            block = fh.read(_LOG_BLOCK)
-            if not block:
-                break
-            data = carry + block
-            cut = data.rfind(b"\n") + 1
-            data, carry = data[:cut], data[cut:]
-            if not data:
-                if len(carry) > 16 * _LOG_BLOCK:  # no newline in 128 MiB: not a log
-                    raise MapFormatError(f"{log}: a line longer than 128 MiB")
-                continue
-            writer.columns(parser.feed_block(data, number))
-            number += data.count(b"\n")
-    # The last line, with no newline: complete only if nbdkit finished writing it.
-    batch = parser.feed(number, carry.decode("utf-8", "replace")) if carry else []
-    writer.requests(batch + parser.finish())
-
-
-_LOG_BLOCK = 8 << 20
+        for columns in prefetch(nbdkit_log_columns(fh, parser, log)):
+            writer.columns(columns)
 
 
 def _trace_lines(writer: Any, parser: Any, lines: Iterable[str]) -> None:

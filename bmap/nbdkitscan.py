@@ -83,13 +83,17 @@ def _byte_gt(x: U64, high: int) -> U64:
     return (x + _u64((0x7F - high) * 0x0101010101010101)) & _HIGH
 
 
+def _all_digits(w: U64) -> Bool:
+    """Whether all eight characters of a word are decimal digits (simdjson's test)."""
+    high_nibbles = _u64(0xF0F0F0F0F0F0F0F0)
+    above_nine = ((w + _u64(0x0606060606060606)) & high_nibbles) >> np.uint64(4)
+    return ((w & high_nibbles) | above_nine) == _u64(0x3333333333333333)
+
+
 def _decimal8(w: U64) -> tuple[U64, Bool]:
     """Eight decimal characters (as a little-endian word, first character lowest) to their
     value, and whether all eight are digits."""
-    ok = (
-        (w & _u64(0xF0F0F0F0F0F0F0F0))
-        | (((w + _u64(0x0606060606060606)) & _u64(0xF0F0F0F0F0F0F0F0)) >> np.uint64(4))
-    ) == _u64(0x3333333333333333)
+    ok = _all_digits(w)
     d = w - _ZEROS
     t = (d & _EVEN_BYTES) * np.uint64(10) + ((d >> np.uint64(8)) & _EVEN_BYTES)
     t = (t & _EVEN_PAIRS) * np.uint64(100) + ((t >> np.uint64(16)) & _EVEN_PAIRS)
@@ -116,14 +120,19 @@ class _Block:
 
     def __init__(self, data: bytes) -> None:
         self.size = len(data)
-        pad = bytes(self.PAD)
-        self.bytes = np.frombuffer(pad + data + pad, dtype=np.uint8)
-        self._view = np.lib.stride_tricks.sliding_window_view(self.bytes, 8)
+        tail = -(self.PAD + len(data)) % 8 + self.PAD
+        # Whole words of the padded block: a word at any byte position is two of these.
+        self.aligned = np.frombuffer(bytes(self.PAD) + data + bytes(tail), dtype="<u8")
 
     def words(self, pos: Int) -> U64:
         """The 8 bytes from each position as a little-endian word (first byte lowest)."""
-        rows = self._view[np.clip(pos + self.PAD, 0, self.size + self.PAD)]
-        return np.ascontiguousarray(rows).view("<u8").reshape(-1)
+        p = np.clip(pos + self.PAD, 0, self.size + self.PAD)
+        q = p >> 3
+        shift = ((p & 7) << 3).astype(np.uint64)
+        low = self.aligned.take(q)
+        high = self.aligned.take(q + 1)
+        # A shift by 64 is undefined: shift the high word in two steps, the last one by 8.
+        return (low >> shift) | ((high << (np.uint64(56) - shift)) << np.uint64(8))
 
     def is_text(self, pos: Int, text: bytes) -> Bool:
         """Whether the bytes at each position begin with ``text`` (at most 16 bytes)."""
@@ -131,6 +140,24 @@ class _Block:
         if len(text) > 8:
             rest = text[8:]
             ok &= (self.words(pos + 8) & _FIRST[len(rest)]) == _u64(_word(rest))
+        return ok
+
+    def stamp_form(self, start: Int) -> Bool:
+        """Whether a ``YYYY-MM-DD HH:MM:SS.uuuuuu`` stamp starts at each position: digits
+        where the digits go, the separators between them."""
+        w0 = self.words(start)
+        w1 = self.words(start + 8)
+        w3 = self.words(start + 17)
+        ok = _stamp_form_words(w0, w1, self.words(start + 16), w3)
+        digits = (
+            ((w0 & _u64(0x00FFFF00FFFFFFFF)) | _u64(0x3000003000000000)),
+            ((w1 & _u64(0xFFFF00FFFF00FFFF)) | _u64(0x0000300000300000)),
+            ((w3 & _u64(0xFFFFFFFFFF00FFFF)) | _u64(0x0000000000300000)),
+            # The last microsecond digit, with seven '0' before it.
+            (self.words(start + 18) & _u64(0xFF00000000000000)) | _u64(0x0030303030303030),
+        )
+        for word in digits:
+            ok &= _all_digits(word)
         return ok
 
     def numbers(self, start: Int, end: Int, hexadecimal: bool) -> tuple[Int, Bool]:
@@ -161,16 +188,13 @@ class _Block:
     def stamps(self, start: Int) -> tuple[Int, Bool, Bool]:
         """``YYYY-MM-DD HH:MM:SS.uuuuuu`` at each start (UTC) as microseconds since the
         epoch; whether each has that form (digits and separators), and whether its fields
-        are also in range (a day past its month's end rolls over, as timegm does)."""
+        are also in range (a day past its month's end rolls over, as timegm does). Use
+        :meth:`stamp_form` where only the form matters: it is cheaper."""
         w0 = self.words(start)  # YYYY-MM-
         w1 = self.words(start + 8)  # DD HH:MM
         w2 = self.words(start + 16)  # :SS.uuuu
         w3 = self.words(start + 17)  # SS.uuuuu
-        seps = (
-            ((w0 & _u64(0xFF0000FF00000000)) == _u64(0x2D00002D00000000))
-            & ((w1 & _u64(0x0000FF0000FF0000)) == _u64(0x00003A0000200000))
-            & ((w2 & _u64(0x00000000FF0000FF)) == _u64(0x000000002E00003A))
-        )
+        seps = _stamp_form_words(w0, w1, w2, w3)
         # Each field's digits, moved into one word of eight digits with '0' around them.
         date, ok_date = _decimal8((w0 & _u64(0x00FFFF00FFFFFFFF)) | _u64(0x3000003000000000))
         day_hm, ok_dhm = _decimal8((w1 & _u64(0xFFFF00FFFF00FFFF)) | _u64(0x0000300000300000))
@@ -193,6 +217,14 @@ class _Block:
         ok &= (hour < 24) & (minute < 60) & (second < 61)
         seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
         return (seconds + second) * 1_000_000 + micro, form, ok
+
+
+def _stamp_form_words(w0: U64, w1: U64, w2: U64, w3: U64) -> Bool:
+    return (
+        ((w0 & _u64(0xFF0000FF00000000)) == _u64(0x2D00002D00000000))
+        & ((w1 & _u64(0x0000FF0000FF0000)) == _u64(0x00003A0000200000))
+        & ((w2 & _u64(0x00000000FF0000FF)) == _u64(0x000000002E00003A))
+    )
 
 
 def days_from_civil(year: Any, month: Any, day: Any) -> Any:
@@ -229,26 +261,23 @@ def scan(data: bytes) -> Scan | None:
     if not len(a) or a[-1] != 10:
         return None
     block = _Block(data)
-    line_end = np.flatnonzero(a == 10)
+    is_sep = a == 10
+    line_end = np.flatnonzero(is_sep)
     n = len(line_end)
     line_start = np.empty(n, dtype=np.int64)
     line_start[0] = 0
     line_start[1:] = line_end[:-1] + 1
-    seps = np.flatnonzero((a == 32) | (a == 10))
+    is_sep |= a == 32
+    seps = np.flatnonzero(is_sep)
     # Token j of a line ends at seps[first + j]; the timestamp's own space ends token 0.
     first = np.searchsorted(seps, line_start)
     tokens = np.searchsorted(seps, line_end) - first + 1
     # Every line taken here starts with a well-formed timestamp and a space (the line
-    # parser's rule); a request's time must also be in range.
+    # parser's rule); a request's time must also be in range (below).
     length = line_end - line_start
     candidates = np.flatnonzero((length >= 28) & (tokens >= 3))
     candidates = candidates[a[line_start[candidates] + 26] == 32]
-    micros_all, form, in_range = block.stamps(line_start[candidates])
-    candidates, micros_all, in_range = candidates[form], micros_all[form], in_range[form]
-    stamp_micros = np.zeros(n, dtype=np.int64)
-    stamp_micros[candidates] = micros_all
-    stamp_ok = np.zeros(n, dtype=bool)
-    stamp_ok[candidates] = in_range
+    candidates = candidates[block.stamp_form(line_start[candidates])]
     regular = np.zeros(n, dtype=bool)
     regular[candidates] = (tokens[candidates] >= 4) & (length[candidates] >= 40)
     rows = np.flatnonzero(regular)
@@ -286,7 +315,7 @@ def scan(data: bytes) -> Scan | None:
     cnt_start, cnt_end = token(lines, 6)
     offset, ok = block.numbers(off_start + 9, off_end, hexadecimal=True)
     count, cnt_ok = block.numbers(cnt_start + 8, cnt_end, hexadecimal=True)
-    micros, time_ok = stamp_micros[lines], stamp_ok[lines]
+    micros, _, time_ok = block.stamps(line_start[lines])
     ok &= cnt_ok & time_ok
     ok &= block.is_text(off_start, b"offset=0x") & block.is_text(cnt_start, b"count=0x")
     ok &= block.is_text(line_end[lines] - 4, b" ...")

@@ -77,17 +77,34 @@ def fixed(matrix: U8) -> Pieces:
     )
 
 
+def _hex_digits(u: npt.NDArray[np.uint64]) -> Int:
+    """How many hex digits each value has (1 for zero)."""
+    # frexp is exact below 2**53 (every such integer is a float); above, compare.
+    bits = np.frexp(u.astype(np.float64))[1].astype(np.int64)
+    big = np.flatnonzero(u >= np.uint64(1 << 53))
+    if len(big):
+        bits[big] = 53 + (u[big, None] >= _POW2_ABOVE_53[None, :]).sum(axis=1)
+    return np.maximum((bits + 3) >> 2, 1)
+
+
+_POW2_ABOVE_53 = np.array([1 << k for k in range(53, 64)], dtype=np.uint64)
+# Every byte value as its two hex characters, as one little-endian uint16.
+_HEX_PAIRS = np.array(
+    [int.from_bytes(f"{b:02x}".encode(), "little") for b in range(256)], dtype=np.uint16
+)
+
+
 def hexadecimal(values: npt.ArrayLike) -> Pieces:
     """Lowercase hex without ``0x`` or leading zeros (``0`` for zero) of values >= 0."""
     v = np.asarray(values, dtype=np.int64)
     if len(v) and int(v.min()) < 0:
         raise ValueError("hexadecimal() takes values >= 0")
     u = v.astype(np.uint64)
-    digits = 1 + (u[:, None] >= _POW16[None, :]).sum(axis=1, dtype=np.int64)
-    shifts = np.arange(60, -1, -4, dtype=np.uint64)
-    matrix = _HEX_DIGITS[((u[:, None] >> shifts[None, :]) & np.uint64(15)).astype(np.intp)]
+    digits = _hex_digits(u)
+    # Big-endian bytes, each to two characters: 16 characters a value.
+    pairs = _HEX_PAIRS.take(u.astype(">u8").view(np.uint8))
     rows = len(v)
-    return Pieces(matrix.reshape(-1), np.arange(rows, dtype=np.int64) * 16 + 16 - digits, digits)
+    return Pieces(pairs.view(np.uint8), np.arange(rows, dtype=np.int64) * 16 + 16 - digits, digits)
 
 
 def decimal(values: npt.ArrayLike) -> Pieces:
@@ -106,6 +123,24 @@ def decimal(values: npt.ArrayLike) -> Pieces:
     flat = matrix.reshape(-1)
     flat[first[negative]] = ord("-")
     return Pieces(flat, first, width)
+
+
+def merge(mask: npt.ArrayLike, when_true: Pieces, when_false: Pieces) -> Pieces:
+    """Rows of ``when_true`` where ``mask`` is set and of ``when_false`` elsewhere, each of
+    them holding only its own rows (``mask.sum()`` and ``(~mask).sum()`` of them)."""
+    m = np.asarray(mask, dtype=bool)
+    start = np.empty(len(m), dtype=np.int64)
+    length = np.empty(len(m), dtype=np.int64)
+    start[m] = when_true.start
+    length[m] = when_true.length
+    start[~m] = when_false.start + len(when_true.blob)
+    length[~m] = when_false.length
+    return Pieces(np.concatenate((when_true.blob, when_false.blob)), start, length)
+
+
+def rows(text: bytes, row_offsets: Int) -> Pieces:
+    """The rows of an :func:`assemble` result as pieces (row ``i`` to row ``i``)."""
+    return Pieces(np.frombuffer(text, dtype=np.uint8), row_offsets[:-1], np.diff(row_offsets))
 
 
 def choose(mask: npt.ArrayLike, when_true: Pieces, when_false: Pieces) -> Pieces:

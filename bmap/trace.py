@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,38 @@ class Record:
 
 
 @dataclass
+class Pieces:
+    """Requests cut where the map's objects change: one row per piece, in request order."""
+
+    time: npt.NDArray[np.float64]
+    """The time of the piece's request."""
+    op: Int
+    status: Int
+    request_start: npt.NDArray[np.bool_]
+    """The first piece of its request."""
+    row: Int
+    """The map line naming the piece's object (-1: nothing in the map)."""
+    obj: Int
+    offset_known: npt.NDArray[np.bool_]
+    """The range inside the object is known (or the object has no contents of its own)."""
+    disk_start: Int
+    disk_end: Int
+    start: Int
+    """Where the piece starts inside its object (on the disk where that is not known)."""
+    end: Int
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def take(self, which: slice) -> Pieces:
+        return Pieces(*(getattr(self, f.name)[which] for f in fields(self)))
+
+    @classmethod
+    def concat(cls, a: Pieces, b: Pieces) -> Pieces:
+        return cls(*(np.concatenate((getattr(a, f.name), getattr(b, f.name))) for f in fields(a)))
+
+
+@dataclass
 class RecordBatch:
     """Records of one batch of requests, as columns (``range_first[i]:range_first[i + 1]``
     indexes record i's ranges)."""
@@ -124,6 +156,29 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return len(self.row)
+
+    @classmethod
+    def empty(cls, disk: int, op_names: list[str], status_names: list[str]) -> RecordBatch:
+        z = np.zeros(0, dtype=np.int64)
+        one = np.zeros(1, dtype=np.int64)
+        return cls(
+            disk=disk,
+            time=np.zeros(0),
+            op=z,
+            op_names=op_names,
+            status=z,
+            status_names=status_names,
+            row=z,
+            bytes=z,
+            requests=z,
+            in_object=np.zeros(0, dtype=bool),
+            range_first=one,
+            range_start=z,
+            range_end=z,
+            disk_first=one,
+            disk_start=z,
+            disk_end=z,
+        )
 
     def records(self) -> Iterator[Record]:
         rs, re_, rf = self.range_start.tolist(), self.range_end.tolist(), self.range_first.tolist()
@@ -186,20 +241,24 @@ class Annotator:
         yield from self.annotate(Columns.of(requests)).records()
 
     def annotate(self, requests: Columns) -> RecordBatch:
-        """Coalesced records of a whole batch of requests, as columns.
+        """Coalesced records of a whole batch of requests, as columns (a batch on its own:
+        :class:`RecordStream` coalesces across batches)."""
+        names = list(requests.status_names)
+        batch, _ = self.group(self.pieces(requests, requests.status), names, hold_last=False)
+        return batch
 
-        Each request is cut at the tiling's boundaries (one ``searchsorted`` pair for all of
-        them); consecutive pieces with the same operation, status and object form a record.
-        """
+    def pieces(self, requests: Columns, status: Int) -> Pieces:
+        """Each request cut at the tiling's boundaries (one ``searchsorted`` pair for all of
+        them), each piece named by the line there. ``status`` are the requests' status
+        codes in the caller's list of names."""
         t = self.tiling
         times, offs, lens = requests.time, requests.offset, requests.length
         # A request reaching past 2**63 is cut there (no disk is that large) rather than let
         # its end wrap around.
         length = np.maximum(lens, 1)
-        top_end = np.iinfo(np.int64).max
-        ends = np.where(offs > top_end - length, top_end, offs + length)
-        # The tiling with an empty run before and after it covers every offset.
         top = np.iinfo(np.int64).max
+        ends = np.where(offs > top - length, top, offs + length)
+        # The tiling with an empty run before and after it covers every offset.
         first = int(t.start[0]) if len(t.start) else 0
         last = int(t.end[-1]) if len(t.end) else 0
         tile_start = np.concatenate(([0], t.start, [last]))
@@ -215,53 +274,75 @@ class Annotator:
         p_end = np.minimum(tile_end[k], ends[req])
         row = tile_row[k]
         safe = np.maximum(row, 0)
-        obj = np.where(row >= 0, self.object_of[safe], -1)
         fo = np.where(row >= 0, self.file_offset[safe], -1)
         # Disks, partitions, LVs, files and directories have offsets of their own; unused
         # space has none, and is given in disk offsets without a note.
         inside = fo >= 0
         needs_offset = np.isin(self.type_code[safe], [0, 1, 2, 3, 4]) & (row >= 0)
         in_start = np.where(inside, fo + p_start - self.line_start[safe], p_start)
-        in_end = in_start + (p_end - p_start)
-        op_code, op_names = requests.op, list(OPS)
-        status_code, status_names = requests.status, requests.status_names
-        key_op = op_code[req]
-        key_status = status_code[req]
-        new = np.ones(len(req), dtype=bool)
+        return Pieces(
+            time=times[req],
+            op=requests.op[req],
+            status=np.asarray(status)[req],
+            request_start=within == 0,
+            row=row,
+            obj=np.where(row >= 0, self.object_of[safe], -1),
+            offset_known=inside | ~needs_offset,
+            disk_start=p_start,
+            disk_end=p_end,
+            start=in_start,
+            end=in_start + (p_end - p_start),
+        )
+
+    def group(
+        self, pieces: Pieces, status_names: list[str], hold_last: bool
+    ) -> tuple[RecordBatch, Pieces]:
+        """Consecutive pieces with the same operation, status and object make a record.
+        With ``hold_last`` the last record's pieces are not made a record but returned, to
+        go in front of the next batch's pieces (which may continue it)."""
+        n = len(pieces)
+        new = np.ones(n, dtype=bool)
         new[1:] = (
-            (key_op[1:] != key_op[:-1])
-            | (key_status[1:] != key_status[:-1])
-            | (obj[1:] != obj[:-1])
+            (pieces.op[1:] != pieces.op[:-1])
+            | (pieces.status[1:] != pieces.status[:-1])
+            | (pieces.obj[1:] != pieces.obj[:-1])
         )
         group_start = np.flatnonzero(new)
-        new_request = np.ones(len(req), dtype=bool)
-        new_request[1:] = req[1:] != req[:-1]
-        new_request |= new
-        joins = np.zeros(len(req), dtype=bool)
-        joins[1:] = ~new[1:] & (in_start[1:] == in_end[:-1])
-        disk_joins = np.zeros(len(req), dtype=bool)
-        disk_joins[1:] = ~new[1:] & (p_start[1:] == p_end[:-1])
+        held = pieces.take(slice(n, n))
+        if hold_last and len(group_start):
+            cut = int(group_start[-1])
+            held = pieces.take(slice(cut, n))
+            pieces = pieces.take(slice(0, cut))
+            new, group_start, n = new[:cut], group_start[:-1], cut
+        if not n:
+            return RecordBatch.empty(self.disk, list(OPS), status_names), held
+        p = pieces
+        new_request = p.request_start | new
+        joins = np.zeros(n, dtype=bool)
+        joins[1:] = ~new[1:] & (p.start[1:] == p.end[:-1])
+        disk_joins = np.zeros(n, dtype=bool)
+        disk_joins[1:] = ~new[1:] & (p.disk_start[1:] == p.disk_end[:-1])
         heads = np.flatnonzero(~joins)
         disk_heads = np.flatnonzero(~disk_joins)
-        first_req = req[group_start]
-        return RecordBatch(
+        batch = RecordBatch(
             disk=self.disk,
-            time=times[first_req],
-            op=op_code[first_req],
-            op_names=op_names,
-            status=status_code[first_req],
+            time=p.time[group_start],
+            op=p.op[group_start],
+            op_names=list(OPS),
+            status=p.status[group_start],
             status_names=status_names,
-            row=row[group_start],
-            bytes=np.add.reduceat(p_end - p_start, group_start),
+            row=p.row[group_start],
+            bytes=np.add.reduceat(p.disk_end - p.disk_start, group_start),
             requests=np.add.reduceat(new_request.astype(np.int64), group_start),
-            in_object=np.logical_and.reduceat(inside | ~needs_offset, group_start),
+            in_object=np.logical_and.reduceat(p.offset_known, group_start),
             range_first=np.append(np.searchsorted(heads, group_start), len(heads)),
-            range_start=in_start[heads],
-            range_end=in_end[np.append(heads[1:], len(req)) - 1],
+            range_start=p.start[heads],
+            range_end=p.end[np.append(heads[1:], n) - 1],
             disk_first=np.append(np.searchsorted(disk_heads, group_start), len(disk_heads)),
-            disk_start=p_start[disk_heads],
-            disk_end=p_end[np.append(disk_heads[1:], len(req)) - 1],
+            disk_start=p.disk_start[disk_heads],
+            disk_end=p.disk_end[np.append(disk_heads[1:], n) - 1],
         )
+        return batch, held
 
     NOTHING = "(nothing in the map)"
 
@@ -289,6 +370,45 @@ class Annotator:
         if row < 0:
             return ("", "", "", "")
         return self._columns[row]
+
+
+class RecordStream:
+    """Records of a stream of request batches, coalesced across the batches: the last
+    record of a batch is held back until the next batch shows whether it goes on (a file read
+    in 64 KiB requests is one record, wherever the log's blocks were cut).
+    :meth:`flush` hands out the held record (at the end, or at once for live output)."""
+
+    def __init__(self, annotator: Annotator) -> None:
+        self.annotator = annotator
+        self.status_names: list[str] = ["ok"]
+        self._codes: dict[str, int] = {"ok": 0}
+        self._held: Pieces | None = None
+
+    def add(self, requests: Columns) -> RecordBatch:
+        """The records completed by ``requests`` (in order)."""
+        remap = np.array(
+            [self._code(name) for name in requests.status_names] or [0], dtype=np.int64
+        )
+        pieces = self.annotator.pieces(requests, remap[requests.status])
+        if self._held is not None and len(self._held):
+            pieces = Pieces.concat(self._held, pieces)
+        batch, self._held = self.annotator.group(pieces, list(self.status_names), True)
+        return batch
+
+    def flush(self) -> RecordBatch:
+        """The record held back, if any."""
+        held, self._held = self._held, None
+        if held is None or not len(held):
+            return RecordBatch.empty(self.annotator.disk, list(OPS), list(self.status_names))
+        batch, _ = self.annotator.group(held, list(self.status_names), False)
+        return batch
+
+    def _code(self, name: str) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = len(self.status_names)
+            self.status_names.append(name)
+        return code
 
 
 def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
@@ -321,41 +441,58 @@ def human_sizes(values: npt.ArrayLike) -> list[str]:
     ]
 
 
+def seconds_pieces(times: npt.ArrayLike, missing: bytes) -> textcols.Pieces:
+    """Seconds with six decimals (``1714557600.100700``, ``-1.500000``), ``missing`` where
+    the time is unknown (NaN)."""
+    t = np.asarray(times, dtype=np.float64)
+    known = np.isfinite(t)
+    micros = np.round(t[known] * 1e6).astype(np.int64)
+    magnitude = np.abs(micros)
+    frac = np.empty((len(micros), 7), dtype=np.uint8)
+    frac[:, 0] = ord(".")
+    part = magnitude % 1_000_000
+    for k in range(6, 0, -1):
+        part, frac[:, k] = np.divmod(part, 10)
+    frac[:, 1:] += ord("0")
+    text, offsets = textcols.assemble(
+        [
+            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
+            textcols.decimal(magnitude // 1_000_000),
+            textcols.fixed(frac),
+        ],
+        len(micros),
+    )
+    return textcols.merge(
+        known, textcols.rows(text, offsets), textcols.literal(missing, int((~known).sum()))
+    )
+
+
+def _clock_pieces(times: npt.NDArray[np.float64]) -> textcols.Pieces:
+    """``HH:MM:SS.uuuuuu``, the UTC wall clock of seconds since the epoch."""
+    clock = np.round(times * 1e6).astype(np.int64) % 86_400_000_000
+    m = np.empty((len(times), 15), dtype=np.uint8)
+    fields = np.divmod(clock, 1_000_000)
+    rest, micro = fields
+    rest, second = np.divmod(rest, 60)
+    hour, minute = np.divmod(rest, 60)
+    for col, value in ((0, hour), (3, minute), (6, second)):
+        m[:, col], m[:, col + 1] = np.divmod(value, 10)
+    for k in range(14, 8, -1):
+        micro, m[:, k] = np.divmod(micro, 10)
+    m += ord("0")
+    m[:, 2] = m[:, 5] = ord(":")
+    m[:, 8] = ord(".")
+    return textcols.fixed(m)
+
+
 def time_pieces(times: npt.ArrayLike) -> textcols.Pieces:
     """A record's time as text: the UTC wall clock ``HH:MM:SS.uuuuuu`` for seconds since the
     epoch, ``S.uuuuuu`` for the relative seconds of blkparse and QEMU, ``-`` where unknown."""
     t = np.asarray(times, dtype=np.float64)
-    known = np.isfinite(t)
-    micros = np.where(known, np.round(np.where(known, t, 0.0) * 1e6), 0).astype(np.int64)
-    clock = np.where(known & (t > 1e9), micros % 86_400_000_000, 0)
-    hour, rest = np.divmod(clock, 3_600_000_000)
-    minute, rest = np.divmod(rest, 60_000_000)
-    second, frac = np.divmod(rest, 1_000_000)
-    m = np.empty((len(t), 15), dtype=np.uint8)
-    zero = ord("0")
-    for col, (value, div) in enumerate(
-        [(hour, 10), (hour, 1), (None, ord(":")), (minute, 10), (minute, 1), (None, ord(":"))]
-        + [(second, 10), (second, 1), (None, ord("."))]
-        + [(frac, 10**k) for k in range(5, -1, -1)]
-    ):
-        m[:, col] = div if value is None else (value // div) % 10 + zero
-    wall = textcols.fixed(m)
-    magnitude = np.abs(micros)
-    frac6 = np.empty((len(t), 7), dtype=np.uint8)
-    frac6[:, 0] = ord(".")
-    for k in range(6):
-        frac6[:, 1 + k] = (magnitude % 1_000_000) // 10 ** (5 - k) % 10 + zero
-    relative_text, offsets = textcols.assemble(
-        [
-            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
-            textcols.decimal(magnitude // 1_000_000),
-            textcols.fixed(frac6),
-        ],
-        len(t),
-    )
-    relative = textcols.rows_of(relative_text, offsets, np.arange(len(t)), np.arange(1, len(t) + 1))
-    chosen = textcols.choose(t > 1e9, wall, relative)
-    return textcols.choose(known, chosen, textcols.literal(b"-", len(t)))
+    wall = np.isfinite(t) & (t > 1e9)
+    if wall.all():
+        return _clock_pieces(t)
+    return textcols.merge(wall, _clock_pieces(t[wall]), seconds_pieces(t[~wall], b"-"))
 
 
 def time_text(value: float | None) -> str:
@@ -367,69 +504,76 @@ def time_text(value: float | None) -> str:
 def _ranges_pieces(
     first: Int, starts: Int, ends: Int, in_object: npt.NDArray[np.bool_]
 ) -> textcols.Pieces:
-    """Each record's ranges, ``a-b,c-d``: at most four, then ``,... (N ranges)``; prefixed
-    ``disk `` where the ranges are disk offsets."""
+    """Each record's ranges after two spaces, ``  a-b,c-d``: at most four, then
+    ``,... (N ranges)``; ``  disk a-b`` where the ranges are disk offsets."""
     records = len(first) - 1
     count = np.diff(first)
+    if (count == 1).all():  # the common case: one range a record
+        lead: textcols.Pieces | bytes = b"  "
+        if not in_object.all():
+            lead = textcols.lookup((~in_object).astype(np.int64), [b"  ", b"  disk "])
+        text, offsets = textcols.assemble(
+            [lead, textcols.hexadecimal(starts), b"-", textcols.hexadecimal(ends)], records
+        )
+        return textcols.rows(text, offsets)
     shown = np.minimum(count, 4)
     owner = np.repeat(np.arange(records), count)
     place = np.arange(len(starts)) - first[owner]
     keep = place < 4
-    last = place[keep] == shown[owner[keep]] - 1
+    kept_owner, kept_place = owner[keep], place[keep]
+    # Before the first range of a record its lead, between ranges a comma.
+    lead_code = np.where(kept_place > 0, 0, np.where(in_object[kept_owner], 1, 2))
     text, offsets = textcols.assemble(
         [
+            textcols.lookup(lead_code, [b",", b"  ", b"  disk "]),
             textcols.hexadecimal(starts[keep]),
             b"-",
             textcols.hexadecimal(ends[keep]),
-            textcols.lookup(last.astype(np.int64), [b",", b""]),
         ]
     )
     kept_first = np.concatenate(([0], np.cumsum(shown)))
     ranges = textcols.rows_of(text, offsets, kept_first[:-1], kept_first[1:])
     many = count > 4
+    if not many.any():
+        return ranges
     more_text, more_offsets = textcols.assemble(
-        [b",... (", textcols.decimal(count), b" ranges)"], records
+        [b",... (", textcols.decimal(count[many]), b" ranges)"]
     )
-    more = textcols.choose(
+    more = textcols.merge(
         many,
-        textcols.rows_of(more_text, more_offsets, np.arange(records), np.arange(1, records + 1)),
-        textcols.literal(b"", records),
+        textcols.rows(more_text, more_offsets),
+        textcols.literal(b"", int((~many).sum())),
     )
-    prefix = textcols.lookup((~in_object).astype(np.int64), [b"", b"disk "])
-    joined, joined_offsets = textcols.assemble([prefix, ranges, more], records)
-    return textcols.rows_of(joined, joined_offsets, np.arange(records), np.arange(1, records + 1))
+    joined, joined_offsets = textcols.assemble([ranges, more], records)
+    return textcols.rows(joined, joined_offsets)
 
 
 def text_records(batch: RecordBatch, annotator: Annotator) -> Iterator[bytes]:
     """The human text of a batch of records, a chunk of lines at a time:
     ``TIME OP OBJECT  RANGES (SIZE)[  FAILED:E]``."""
     table = annotator.name_table
+    ops = [f" {op} ".encode() for op in batch.op_names]
+    ends = [b"\n" if s == "ok" else f"  {s.upper()}\n".encode() for s in batch.status_names]
     for lo in range(0, len(batch), _TEXT_CHUNK):
         hi = min(lo + _TEXT_CHUNK, len(batch))
-        n = hi - lo
-        entry = batch.row[lo:hi] + 1
-        names = textcols.Pieces(table.blob, table.start[entry], table.length[entry])
         sizes, which_size = np.unique(batch.bytes[lo:hi], return_inverse=True)
-        size_text = [f" ({s})".encode() for s in human_sizes(sizes)]
-        status = [b"" if s == "ok" else f"  {s.upper()}".encode() for s in batch.status_names]
         r0, r1 = batch.range_first[lo], batch.range_first[hi]
-        ranges = _ranges_pieces(
-            batch.range_first[lo : hi + 1] - r0,
-            batch.range_start[r0:r1],
-            batch.range_end[r0:r1],
-            batch.in_object[lo:hi],
-        )
         text, _ = textcols.assemble(
             [
                 time_pieces(batch.time[lo:hi]),
-                textcols.lookup(batch.op[lo:hi], [f" {op} ".encode() for op in batch.op_names]),
-                names,
-                b"  ",
-                ranges,
-                textcols.lookup(which_size.reshape(-1), size_text),
-                textcols.lookup(batch.status[lo:hi], status),
-                b"\n",
+                textcols.lookup(batch.op[lo:hi], ops),
+                textcols.pick(table, batch.row[lo:hi] + 1),
+                _ranges_pieces(
+                    batch.range_first[lo : hi + 1] - r0,
+                    batch.range_start[r0:r1],
+                    batch.range_end[r0:r1],
+                    batch.in_object[lo:hi],
+                ),
+                textcols.lookup(
+                    which_size.reshape(-1), [f" ({s})".encode() for s in human_sizes(sizes)]
+                ),
+                textcols.lookup(batch.status[lo:hi], ends),
             ],
-            n,
+            hi - lo,
         )
         yield text

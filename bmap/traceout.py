@@ -26,7 +26,14 @@ import numpy.typing as npt
 from bmap import textcols
 from bmap.mapfile import csv_field
 from bmap.render import human_size
-from bmap.trace import Annotator, RecordBatch, text_records, time_text
+from bmap.trace import (
+    Annotator,
+    RecordBatch,
+    RecordStream,
+    seconds_pieces,
+    text_records,
+    time_text,
+)
 from bmap.tracelogs import Columns, Request
 
 RECORD_COLUMNS = [
@@ -64,9 +71,20 @@ Int = npt.NDArray[np.int64]
 
 class TraceWriter:
     """Writes the records of one trace to a binary stream in ``fmt`` (text, csv, jsonl), or
-    keeps per-object totals and writes them at :meth:`close` (``summary``)."""
+    keeps per-object totals and writes them at :meth:`close` (``summary``).
 
-    def __init__(self, annotator: Annotator, fmt: str, summary: bool, out: IO[bytes]) -> None:
+    Consecutive requests to one object make one record across batches; a record is written
+    once the next batch shows it is complete, or at once with ``live`` (``--follow``,
+    ``serve``: the reader is watching)."""
+
+    def __init__(
+        self,
+        annotator: Annotator,
+        fmt: str,
+        summary: bool,
+        out: IO[bytes],
+        live: bool = False,
+    ) -> None:
         if fmt not in ("text", "csv", "jsonl"):
             raise ValueError(f"unknown trace output format {fmt!r}")
         self.annotator = annotator
@@ -76,6 +94,8 @@ class TraceWriter:
         self.disk_offsets_only = False
         """Some records' ranges are disk offsets: the map has no offsets inside objects."""
         self._totals = _Totals()
+        self._stream = RecordStream(annotator)
+        self.live = live
         if fmt == "csv" and not summary:
             self.out.write((",".join(RECORD_COLUMNS) + "\n").encode())
 
@@ -85,7 +105,9 @@ class TraceWriter:
 
     def columns(self, columns: Columns) -> None:
         if len(columns):
-            self.batch(self.annotator.annotate(columns))
+            self.batch(self._stream.add(columns))
+            if self.live:
+                self.batch(self._stream.flush())
 
     def batch(self, batch: RecordBatch) -> None:
         if not len(batch):
@@ -106,6 +128,7 @@ class TraceWriter:
         self.out.flush()
 
     def close(self) -> None:
+        self.batch(self._stream.flush())
         if self.summary:
             self.out.write(self._totals.render(self.annotator, self.fmt))
         self.out.flush()
@@ -129,32 +152,6 @@ class TraceWriter:
                 for t, d, k, p in lines
             ]
         )
-
-
-def _time_fields(times: npt.NDArray[np.float64], missing: bytes) -> textcols.Pieces:
-    """Seconds with six decimals (``1714557600.100700``), ``missing`` where unknown."""
-    t = np.asarray(times, dtype=np.float64)
-    known = np.isfinite(t)
-    micros = np.where(known, np.round(np.where(known, t, 0.0) * 1e6), 0).astype(np.int64)
-    magnitude = np.abs(micros)
-    frac = np.empty((len(t), 7), dtype=np.uint8)
-    frac[:, 0] = ord(".")
-    for k in range(6):
-        frac[:, 1 + k] = (magnitude % 1_000_000) // 10 ** (5 - k) % 10 + ord("0")
-    text, offsets = textcols.assemble(
-        [
-            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
-            textcols.decimal(magnitude // 1_000_000),
-            textcols.fixed(frac),
-        ],
-        len(t),
-    )
-    every = np.arange(len(t))
-    return textcols.choose(
-        known,
-        textcols.rows_of(text, offsets, every, every + 1),
-        textcols.literal(missing, len(t)),
-    )
 
 
 def _range_lists(
@@ -200,7 +197,7 @@ def _csv_records(batch: RecordBatch, objects: textcols.Pieces) -> Any:
         n = hi - lo
         text, _ = textcols.assemble(
             [
-                _time_fields(batch.time[lo:hi], b""),
+                seconds_pieces(batch.time[lo:hi], b""),
                 b",",
                 textcols.lookup(batch.op[lo:hi], ops),
                 textcols.lookup(batch.status[lo:hi], statuses),
@@ -230,7 +227,7 @@ def _json_records(batch: RecordBatch, objects: textcols.Pieces) -> Any:
         text, _ = textcols.assemble(
             [
                 b'{"time":',
-                _time_fields(batch.time[lo:hi], b"null"),
+                seconds_pieces(batch.time[lo:hi], b"null"),
                 b",",
                 textcols.lookup(batch.op[lo:hi], ops),
                 textcols.lookup(batch.status[lo:hi], statuses),

@@ -3,6 +3,7 @@ other input formats, hostile lines included."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmap.cli import main
 from bmap.images import Image
 from bmap.mapfile import write_map
 from bmap.mapper import map_images
-from bmap.trace import Annotator, detect_format, parse
+from bmap.trace import Annotator, Columns, detect_format, parse
 from tests import ext_truth as T
 from tests.conftest import sfdisk_json, tool
 
@@ -398,3 +401,78 @@ def test_a_real_kernel_reading_files_through_nbdkit(sample, tmp_path, kernel_cli
     # Readahead may pull in neighbours: whatever else is named owns bytes that were read.
     for path, row in files.items():
         assert row["bytes"] > 0 and row["disk_ranges"], path
+
+
+@pytest.fixture(scope="module")
+def sample_frame(sample):
+    with Image(sample("gpt-512")) as img:
+        return map_images([img]).to_dataframe()
+
+
+def _random_requests(seed: int, n: int) -> Columns:
+    """Reads at random places and in sequential runs (which coalesce), some failed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    offsets, lengths = [], []
+    while len(offsets) < n:
+        base = int(rng.integers(0, 0x2000000 // 512)) * 512
+        if rng.random() < 0.5:  # a run of 4 KiB reads
+            for i in range(int(rng.integers(2, 40))):
+                offsets.append(base + i * 4096)
+                lengths.append(4096)
+        else:
+            offsets.append(base)
+            lengths.append(int(rng.choice([512, 4096, 65536, 1 << 20])))
+    offsets, lengths = offsets[:n], lengths[:n]
+    status = (rng.random(n) < 0.05).astype(np.int64)
+    return Columns(
+        np.arange(n) * 1e-3 + 1.7e9,
+        rng.choice([0, 0, 0, 1], n).astype(np.int64),
+        status,
+        ["ok", "failed:EIO"],
+        np.array(offsets, dtype=np.int64),
+        np.array(lengths, dtype=np.int64),
+    )
+
+
+def _slice(c: Columns, lo: int, hi: int) -> Columns:
+    return Columns(
+        c.time[lo:hi],
+        c.op[lo:hi],
+        c.status[lo:hi],
+        c.status_names,
+        c.offset[lo:hi],
+        c.length[lo:hi],
+    )
+
+
+def _all_records(annotator, parts):
+    from bmap.trace import RecordStream
+
+    stream = RecordStream(annotator)
+    out = []
+    for part in parts:
+        out += list(stream.add(part).records())
+    return out + list(stream.flush().records())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), cuts=st.lists(st.integers(0, 600), max_size=12))
+def test_records_do_not_depend_on_where_batches_are_cut(sample_frame, seed, cuts):
+    annotator = Annotator(sample_frame)
+    requests = _random_requests(seed, 600)
+    whole = _all_records(annotator, [requests])
+    bounds = sorted({0, 600, *cuts})
+    parts = [_slice(requests, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    assert _all_records(annotator, parts) == whole
+    # One record per run of consecutive pieces: never two neighbours that would coalesce.
+    for a, b in itertools.pairwise(whole):
+        same = (a.op, a.status, annotator.object_of[a.row] if a.row >= 0 else -1) == (
+            b.op,
+            b.status,
+            annotator.object_of[b.row] if b.row >= 0 else -1,
+        )
+        assert not same
+    assert sum(r.requests for r in whole) >= 600  # a request split over objects counts in each
+    assert sum(r.bytes for r in whole) == int(requests.length.sum())
