@@ -468,25 +468,61 @@ def trace_command(
 
     MAP is a map file or a disk image (mapped on the fly); LOG may be '-' for stdin.
     """
-    from bmap.trace import PARSERS, Annotator, detect_format
+    from bmap.trace import Annotator
 
-    frame = _load_for_lookup(map_file)
-    if disk not in set(frame["disk"].unique().tolist()):
-        raise MapFormatError(f"{map_file}: has no disk {disk}")
-    annotator = Annotator(frame, disk)
-    writer = _trace_writer(annotator, fmt, summary, live=follow)
-    if follow:
-        if len(logs) != 1:
-            raise click.BadParameter("--follow takes one log", param_hint="LOG")
-        try:
-            _follow(writer, logs[0], input_format)
-        except KeyboardInterrupt:
-            pass
+    if follow and len(logs) != 1:
+        raise click.BadParameter("--follow takes one log", param_hint="LOG")
+    # The first log is opened (and its format known) before the map is loaded: a log that
+    # cannot be read fails at once.
+    first = None if follow else _open_log(logs[0], input_format)
+    try:
+        frame = _load_for_lookup(map_file)
+        if disk not in set(frame["disk"].unique().tolist()):
+            raise MapFormatError(f"{map_file}: has no disk {disk}")
+        annotator = Annotator(frame, disk)
+        writer = _trace_writer(annotator, fmt, summary, live=follow)
+        if follow:
+            try:
+                _follow(writer, logs[0], input_format)
+            except KeyboardInterrupt:
+                pass
+            writer.close()
+            return
+        unparsed = 0
+        for i, log in enumerate(logs):
+            current = first if i == 0 else _open_log(log, input_format)
+            assert current is not None
+            if current.nbdkit_file is not None:
+                writer.consume_nbdkit_log(current.nbdkit_file, current.parser, log)
+            else:
+                _trace_lines(writer, current.parser, current.lines)
+            unparsed += current.parser.unparsed
+            for number, text in current.parser.first_unparsed:
+                click.echo(
+                    f"bmap: {log}:{number}: not a {current.parser.name} line: {text!r}", err=True
+                )
         writer.close()
-        return
-    unparsed = 0
-    for log in logs:
-        lines = _log_lines(log)
+    finally:
+        if first is not None:
+            first.close()
+    if unparsed:
+        click.echo(f"bmap: {unparsed} line(s) of no known format were skipped", err=True)
+    if writer.disk_offsets_only:
+        click.echo(
+            "bmap: the map has no offsets inside files (text .bmap): ranges are disk offsets; "
+            "use a csv or jsonl map, or the image, for offsets inside each object",
+            err=True,
+        )
+
+
+class _OpenLog:
+    """A log whose format is known: its lines, or for an nbdkit log file the file itself,
+    opened for reading in blocks."""
+
+    def __init__(self, name: str, input_format: str) -> None:
+        from bmap.tracelogs import PARSERS, detect_format
+
+        lines = _log_lines(name)
         head: list[str] = []
         for line in lines:
             head.append(line)
@@ -496,26 +532,24 @@ def trace_command(
         if chosen == "auto":
             chosen = detect_format(head) or ""
             if not chosen:
-                raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
-        parser = PARSERS[chosen]()
-        if chosen == "nbdkit" and log != "-":
-            if hasattr(lines, "close"):
-                lines.close()
-            _trace_nbdkit_file(writer, parser, log)
-        else:
-            _trace_lines(writer, parser, _chain(head, lines))
-        unparsed += parser.unparsed
-        for number, text in parser.first_unparsed:
-            click.echo(f"bmap: {log}:{number}: not a {chosen} line: {text!r}", err=True)
-    writer.close()
-    if unparsed:
-        click.echo(f"bmap: {unparsed} line(s) of no known format were skipped", err=True)
-    if writer.disk_offsets_only:
-        click.echo(
-            "bmap: the map has no offsets inside files (text .bmap): ranges are disk offsets; "
-            "use a csv or jsonl map, or the image, for offsets inside each object",
-            err=True,
-        )
+                raise MapFormatError(f"{name}: no line in its first 50 is a known trace format")
+        self.parser = PARSERS[chosen]()
+        self.lines: Iterable[str] = _chain(head, lines)
+        self.nbdkit_file: Any = None
+        if chosen == "nbdkit" and name != "-":
+            lines.close()
+            try:
+                self.nbdkit_file = open(name, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self.nbdkit_file is not None:
+            self.nbdkit_file.close()
+
+
+def _open_log(name: str, input_format: str) -> _OpenLog:
+    return _OpenLog(name, input_format)
 
 
 def _trace_writer(annotator: Any, fmt: str, summary: bool, live: bool) -> Any:
@@ -652,20 +686,6 @@ def serve_command(
             code = client.wait()
             if code:
                 click.echo(f"bmap: the --run command exited with {code}", err=True)
-
-
-def _trace_nbdkit_file(writer: Any, parser: Any, log: str) -> None:
-    """An nbdkit log read in blocks of whole lines, scanned one block ahead in a thread,
-    each annotated and written as columns."""
-    from bmap.tracelogs import nbdkit_log_columns, prefetch
-
-    try:
-        fh = open(log, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        for columns in prefetch(nbdkit_log_columns(fh, parser, log)):
-            writer.columns(columns)
 
 
 def _trace_lines(writer: Any, parser: Any, lines: Iterable[str]) -> None:

@@ -162,30 +162,39 @@ def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple
     """
     if rows is None:
         rows = next((len(f) for f in fields if isinstance(f, Pieces)), 0)
-    blobs: list[U8] = []
-    starts: list[Int] = []
-    lengths: list[Int] = []
-    base = 0
-    for f in fields:
-        piece = literal(f, rows) if isinstance(f, bytes) else f
-        if len(piece) != rows:
-            raise ValueError(f"a field has {len(piece)} rows, not {rows}")
-        blobs.append(piece.blob)
-        starts.append(piece.start + base)
-        lengths.append(piece.length)
-        base += len(piece.blob)
-    if not rows or not fields:
+    k = len(fields)
+    if not rows or not k:
         return b"", np.zeros(rows + 1, dtype=np.int64)
+    blobs: list[U8] = []
+    # Row-major (row, field) tables of where each piece comes from and how long it is.
+    start = np.empty((rows, k), dtype=np.intp)
+    length = np.empty((rows, k), dtype=np.intp)
+    base = 0
+    for i, f in enumerate(fields):
+        if isinstance(f, bytes):
+            blobs.append(np.frombuffer(f, dtype=np.uint8))
+            start[:, i] = base
+            length[:, i] = len(f)
+            base += len(f)
+            continue
+        if len(f) != rows:
+            raise ValueError(f"a field has {len(f)} rows, not {rows}")
+        blobs.append(f.blob)
+        np.add(f.start, base, out=start[:, i])
+        length[:, i] = f.length
+        base += len(f.blob)
     source = np.concatenate(blobs)
-    start = np.stack(starts, axis=1).reshape(-1)
-    length = np.stack(lengths, axis=1).reshape(-1)
-    ends = np.cumsum(length)
-    total = int(ends[-1]) if len(ends) else 0
+    flat_length = length.reshape(-1)
+    ends = np.cumsum(flat_length)
+    total = int(ends[-1])
     row_offsets = np.zeros(rows + 1, dtype=np.int64)
-    row_offsets[1:] = ends[len(fields) - 1 :: len(fields)]
-    # intp indexes: numpy gathers with nothing else without converting them first (measured
-    # 0.7 ns a byte against 2.1 for int32).
-    index = np.repeat((start - (ends - length)).astype(np.intp), length)
+    row_offsets[1:] = ends[k - 1 :: k]
+    # Each output byte's index into the source: a piece's start minus where it lands, plus
+    # the byte's own position. intp indexes: numpy gathers with nothing else without
+    # converting them first (measured 0.7 ns a byte against 2.1 for int32).
+    shift = start.reshape(-1) - ends
+    shift += flat_length
+    index = np.repeat(shift, flat_length)
     index += np.arange(total, dtype=np.intp)
     return np.take(source, index).tobytes(), row_offsets
 

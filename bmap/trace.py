@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bmap import textcols
+from bmap.escape import escape
 from bmap.index import MapIndex
 from bmap.render import object_name
 from bmap.tracelogs import (
@@ -212,26 +213,22 @@ class Annotator:
     """Names the pieces of requests against one map (a DataFrame from ``read_map``)."""
 
     def __init__(self, frame: Any, disk: int = 1) -> None:
-        self.frame = frame
+        import pandas as pd
+
         self.disk = disk
         self.tiling = innermost_tiling(frame, disk)
         fo = frame["file_offset"]
         self.file_offset = fo.astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
         self.line_start = frame["start"].to_numpy(dtype=np.int64)
-        keys = frame["type"] + "\0" + frame["device"] + "\0" + frame["kind"] + "\0" + frame["path"]
-        codes, uniques = _factorize(keys.tolist())
-        self.object_of = codes
-        self.object_keys = uniques
+        self._type = frame["type"].to_numpy(dtype=object)
+        self._device = frame["device"].to_numpy(dtype=object)
+        self._kind = frame["kind"].to_numpy(dtype=object)
+        self._path = frame["path"].to_numpy(dtype=object)
+        # One number per object: lines of the same (type, device, kind, path) share it.
+        keys = self._type + "\0" + self._device + "\0" + self._kind + "\0" + self._path
+        self.object_of = pd.factorize(keys)[0].astype(np.int64)
         self.type_code = (
             frame["type"].map({t: i for i, t in enumerate("vpldfmu")}).to_numpy(dtype=np.int64)
-        )
-        self._columns = list(
-            zip(
-                frame["type"].tolist(),
-                frame["device"].tolist(),
-                frame["kind"].tolist(),
-                frame["path"].tolist(),
-            )
         )
 
     def records(self, requests: Sequence[Request]) -> Iterator[Record]:
@@ -348,28 +345,43 @@ class Annotator:
 
     def name(self, row: int) -> str:
         """A line's object as the trace names it (``f /dev/sda1 /etc/fstab``); -1: nothing."""
-        return self.NOTHING if row < 0 else object_name(*self._columns[row])
+        return self.NOTHING if row < 0 else object_name(*self.describe(row))
 
     @functools.cached_property
     def name_table(self) -> textcols.Pieces:
         """Every line's :meth:`name`, UTF-8, in one blob: entry ``row + 1`` is line ``row``,
-        entry 0 is "nothing in the map"."""
-        names = [self.NOTHING] + [object_name(*c) for c in self._columns]
-        encoded = [n.encode("utf-8", "surrogateescape") for n in names]
-        length = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        return textcols.Pieces(
-            np.frombuffer(b"".join(encoded), dtype=np.uint8), np.cumsum(length) - length, length
+        entry 0 is "nothing in the map". Made a column at a time (:func:`object_name` per
+        line is the same, one by one)."""
+        t, device, kind, path = self._type, self._device, self._kind, self._path
+        whole = np.isin(t, ["v", "p", "l"])
+        contents = np.isin(t, ["d", "f"])
+        with_path = np.where(path != "", " " + path, "")
+        ident = np.where(
+            whole, device, np.where(contents, device + " " + path, device + " " + kind + with_path)
         )
+        idents = ident.tolist()
+        if not ("".join(idents).isprintable() and not any("\\" in i for i in idents)):
+            idents = [escape(i) for i in idents]
+        names = (t + " " + np.array(idents, dtype=object)).tolist()
+        # Escaped names hold no newline: it separates them.
+        blob = "\n".join([self.NOTHING, *names, ""]).encode("utf-8", "surrogateescape")
+        ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        return textcols.Pieces(np.frombuffer(blob, dtype=np.uint8), starts, ends - starts)
 
     def columns_of_lines(self) -> list[tuple[str, str, str, str]]:
         """``(type, device, kind, path)`` of every line of the map, in order."""
-        return self._columns
+        return list(
+            zip(
+                self._type.tolist(), self._device.tolist(), self._kind.tolist(), self._path.tolist()
+            )
+        )
 
     def describe(self, row: int) -> tuple[str, str, str, str]:
         """``(type, device, kind, path)`` of a line of the map (empty strings for -1)."""
         if row < 0:
             return ("", "", "", "")
-        return self._columns[row]
+        return (self._type[row], self._device[row], self._kind[row], self._path[row])
 
 
 class RecordStream:
@@ -409,14 +421,6 @@ class RecordStream:
             code = self._codes[name] = len(self.status_names)
             self.status_names.append(name)
         return code
-
-
-def _factorize(values: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
-    seen: dict[str, int] = {}
-    codes = np.fromiter(
-        (seen.setdefault(v, len(seen)) for v in values), dtype=np.int64, count=len(values)
-    )
-    return codes, list(seen)
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,21 +505,18 @@ def time_text(value: float | None) -> str:
     return textcols.assemble([pieces])[0].decode()
 
 
-def _ranges_pieces(
+def _ranges_fields(
     first: Int, starts: Int, ends: Int, in_object: npt.NDArray[np.bool_]
-) -> textcols.Pieces:
-    """Each record's ranges after two spaces, ``  a-b,c-d``: at most four, then
-    ``,... (N ranges)``; ``  disk a-b`` where the ranges are disk offsets."""
+) -> list[textcols.Pieces | bytes]:
+    """Fields that write each record's ranges after two spaces, ``  a-b,c-d``: at most four,
+    then ``,... (N ranges)``; ``  disk a-b`` where the ranges are disk offsets."""
     records = len(first) - 1
     count = np.diff(first)
-    if (count == 1).all():  # the common case: one range a record
+    if (count == 1).all():  # the common case, one range a record: no text of its own
         lead: textcols.Pieces | bytes = b"  "
         if not in_object.all():
             lead = textcols.lookup((~in_object).astype(np.int64), [b"  ", b"  disk "])
-        text, offsets = textcols.assemble(
-            [lead, textcols.hexadecimal(starts), b"-", textcols.hexadecimal(ends)], records
-        )
-        return textcols.rows(text, offsets)
+        return [lead, textcols.hexadecimal(starts), b"-", textcols.hexadecimal(ends)]
     shown = np.minimum(count, 4)
     owner = np.repeat(np.arange(records), count)
     place = np.arange(len(starts)) - first[owner]
@@ -535,7 +536,7 @@ def _ranges_pieces(
     ranges = textcols.rows_of(text, offsets, kept_first[:-1], kept_first[1:])
     many = count > 4
     if not many.any():
-        return ranges
+        return [ranges]
     more_text, more_offsets = textcols.assemble(
         [b",... (", textcols.decimal(count[many]), b" ranges)"]
     )
@@ -544,8 +545,7 @@ def _ranges_pieces(
         textcols.rows(more_text, more_offsets),
         textcols.literal(b"", int((~many).sum())),
     )
-    joined, joined_offsets = textcols.assemble([ranges, more], records)
-    return textcols.rows(joined, joined_offsets)
+    return [ranges, more]
 
 
 def text_records(batch: RecordBatch, annotator: Annotator) -> Iterator[bytes]:
@@ -563,7 +563,7 @@ def text_records(batch: RecordBatch, annotator: Annotator) -> Iterator[bytes]:
                 time_pieces(batch.time[lo:hi]),
                 textcols.lookup(batch.op[lo:hi], ops),
                 textcols.pick(table, batch.row[lo:hi] + 1),
-                _ranges_pieces(
+                *_ranges_fields(
                     batch.range_first[lo : hi + 1] - r0,
                     batch.range_start[r0:r1],
                     batch.range_end[r0:r1],

@@ -21,15 +21,13 @@ import re
 import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple, TypeVar
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from bmap.errors import MapFormatError
 from bmap.nbdkitscan import Scan, days_from_civil, scan
-
-T = TypeVar("T")
 
 Int = npt.NDArray[np.int64]
 
@@ -559,13 +557,18 @@ LOG_BLOCK = 2 << 20
 """Bytes of an nbdkit log scanned at once."""
 
 
-def nbdkit_log_columns(fh: BinaryIO, parser: NbdkitParser, name: str) -> Iterator[Columns]:
-    """The requests of an nbdkit log read from ``fh``, a block of whole lines at a time, in
-    completion order; the unfinished ones last.
+def nbdkit_log_columns(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterator[Columns]:
+    """The requests of an nbdkit log read from ``fh`` (closed at the end), a block of whole
+    lines at a time, in completion order; the unfinished ones last.
 
     Raises:
         MapFormatError: a line longer than 128 MiB (this is no log).
     """
+    with fh:
+        yield from _log_blocks(fh, parser, name)
+
+
+def _log_blocks(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterator[Columns]:
     number = 1
     carry = b""
     while True:
@@ -584,48 +587,6 @@ def nbdkit_log_columns(fh: BinaryIO, parser: NbdkitParser, name: str) -> Iterato
     # The last line, with no newline: complete only if nbdkit finished writing it.
     last = parser.feed(number, carry.decode("utf-8", "replace")) if carry else []
     yield Columns.of(last + parser.finish())
-
-
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """``items``, produced in a thread at most ``depth`` ahead of the consumer.
-
-    numpy releases the GIL in its inner loops, so the scan of the next block of a log runs
-    on the second core while this thread annotates and writes the one before. An exception
-    in the producer is raised here, in order.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((False, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put((False, exc))
-
-    worker = threading.Thread(target=produce, name="bmap-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            more, item = q.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -34,7 +34,8 @@ from bmap.trace import (
     text_records,
     time_text,
 )
-from bmap.tracelogs import Columns, Request
+from bmap.tracelogs import Columns, NbdkitParser, Request, nbdkit_log_columns
+from bmap.worker import Forked
 
 RECORD_COLUMNS = [
     "time",
@@ -108,6 +109,28 @@ class TraceWriter:
             self.batch(self._stream.add(columns))
             if self.live:
                 self.batch(self._stream.flush())
+
+    def consume_nbdkit_log(self, fh: IO[bytes], parser: NbdkitParser, name: str) -> None:
+        """Write the records of a whole nbdkit log file: read, scanned, paired and
+        annotated in a forked child process (:mod:`bmap.worker`), formatted and written
+        here, on the other core. ``parser`` counts the log's unparsed lines at the end."""
+
+        def work() -> Iterator[tuple[str, Any]]:
+            # In the child: its own copies of the parser and of the record stream.
+            for columns in nbdkit_log_columns(fh, parser, name):
+                yield "batch", self._stream.add(columns)
+            yield "batch", self._stream.flush()
+            yield "parser", (parser.unparsed, parser.first_unparsed)
+
+        with Forked(work) as items:
+            for kind, item in items:
+                if kind == "batch":
+                    self.batch(item)
+                else:
+                    parser.unparsed, parser.first_unparsed = item
+        fh.close()
+        # The child flushed the record it held; this process's stream starts afresh.
+        self._stream = RecordStream(self.annotator)
 
     def batch(self, batch: RecordBatch) -> None:
         if not len(batch):
