@@ -1,144 +1,361 @@
-"""Trace benchmark: one nbdkit log of 1,000,000 read requests (half at random offsets, half in
-sequential runs) against the map of the large benchmark image; `bmap trace` against the
-intervaltree annotator (bench/trace_intervaltree.py), whole processes, alternating, medians.
-Writes the `bench:trace` section of BENCHMARKS.md. Usage: trace_bench.py [--requests N]
-[--rounds N] [--no-write]"""
+"""Trace benchmark: ``bmap trace`` against a straightforward intervaltree annotator.
+
+    python bench/trace_bench.py [--requests 1000000] [--rounds 5] [--follow-requests 200000]
+                                [--no-follow] [--no-write]
+
+1. The map of the large benchmark image (``build/bench/usr-full.img``, made by
+   bench/make_image.py) as CSV, and an nbdkit log-filter log (nbdkit 1.24+ format) of
+   REQUESTS reads: half in runs of 256 sequential 64 KiB reads, half at random 4 KiB-aligned
+   offsets with lengths of 4, 8, 16 or 64 KiB (seed 1). Both are cached in build/bench/.
+2. One untimed warm-up of each, which also checks the work: ``bmap trace --summary -f csv``
+   must account for every byte the log asked for, and the intervaltree annotator must print
+   one line per request.
+3. ROUNDS rounds alternating ``python -m bmap trace MAP LOG`` and
+   ``python bench/trace_intervaltree.py MAP LOG``, whole processes, output to /dev/null.
+   Wall time measured here; peak memory as the summed PSS of the process and its children
+   (bmap forks a worker that shares the map with it), sampled from /proc every 20 ms, and GNU
+   time's peak RSS (the largest single process) beside it.
+4. ``--follow``: a log of FOLLOW_REQUESTS requests is appended to a file in 2,000-request
+   pieces while ``bmap trace --follow`` reads it; bmap's RSS is sampled as the log grows, to
+   show that memory stays flat. Then SIGINT.
+5. Writes the ``bench:trace`` section of BENCHMARKS.md (unless --no-write or fewer than 5
+   rounds). Target: at least 10x faster than the intervaltree annotator, at most 3 s and
+   300 MiB for the million requests, constant memory in --follow mode.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import report  # noqa: E402
+
+ROOT = HERE.parent
 BUILD = ROOT / "build" / "bench"
 IMAGE = BUILD / "usr-full.img"
+TIME = "/usr/bin/time"
+TARGET_SECONDS = 3.0
+TARGET_RATIO = 10.0
+TARGET_RSS_MIB = 300
+#: --follow memory is called constant when the RSS at the end is at most this much above
+#: the RSS once a fifth of the log was read.
+FLAT_SLACK_MIB = 10
+
+
+def log(msg: str) -> None:
+    print(f"trace bench: {msg}", file=sys.stderr, flush=True)
 
 
 def build_map() -> Path:
     out = BUILD / "usr-full.map.csv"
     if not out.exists() or out.stat().st_mtime < IMAGE.stat().st_mtime:
+        log(f"mapping {IMAGE.name}")
         subprocess.run(
             [sys.executable, "-m", "bmap", "map", str(IMAGE), "-o", str(out)],
             check=True,
             capture_output=True,
+            env=report.child_env(),
         )
     return out
 
 
-def build_log(requests: int) -> Path:
-    out = BUILD / f"trace-{requests}.log"
-    if out.exists():
-        return out
-    size = IMAGE.stat().st_size
-    rnd = random.Random(1)
+def log_lines(requests: int, size: int, seed: int = 1):
+    """(offset, count) of each request, and the lines of an nbdkit log asking for them."""
+    rnd = random.Random(seed)
     t = 1_700_000_000.0
-    lines = []
     i = 0
+    while i < requests:
+        if (i // 256) % 2 == 0:  # a run of 256 sequential 64 KiB reads
+            base = rnd.randrange(0, size - 256 * 65536) // 4096 * 4096
+            batch = [(base + j * 65536, 65536) for j in range(min(256, requests - i))]
+        else:  # 256 reads at random offsets
+            batch = [
+                (
+                    rnd.randrange(0, size - 65536) // 4096 * 4096,
+                    rnd.choice((4096, 8192, 16384, 65536)),
+                )
+                for _ in range(min(256, requests - i))
+            ]
+        for offset, count in batch:
+            i += 1
+            t += 0.00001
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
+            yield count, (
+                f"{stamp} connection=1 Read id={i} offset={offset:#x} count={count:#x} ...\n"
+                f"{stamp} connection=1 ...Read id={i} return=0\n"
+            )
+
+
+def build_log(requests: int) -> tuple[Path, int]:
+    out = BUILD / f"trace-{requests}.log"
+    total_file = out.with_suffix(".bytes")
+    if out.exists() and total_file.exists():
+        return out, int(total_file.read_text())
+    log(f"writing {out.name}")
+    total = 0
     with open(out.with_suffix(".tmp"), "w") as fh:
-        while i < requests:
-            if (i // 256) % 2 == 0:  # a run of 256 sequential 64 KiB reads
-                base = rnd.randrange(0, size - 256 * 65536) // 4096 * 4096
-                batch = [(base + j * 65536, 65536) for j in range(min(256, requests - i))]
-            else:  # 256 reads at random offsets
-                batch = [
-                    (
-                        rnd.randrange(0, size - 65536) // 4096 * 4096,
-                        rnd.choice((4096, 8192, 16384, 65536)),
-                    )
-                    for _ in range(min(256, requests - i))
-                ]
-            for offset, count in batch:
-                i += 1
-                t += 0.00001
-                stamp = (
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
-                    + f".{int(t * 1e6) % 1000000:06d}"
-                )
-                lines.append(
-                    f"{stamp} connection=1 Read id={i} offset={offset:#x} count={count:#x} ...\n"
-                )
-                lines.append(f"{stamp} connection=1 ...Read id={i} return=0\n")
-            if len(lines) > 200000:
-                fh.writelines(lines)
-                lines = []
-        fh.writelines(lines)
+        chunk = []
+        for count, lines in log_lines(requests, IMAGE.stat().st_size):
+            total += count
+            chunk.append(lines)
+            if len(chunk) >= 100_000:
+                fh.writelines(chunk)
+                chunk = []
+        fh.writelines(chunk)
     out.with_suffix(".tmp").rename(out)
-    return out
+    total_file.write_text(str(total))
+    return out, total
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
+def tree_pss_kib(pid: int) -> int:
+    """The memory of a process and its descendants: the sum of their PSS (proportional set
+    size: a page shared by two processes, as bmap's forked worker shares the map with its
+    parent, counts half in each), from /proc/PID/smaps_rollup."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        todo.extend(children.get(p, []))
+    return total
+
+
+class Sampler:
+    """Samples the summed PSS of a process tree every ``period`` seconds in a thread."""
+
+    def __init__(self, pid: int, period: float = 0.02) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+        self._thread.start()
+
+    def _run(self, period: float) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - start, tree_pss_kib(self.pid)))
+            time.sleep(period)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max((kib for _, kib in self.samples), default=0)
+
+
+def timed(cmd: list[str]) -> tuple[float, int, int]:
+    """Wall seconds, peak summed PSS of the tree (KiB, sampled), GNU time's peak RSS (KiB)."""
     with tempfile.NamedTemporaryFile() as tf:
-        subprocess.run(
-            ["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd],
-            check=True,
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [TIME, "-f", "%M", "-o", tf.name, *cmd],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+            env=report.child_env(),
         )
-        wall, rss = Path(tf.name).read_text().split()[-2:]
-    return float(wall), int(rss) // 1024
+        sampler = Sampler(proc.pid)
+        code = proc.wait()
+        wall = time.monotonic() - start
+        peak = sampler.stop()
+        if code:
+            raise SystemExit(f"trace bench: {' '.join(cmd)} exited with {code}")
+        gnu = int(Path(tf.name).read_text().split()[-1])
+    return wall, peak, gnu
+
+
+def check_work(map_csv: Path, log_path: Path, requests: int, total: int) -> str:
+    """What the warm-up runs did: bmap's summary must hold every byte of the log, the
+    intervaltree annotator must print a line per request."""
+    summary = subprocess.run(
+        [sys.executable, "-m", "bmap", "trace", "--summary", "-f", "csv", str(map_csv), str(log_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=report.child_env(),
+    ).stdout
+    rows = list(csv.DictReader(summary.splitlines()))
+    read = sum(int(r["bytes_read"]) for r in rows)
+    named = sum(1 for r in rows if r["type"])
+    if read != total:
+        raise SystemExit(f"trace bench: bmap's summary reads {read} bytes, the log asks {total}")
+    lines = subprocess.run(
+        [sys.executable, str(HERE / "trace_intervaltree.py"), str(map_csv), str(log_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=report.child_env(),
+    ).stdout.count("\n")
+    if lines != requests:
+        raise SystemExit(f"trace bench: the intervaltree annotator printed {lines} lines")
+    return (
+        f"bmap's `--summary` accounts for all {total:,} bytes read ({named:,} objects named); "
+        f"the intervaltree annotator printed {lines:,} lines, one per request"
+    )
+
+
+def follow(map_csv: Path, requests: int) -> dict[str, object]:
+    """RSS of ``bmap trace --follow`` while a log grows to REQUESTS requests."""
+    with tempfile.TemporaryDirectory(prefix="bmap-follow-") as tmp:
+        log_path = Path(tmp) / "live.log"
+        log_path.write_text("")
+        out_path = Path(tmp) / "out.txt"
+        with open(out_path, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bmap", "trace", "--follow", str(map_csv), str(log_path)],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                env=report.child_env(),
+            )
+            time.sleep(1.0)  # map loaded
+            marks: list[tuple[int, int]] = []
+            start = time.monotonic()
+            pieces = []
+            for _, lines in log_lines(requests, IMAGE.stat().st_size, seed=2):
+                pieces.append(lines)
+                if len(pieces) == 2000:
+                    with open(log_path, "a") as fh:
+                        fh.writelines(pieces)
+                    pieces = []
+                    done = len(marks) * 2000 + 2000
+                    time.sleep(0.005)
+                    marks.append((done, tree_pss_kib(proc.pid)))
+            with open(log_path, "a") as fh:
+                fh.writelines(pieces)
+            # Wait until bmap has caught up: its output stops growing.
+            last, still = -1, 0
+            while still < 10:
+                size = out_path.stat().st_size
+                still = still + 1 if size == last else 0
+                last = size
+                time.sleep(0.1)
+            elapsed = time.monotonic() - start
+            end_rss = tree_pss_kib(proc.pid)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)
+        records = out_path.read_text().count("\n")
+    fifth = next(kib for done, kib in marks if done >= requests // 5)
+    return {
+        "requests": requests,
+        "records": records,
+        "seconds": elapsed,
+        "rss_fifth": fifth,
+        "rss_half": next(kib for done, kib in marks if done >= requests // 2),
+        "rss_end": end_rss,
+        "rss_max": max([kib for _, kib in marks] + [end_rss]),
+        "flat": end_rss - fifth <= FLAT_SLACK_MIB * 1024,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--follow-requests", type=int, default=200_000)
+    ap.add_argument("--no-follow", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 5:
+        log(f"{args.rounds} rounds: fewer than 5; BENCHMARKS.md is left alone")
+        args.no_write = True
+    if not IMAGE.exists():
+        raise SystemExit("trace bench: build/bench/usr-full.img is missing: run bench/run.py first")
+    info = report.machine()
     map_csv = build_map()
-    log = build_log(args.requests)
+    log_path, total = build_log(args.requests)
+    log("warm-up and checks")
+    checked = check_work(map_csv, log_path, args.requests, total)
     tools = {
-        "bmap trace": [sys.executable, "-m", "bmap", "trace", str(map_csv), str(log)],
-        "intervaltree": [
-            sys.executable,
-            str(ROOT / "bench" / "trace_intervaltree.py"),
-            str(map_csv),
-            str(log),
-        ],
+        "bmap trace": [sys.executable, "-m", "bmap", "trace", str(map_csv), str(log_path)],
+        "intervaltree": [sys.executable, str(HERE / "trace_intervaltree.py"), str(map_csv), str(log_path)],
     }
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name in tools}
+    runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in tools}
     for r in range(args.rounds):
         for name, cmd in tools.items():
-            results[name].append(timed(cmd))
-            print(
-                f"trace: round {r + 1}: {name} {results[name][-1][0]:.2f} s "
-                f"{results[name][-1][1]} MiB",
-                flush=True,
-            )
+            runs[name].append(timed(cmd))
+            wall, peak, gnu = runs[name][-1]
+            log(f"round {r + 1}: {name} {wall:.2f} s, {peak // 1024} MiB (largest process {gnu // 1024} MiB)")
     med = {
-        n: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v))
-        for n, v in results.items()
+        name: tuple(statistics.median(x[i] for x in v) for i in range(3)) for name, v in runs.items()
     }
-    ratio = med["intervaltree"][0] / med["bmap trace"][0]
-    met = med["bmap trace"][0] <= 3 and ratio >= 10 and med["bmap trace"][1] <= 300
-    table = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; "
-        f"{args.requests:,} read requests (nbdkit log filter format, {log.stat().st_size / 2**20:.0f} MiB, "
-        f"half in sequential runs of 64 KiB reads, half at random offsets) against the map of "
-        f"usr-full.img; medians of {args.rounds} alternating runs of whole processes.\n\n"
-        "| tool | wall time | peak RSS |\n|---|---|---|\n"
-        + "".join(f"| {n} | {w:.2f} s | {m} MiB |\n" for n, (w, m) in med.items())
-        + f"\nbmap trace is {ratio:.1f}x faster than the intervaltree annotator. Target (>= 10x, "
-        f"<= 3 s, <= 300 MiB): {'met' if met else 'not met'}.\n"
-    )
-    print(table)
+    bmap_wall, bmap_peak, bmap_gnu = med["bmap trace"]
+    ratio = med["intervaltree"][0] / bmap_wall
+    met = bmap_wall <= TARGET_SECONDS and ratio >= TARGET_RATIO and bmap_peak / 1024 <= TARGET_RSS_MIB
+    followed = None if args.no_follow else follow(map_csv, args.follow_requests)
+    walls = {name: ", ".join(f"{w:.2f}" for w, _, _ in v) for name, v in runs.items()}
+    lines = [
+        "## trace: bmap trace against an intervaltree annotator",
+        "",
+        f"Measured {info['date']} on {info['cpu']} ({info['nproc']} cores, {info['memory']}, "
+        f"Linux {info['kernel']}); Python {info['python']}, numpy {info['numpy']}, "
+        f"intervaltree {info['intervaltree']}; bmap {info['bmap']} at {info['tree']}.",
+        "",
+        f"{args.requests:,} read requests in nbdkit's log-filter format "
+        f"({log_path.stat().st_size / 2**20:.0f} MiB; half in runs of sequential 64 KiB reads, "
+        "half at random offsets) against the CSV map of usr-full.img; whole processes, output "
+        f"to /dev/null, medians of {args.rounds} alternating warm runs. Peak memory is the summed "
+        "PSS of the process tree (bmap forks a worker that scans and annotates while the "
+        "parent writes; PSS counts the pages they share once), sampled every 20 ms; GNU "
+        "time's peak RSS is the largest single process.",
+        "",
+        "| tool | wall time | peak PSS (process tree) | peak RSS (largest process) | runs (s) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {w:.2f} s | {p / 1024:.0f} MiB | {g / 1024:.0f} MiB | {walls[name]} |"
+            for name, (w, p, g) in med.items()
+        ),
+        "",
+        f"Checked in the warm-up: {checked}.",
+        "",
+        f"**bmap trace is {ratio:.1f}x faster than the intervaltree annotator.** Target "
+        f"(>= {TARGET_RATIO:.0f}x, <= {TARGET_SECONDS:.0f} s, <= {TARGET_RSS_MIB} MiB): "
+        + ("**met**." if met else "**not met**."),
+    ]
+    if followed:
+        f = followed
+        lines += [
+            "",
+            f"`--follow`: a log growing to {f['requests']:,} requests in pieces of 2,000 "
+            f"(written as fast as bmap read it; {f['records']:,} records printed in "
+            f"{f['seconds']:.1f} s): RSS {f['rss_fifth'] / 1024:.0f} MiB after a fifth of the "
+            f"log, {f['rss_half'] / 1024:.0f} MiB at half, {f['rss_end'] / 1024:.0f} MiB at "
+            f"the end (largest seen {f['rss_max'] / 1024:.0f} MiB): "
+            + (
+                f"constant (within {FLAT_SLACK_MIB} MiB)."
+                if f["flat"]
+                else f"**grows** by more than {FLAT_SLACK_MIB} MiB."
+            ),
+        ]
+    body = "\n".join(lines)
+    print(body)
     if not args.no_write:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text()
-        start, end = "<!-- bench:trace:start -->", "<!-- bench:trace:end -->"
-        section = f"{start}\n## trace: bmap trace against an intervaltree annotator\n\n{table}{end}"
-        if start in text:
-            text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(text)
+        report.write_section("trace", body)
 
 
 if __name__ == "__main__":

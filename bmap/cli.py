@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -473,7 +474,8 @@ def trace_command(
     if follow and len(logs) != 1:
         raise click.BadParameter("--follow takes one log", param_hint="LOG")
     # The first log is opened (and its format known) before the map is loaded: a log that
-    # cannot be read fails at once.
+    # cannot be read fails at once, and an nbdkit log file is scanned in a child process
+    # while the map loads.
     first = None if follow else _open_log(logs[0], input_format)
     try:
         frame = _load_for_lookup(map_file)
@@ -492,8 +494,9 @@ def trace_command(
         for i, log in enumerate(logs):
             current = first if i == 0 else _open_log(log, input_format)
             assert current is not None
-            if current.nbdkit_file is not None:
-                writer.consume_nbdkit_log(current.nbdkit_file, current.parser, log)
+            if current.job is not None:
+                writer.consume(current.job)
+                current.parser = current.job.parser
             else:
                 _trace_lines(writer, current.parser, current.lines)
             unparsed += current.parser.unparsed
@@ -516,36 +519,47 @@ def trace_command(
 
 
 class _OpenLog:
-    """A log whose format is known: its lines, or for an nbdkit log file the file itself,
-    opened for reading in blocks."""
+    """A log whose format is known: its lines, or for an nbdkit log file a job that reads
+    and scans it in a child process from now on."""
 
     def __init__(self, name: str, input_format: str) -> None:
+        from bmap.trace import NbdkitLogJob
         from bmap.tracelogs import PARSERS, detect_format
 
-        lines = _log_lines(name)
-        head: list[str] = []
-        for line in lines:
-            head.append(line)
-            if len(head) >= 50:
-                break
         chosen = input_format
+        # A regular file of nbdkit's log is read in blocks by the job; anything else (stdin,
+        # a named pipe, other formats) line by line.
+        try:
+            regular = name != "-" and stat.S_ISREG(os.stat(name).st_mode)
+        except OSError:
+            regular = False  # _log_lines says what is wrong with it
+        lines: Any = iter(())
+        head: list[str] = []
+        if chosen == "auto" or not (chosen == "nbdkit" and regular):
+            lines = _log_lines(name)
+            for line in lines:
+                head.append(line)
+                if len(head) >= 50:
+                    break
         if chosen == "auto":
             chosen = detect_format(head) or ""
             if not chosen:
                 raise MapFormatError(f"{name}: no line in its first 50 is a known trace format")
         self.parser = PARSERS[chosen]()
         self.lines: Iterable[str] = _chain(head, lines)
-        self.nbdkit_file: Any = None
-        if chosen == "nbdkit" and name != "-":
-            lines.close()
+        self.job: Any = None
+        if chosen == "nbdkit" and regular:
+            if hasattr(lines, "close"):
+                lines.close()
             try:
-                self.nbdkit_file = open(name, "rb")  # noqa: SIM115 - closed by close()
+                fh = open(name, "rb")  # noqa: SIM115 - the job closes it
             except OSError as exc:
                 raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+            self.job = NbdkitLogJob(fh, name)
 
     def close(self) -> None:
-        if self.nbdkit_file is not None:
-            self.nbdkit_file.close()
+        if self.job is not None:
+            self.job.close()
 
 
 def _open_log(name: str, input_format: str) -> _OpenLog:

@@ -261,17 +261,24 @@ def scan(data: bytes) -> Scan | None:
     if not len(a) or a[-1] != 10:
         return None
     block = _Block(data)
-    is_sep = a == 10
-    line_end = np.flatnonzero(is_sep)
+    # One pass over the bytes finds spaces, newlines and every other control byte; a line
+    # with one of the others (a tab, a carriage return) is left to the line parser.
+    controls = np.flatnonzero(a <= 32)
+    byte = a[controls]
+    newline = byte == 10
+    line_end = controls[newline]
+    sep = newline | (byte == 32)
+    odd = controls[~sep]
+    seps = controls[sep]
     n = len(line_end)
     line_start = np.empty(n, dtype=np.int64)
     line_start[0] = 0
     line_start[1:] = line_end[:-1] + 1
-    is_sep |= a == 32
-    seps = np.flatnonzero(is_sep)
     # Token j of a line ends at seps[first + j]; the timestamp's own space ends token 0.
     first = np.searchsorted(seps, line_start)
     tokens = np.searchsorted(seps, line_end) - first + 1
+    if len(odd):
+        tokens[np.searchsorted(line_end, odd)] = 0  # no candidate below
     # Every line taken here starts with a well-formed timestamp and a space (the line
     # parser's rule); a request's time must also be in range (below).
     length = line_end - line_start

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,8 +31,10 @@ from bmap.tracelogs import (
     TraceParser,
     detect_format,
     follow_lines,
+    nbdkit_log_columns,
     parse,
 )
+from bmap.worker import Forked
 
 Int = npt.NDArray[np.int64]
 
@@ -41,6 +43,7 @@ __all__ = [
     "PARSERS",
     "Annotator",
     "Columns",
+    "NbdkitLogJob",
     "NbdkitParser",
     "Record",
     "RecordBatch",
@@ -209,40 +212,37 @@ class RecordBatch:
             )
 
 
-class Annotator:
-    """Names the pieces of requests against one map (a DataFrame from ``read_map``)."""
+class AnnotationTables:
+    """What cutting requests into pieces and grouping them into records needs of a map: the
+    innermost tiling of one disk and, per map line, its offset inside its object, its start,
+    object number and type. Plain arrays (about 80 bytes a line), so that a worker process
+    can be handed them (:class:`NbdkitLogJob`)."""
 
-    def __init__(self, frame: Any, disk: int = 1) -> None:
-        import pandas as pd
-
+    def __init__(
+        self,
+        disk: int,
+        tiling: Tiling,
+        file_offset: Int,
+        line_start: Int,
+        object_of: Int,
+        type_code: Int,
+    ) -> None:
         self.disk = disk
-        self.tiling = innermost_tiling(frame, disk)
-        fo = frame["file_offset"]
-        self.file_offset = fo.astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
-        self.line_start = frame["start"].to_numpy(dtype=np.int64)
-        self._type = frame["type"].to_numpy(dtype=object)
-        self._device = frame["device"].to_numpy(dtype=object)
-        self._kind = frame["kind"].to_numpy(dtype=object)
-        self._path = frame["path"].to_numpy(dtype=object)
-        # One number per object: lines of the same (type, device, kind, path) share it.
-        keys = self._type + "\0" + self._device + "\0" + self._kind + "\0" + self._path
-        self.object_of = pd.factorize(keys)[0].astype(np.int64)
-        self.type_code = (
-            frame["type"].map({t: i for i, t in enumerate("vpldfmu")}).to_numpy(dtype=np.int64)
+        self.tiling = tiling
+        self.file_offset = file_offset
+        self.line_start = line_start
+        self.object_of = object_of
+        self.type_code = type_code
+
+    def tables(self) -> AnnotationTables:
+        return AnnotationTables(
+            self.disk,
+            self.tiling,
+            self.file_offset,
+            self.line_start,
+            self.object_of,
+            self.type_code,
         )
-
-    def records(self, requests: Sequence[Request]) -> Iterator[Record]:
-        """Coalesced records, one object each (convenient; :meth:`annotate` is the fast way)."""
-        if not requests:
-            return
-        yield from self.annotate(Columns.of(requests)).records()
-
-    def annotate(self, requests: Columns) -> RecordBatch:
-        """Coalesced records of a whole batch of requests, as columns (a batch on its own:
-        :class:`RecordStream` coalesces across batches)."""
-        names = list(requests.status_names)
-        batch, _ = self.group(self.pieces(requests, requests.status), names, hold_last=False)
-        return batch
 
     def pieces(self, requests: Columns, status: Int) -> Pieces:
         """Each request cut at the tiling's boundaries (one ``searchsorted`` pair for all of
@@ -341,6 +341,42 @@ class Annotator:
         )
         return batch, held
 
+
+class Annotator(AnnotationTables):
+    """Names the pieces of requests against one map (a DataFrame from ``read_map``)."""
+
+    def __init__(self, frame: Any, disk: int = 1) -> None:
+        import pandas as pd
+
+        fo = frame["file_offset"]
+        self._type = frame["type"].to_numpy(dtype=object)
+        self._device = frame["device"].to_numpy(dtype=object)
+        self._kind = frame["kind"].to_numpy(dtype=object)
+        self._path = frame["path"].to_numpy(dtype=object)
+        # One number per object: lines of the same (type, device, kind, path) share it.
+        keys = self._type + "\0" + self._device + "\0" + self._kind + "\0" + self._path
+        super().__init__(
+            disk,
+            innermost_tiling(frame, disk),
+            fo.astype("Int64").fillna(-1).to_numpy(dtype=np.int64),
+            frame["start"].to_numpy(dtype=np.int64),
+            pd.factorize(keys)[0].astype(np.int64),
+            frame["type"].map({t: i for i, t in enumerate("vpldfmu")}).to_numpy(dtype=np.int64),
+        )
+
+    def records(self, requests: Sequence[Request]) -> Iterator[Record]:
+        """Coalesced records, one object each (convenient; :meth:`annotate` is the fast way)."""
+        if not requests:
+            return
+        yield from self.annotate(Columns.of(requests)).records()
+
+    def annotate(self, requests: Columns) -> RecordBatch:
+        """Coalesced records of a whole batch of requests, as columns (a batch on its own:
+        :class:`RecordStream` coalesces across batches)."""
+        names = list(requests.status_names)
+        batch, _ = self.group(self.pieces(requests, requests.status), names, hold_last=False)
+        return batch
+
     NOTHING = "(nothing in the map)"
 
     def name(self, row: int) -> str:
@@ -390,7 +426,7 @@ class RecordStream:
     in 64 KiB requests is one record, wherever the log's blocks were cut).
     :meth:`flush` hands out the held record (at the end, or at once for live output)."""
 
-    def __init__(self, annotator: Annotator) -> None:
+    def __init__(self, annotator: AnnotationTables) -> None:
         self.annotator = annotator
         self.status_names: list[str] = ["ok"]
         self._codes: dict[str, int] = {"ok": 0}
@@ -421,6 +457,64 @@ class RecordStream:
             code = self._codes[name] = len(self.status_names)
             self.status_names.append(name)
         return code
+
+
+class NbdkitLogJob:
+    """An nbdkit log file read, scanned and paired in a forked child process
+    (:class:`bmap.worker.Forked`) from the moment this is made; annotated there too, into
+    coalesced record batches, once :meth:`annotate_with` hands it the map's tables. The scan
+    needs no map, so it runs while this process loads the map.
+    """
+
+    WAITING_LIMIT = 1_000_000
+    """Requests the child keeps before it has the tables; then it waits for them."""
+
+    def __init__(self, fh: IO[bytes], name: str) -> None:
+        self.parser = NbdkitParser()
+        self.name = name
+        self._fh = fh
+        self._forked: Forked[tuple[str, Any]] = Forked(self._work, inbox=True)
+        if self._forked.forked:
+            fh.close()  # the child has its own descriptor
+
+    def _work(self, receive: Any) -> Iterator[tuple[str, Any]]:
+        stream: RecordStream | None = None
+        waiting: list[Columns] = []
+        count = 0
+        for columns in nbdkit_log_columns(self._fh, self.parser, self.name):
+            if stream is None:
+                tables = receive(wait=count >= self.WAITING_LIMIT)
+                if tables is not None:
+                    stream = RecordStream(tables)
+            if stream is None:
+                waiting.append(columns)
+                count += len(columns)
+                continue
+            for early in waiting:
+                yield "batch", stream.add(early)
+            waiting = []
+            yield "batch", stream.add(columns)
+        if stream is None:
+            stream = RecordStream(receive(wait=True))
+        for early in waiting:
+            yield "batch", stream.add(early)
+        yield "batch", stream.flush()
+        yield "parser", (self.parser.unparsed, self.parser.first_unparsed)
+
+    def annotate_with(self, tables: AnnotationTables) -> None:
+        self._forked.send(tables)
+
+    def batches(self) -> Iterator[RecordBatch]:
+        """The records, coalesced, in order; at the end ``parser`` has the log's counts of
+        lines it could not parse."""
+        for kind, item in self._forked:
+            if kind == "batch":
+                yield item
+            else:
+                self.parser.unparsed, self.parser.first_unparsed = item
+
+    def close(self) -> None:
+        self._forked.close()
 
 
 # --------------------------------------------------------------------------------------------

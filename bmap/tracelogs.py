@@ -555,6 +555,8 @@ def parse(lines: Iterable[str], fmt: str) -> tuple[list[Request], TraceParser]:
 
 LOG_BLOCK = 2 << 20
 """Bytes of an nbdkit log scanned at once."""
+MAX_LINE = 128 << 20
+"""A longer line means the file is no log (and is not read into memory whole)."""
 
 
 def nbdkit_log_columns(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterator[Columns]:
@@ -570,22 +572,26 @@ def nbdkit_log_columns(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterat
 
 def _log_blocks(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterator[Columns]:
     number = 1
-    carry = b""
+    carry: list[bytes] = []  # the start of a line not yet ended, in parts (joined once)
+    carried = 0
     while True:
         block = fh.read(LOG_BLOCK)
         if not block:
             break
-        data = carry + block
-        cut = data.rfind(b"\n") + 1
-        data, carry = data[:cut], data[cut:]
-        if not data:
-            if len(carry) > 16 * LOG_BLOCK:
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            carry.append(block)
+            carried += len(block)
+            if carried > MAX_LINE:
                 raise MapFormatError(f"{name}: a line longer than 128 MiB; not a log")
             continue
+        data = b"".join([*carry, block[:cut]]) if carry else block[:cut]
+        carry, carried = [block[cut:]], len(block) - cut
         yield parser.feed_block(data, number)
         number += data.count(b"\n")
     # The last line, with no newline: complete only if nbdkit finished writing it.
-    last = parser.feed(number, carry.decode("utf-8", "replace")) if carry else []
+    rest = b"".join(carry)
+    last = parser.feed(number, rest.decode("utf-8", "replace")) if rest else []
     yield Columns.of(last + parser.finish())
 
 

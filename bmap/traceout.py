@@ -17,7 +17,7 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -28,14 +28,14 @@ from bmap.mapfile import csv_field
 from bmap.render import human_size
 from bmap.trace import (
     Annotator,
+    NbdkitLogJob,
     RecordBatch,
     RecordStream,
     seconds_pieces,
     text_records,
     time_text,
 )
-from bmap.tracelogs import Columns, NbdkitParser, Request, nbdkit_log_columns
-from bmap.worker import Forked
+from bmap.tracelogs import Columns, Request
 
 RECORD_COLUMNS = [
     "time",
@@ -110,27 +110,12 @@ class TraceWriter:
             if self.live:
                 self.batch(self._stream.flush())
 
-    def consume_nbdkit_log(self, fh: IO[bytes], parser: NbdkitParser, name: str) -> None:
-        """Write the records of a whole nbdkit log file: read, scanned, paired and
-        annotated in a forked child process (:mod:`bmap.worker`), formatted and written
-        here, on the other core. ``parser`` counts the log's unparsed lines at the end."""
-
-        def work() -> Iterator[tuple[str, Any]]:
-            # In the child: its own copies of the parser and of the record stream.
-            for columns in nbdkit_log_columns(fh, parser, name):
-                yield "batch", self._stream.add(columns)
-            yield "batch", self._stream.flush()
-            yield "parser", (parser.unparsed, parser.first_unparsed)
-
-        with Forked(work) as items:
-            for kind, item in items:
-                if kind == "batch":
-                    self.batch(item)
-                else:
-                    parser.unparsed, parser.first_unparsed = item
-        fh.close()
-        # The child flushed the record it held; this process's stream starts afresh.
-        self._stream = RecordStream(self.annotator)
+    def consume(self, job: NbdkitLogJob) -> None:
+        """Write the records of an nbdkit log file worked on in a child process: annotated
+        there with this writer's map, formatted and written here, on the other core."""
+        job.annotate_with(self.annotator.tables())
+        for batch in job.batches():
+            self.batch(batch)
 
     def batch(self, batch: RecordBatch) -> None:
         if not len(batch):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import select
 import signal
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Generic, NoReturn, TypeVar, cast
@@ -38,20 +40,32 @@ class Forked(Generic[T]):
     stderr and ignores Ctrl-C: the parent decides what the user sees, and stops it.
     """
 
-    def __init__(self, work: Callable[[], Iterator[T]], depth: int = 8) -> None:
+    def __init__(
+        self, work: Callable[..., Iterator[T]], depth: int = 8, inbox: bool = False
+    ) -> None:
         self._pid = 0
         self._local: Iterator[T] | None = None
         self._file: IO[bytes] | None = None
+        self._inbox: IO[bytes] | None = None
+        self._mail: list[Any] = []
         self._done = False
-        if not hasattr(os, "fork"):
-            self._local = work()
+        self.forked = hasattr(os, "fork")
+        """Whether the work runs in a child (else here, as it is iterated)."""
+        if not self.forked:
+            self._local = work(self._local_receive) if inbox else work()
             return
         read_end, write_end = os.pipe()
+        inbox_read, inbox_write = os.pipe() if inbox else (-1, -1)
         pid = os.fork()
         if pid == 0:  # the child
             os.close(read_end)
-            _child(write_end, work)
+            if inbox:
+                os.close(inbox_write)
+            _child(write_end, work, inbox_read)
         os.close(write_end)
+        if inbox:
+            os.close(inbox_read)
+            self._inbox = os.fdopen(inbox_write, "wb")
         self._pid = pid
         self._file = os.fdopen(read_end, "rb", buffering=1 << 16)
         _grow_pipe(read_end)
@@ -71,6 +85,40 @@ class Forked(Generic[T]):
                     return
         except (EOFError, OSError, ValueError, pickle.UnpicklingError):
             self._queue.put((_DIED, None))
+
+    def send(self, message: Any) -> None:
+        """Hand the child an object (with ``inbox``): its work takes it with ``receive``."""
+        if self._inbox is None:
+            self._mail.append(message)
+            return
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._inbox.write(struct.pack("<Q", len(data)) + data)
+            self._inbox.flush()
+        except OSError:  # BrokenPipeError: the child is gone; say why, not "broken pipe"
+            self._raise_why_the_child_ended()
+
+    def _raise_why_the_child_ended(self) -> NoReturn:
+        deadline = 5.0
+        while True:
+            try:
+                kind, item = self._queue.get(timeout=deadline)
+            except queue.Empty:
+                kind, item = _DIED, None
+            if kind == _ITEM:
+                continue  # results it made before it failed: of no use now
+            self._done = True
+            status = self._reap()
+            if kind == _ERROR:
+                raise item
+            raise WorkerError(f"the worker process ended before its work was done ({status})")
+
+    def _local_receive(self, wait: bool = True) -> Any:
+        if self._mail:
+            return self._mail.pop(0)
+        if wait:
+            raise WorkerError("the work waits for a message that was never sent")
+        return None
 
     def __iter__(self) -> Forked[T]:
         return self
@@ -101,6 +149,12 @@ class Forked(Generic[T]):
             except ProcessLookupError:
                 pass
             self._reap()
+        if self._inbox is not None:
+            try:
+                self._inbox.close()
+            except OSError:
+                pass  # the child is gone: nothing more to tell it
+            self._inbox = None
         if self._file is not None:
             if self._reader.is_alive():
                 self._drain_rest()
@@ -137,6 +191,17 @@ class Forked(Generic[T]):
 _ITEM, _END, _ERROR, _DIED = 0, 1, 2, 3
 
 
+def _read_exactly(fd: int, size: int) -> bytes:
+    parts = []
+    while size:
+        part = os.read(fd, min(size, 1 << 20))
+        if not part:
+            raise EOFError("the parent closed the pipe")
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
 def _grow_pipe(fd: int) -> None:
     """Ask for a 1 MiB pipe (Linux), so that one pickled batch fits; no matter if refused."""
     try:
@@ -147,16 +212,28 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-def _child(fd: int, work: Callable[[], Iterator[Any]]) -> NoReturn:
+def _child(fd: int, work: Callable[..., Iterator[Any]], inbox: int) -> NoReturn:
     """Run ``work`` and send its items; never returns (``os._exit``, so that nothing of the
-    parent's, buffered output or cleanup handlers, runs twice)."""
+    parent's, buffered output or cleanup handlers, runs twice). With an ``inbox`` descriptor
+    the work is called with ``receive(wait)``, which returns the parent's next message, or
+    None at once when ``wait`` is false and none has come."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        def receive(wait: bool = True) -> Any:
+            # Messages are framed (a length, then the pickle) and read from the descriptor
+            # itself, so that select() tells the truth about what is waiting.
+            if not wait and not select.select([inbox], [], [], 0)[0]:
+                return None
+            (size,) = struct.unpack("<Q", _read_exactly(inbox, 8))
+            return pickle.loads(_read_exactly(inbox, size))
+
+        items = work(receive) if inbox >= 0 else work()
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             try:
-                for item in work():
+                for item in items:
                     pickle.dump((_ITEM, item), out, protocol=pickle.HIGHEST_PROTOCOL)
                     out.flush()  # each item as soon as it is made
                 pickle.dump((_END, None), out, protocol=pickle.HIGHEST_PROTOCOL)

@@ -476,3 +476,23 @@ def test_records_do_not_depend_on_where_batches_are_cut(sample_frame, seed, cuts
         assert not same
     assert sum(r.requests for r in whole) >= 600  # a request split over objects counts in each
     assert sum(r.bytes for r in whole) == int(requests.length.sum())
+
+
+def test_a_failure_in_the_worker_is_one_clear_line(sample, tmp_path):
+    """The worker process rejects a log whose line is longer than 128 MiB; the user gets
+    its reason and the bad-map exit code, not silence."""
+    map_csv = tmp_path / "m.csv"
+    with Image(sample("gpt-512")) as img:
+        write_map(map_images([img]), map_csv, "csv")
+    log = tmp_path / "one-long-line.log"
+    with open(log, "wb") as fh:
+        fh.truncate(130 << 20)  # sparse: 130 MiB of zeros, no newline
+    proc = subprocess.run(
+        [sys.executable, "-m", "bmap", "trace", "--input-format", "nbdkit", str(map_csv), str(log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 6, proc.stderr
+    assert "a line longer than 128 MiB" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

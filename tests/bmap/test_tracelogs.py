@@ -99,7 +99,23 @@ garbage = st.one_of(
         str.encode
     ),
 )
+
+
+@st.composite
+def mutated_line(draw):
+    """A valid request or completion with one space or its end changed to a control byte
+    (a tab, a carriage return, ...): the scanner must leave it to the line parser."""
+    line = draw(st.one_of(request_line(), completion_line())).encode()
+    spaces = [i for i, c in enumerate(line) if c == 32]
+    byte = draw(st.sampled_from([9, 13, 11, 12, 0, 31, 127]))
+    if draw(st.booleans()) and spaces:
+        i = draw(st.sampled_from(spaces))
+        return line[:i] + bytes([byte]) + line[i + 1 :]
+    return line + bytes([byte])
+
+
 log_line = st.one_of(
+    mutated_line(),
     *(s.map(str.encode) for s in (request_line(), request_line(), completion_line())),
     completion_line().map(str.encode),
     other_line.map(str.encode),
@@ -233,3 +249,36 @@ def test_timestamps_match_the_calendar():
             (int(s[:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]), int(s[17:19]))
         )
         assert m == whole * 1_000_000 + int(s[20:])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(log_line, max_size=40),
+    st.integers(1, 400),
+    st.booleans(),
+)
+def test_reading_a_file_in_blocks_of_any_size_changes_nothing(lines, block, cut_last):
+    """Lines cut by the block size, spanning several blocks, a last line with no newline."""
+    import io
+
+    import bmap.tracelogs as tracelogs
+
+    data = b"".join(line + b"\n" for line in lines)
+    if cut_last and data:
+        data = data[:-1]  # the log ends in the middle of being written
+    text = data.decode("utf-8", "replace")
+    # The lines as a file gives them: no empty one after the last newline.
+    reference = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    requests, line_parser = parse(reference, "nbdkit") if text else ([], NbdkitParser())
+    want = [(r.time, r.op, r.offset, r.length, r.status) for r in requests]
+    saved = tracelogs.LOG_BLOCK
+    tracelogs.LOG_BLOCK = block
+    try:
+        parser = NbdkitParser()
+        got = _rows(
+            Columns.concat(list(tracelogs.nbdkit_log_columns(io.BytesIO(data), parser, "x")))
+        )
+    finally:
+        tracelogs.LOG_BLOCK = saved
+    assert got == want
+    assert parser.unparsed == line_parser.unparsed

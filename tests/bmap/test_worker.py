@@ -78,3 +78,31 @@ def test_closing_early_stops_the_child():
     child = next(items)
     items.close()
     assert _gone(child)
+
+
+def test_a_child_that_failed_before_a_message_raises_its_error_on_send():
+    """Not BrokenPipeError: the CLI reads that as "stdout was closed" and exits 0."""
+
+    def work(receive):
+        raise MapFormatError("the child's own reason")
+        yield receive()
+
+    items = Forked(work, inbox=True)
+    time.sleep(0.3)
+    with pytest.raises(MapFormatError, match="the child's own reason"):
+        items.send(b"x" * (2 << 20))  # more than a pipe holds
+    items.close()
+
+
+def test_messages_reach_the_child_whole():
+    def work(receive):
+        first = receive(wait=True)
+        yield int(first.sum())
+        yield receive(wait=False)
+
+    items = Forked(work, inbox=True)
+    big = np.arange(3_000_000, dtype=np.int64)  # 24 MB: many partial reads of the pipe
+    items.send(big)
+    assert next(items) == int(big.sum())
+    assert next(items) is None
+    items.close()
