@@ -1,6 +1,7 @@
 """``make bench``: time ``bmap map`` against a pytsk3 walk and a dissect.extfs walk.
 
-    python bench/run.py [--rounds 5] [--image full --image half ...] [--no-index] [--no-write]
+    python bench/run.py [--rounds 5] [--image full --image half ...] [--no-index] [--no-trace]
+                        [--no-write]
 
 1. Builds or reuses the ext4 images (bench/make_image.py): /usr and two subtrees of it.
 2. For each image, smallest first: one untimed warm-up run of each tool, then ROUNDS rounds
@@ -12,7 +13,9 @@
 3. Medians per tool; ratios bmap/pytsk3 and bmap/dissect; time per 1000 inodes for the
    growth series; whether the target holds (bmap at most 0.5x pytsk3, at most 150 MiB).
 4. Prints the tables and rewrites the ``bench:ext`` section of BENCHMARKS.md; then runs
-   bench/index_lookups.py, which rewrites the ``bench:index`` section.
+   bench/index_lookups.py, which rewrites the ``bench:index`` section, and
+   bench/trace_bench.py (``bmap trace`` of a million requests against an intervaltree
+   annotator, and ``--follow`` memory), which rewrites the ``bench:trace`` section.
 """
 
 from __future__ import annotations
@@ -313,8 +316,8 @@ def write(
             f"pytsk3 {info['pytsk3']}, dissect.extfs {info['dissect.extfs']}, "
             f"mke2fs {info['mke2fs']}; bmap {info['bmap']} at {info['tree']}. All three "
             "children ran with `OPENBLAS_NUM_THREADS=1`; the page cache was not dropped (warm "
-            f"runs, one untimed warm-up each). The ext part of this run took {elapsed / 60:.1f} min "
-            f"({'images built in it' if built else 'images cached'}).",
+            "runs, one untimed warm-up each). The ext part of this run took "
+            f"{elapsed / 60:.1f} min ({'images built in it' if built else 'images cached'}).",
             "",
             "Commands timed: `python -m bmap map IMAGE -o /tmp/.../x.bmap`, "
             "`python bench/walk_pytsk3.py IMAGE`, `python bench/walk_dissect.py IMAGE`.",
@@ -337,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the images")
     ap.add_argument("--no-index", action="store_true", help="skip bench/index_lookups.py")
+    ap.add_argument("--no-trace", action="store_true", help="skip bench/trace_bench.py")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     if args.rounds < 5:
@@ -364,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         write(results, args.rounds, info, time.monotonic() - start, built)
     if not args.no_index:
         cmd = [sys.executable, str(HERE / "index_lookups.py"), "--rounds", str(args.rounds)]
+        if args.no_write:
+            cmd.append("--no-write")
+        subprocess.run(cmd, check=True, env=report.child_env())
+    if not args.no_trace and (args.image is None or "full" in args.image):
+        cmd = [sys.executable, str(HERE / "trace_bench.py"), "--rounds", str(args.rounds)]
         if args.no_write:
             cmd.append("--no-write")
         subprocess.run(cmd, check=True, env=report.child_env())

@@ -11,10 +11,10 @@
    must account for every byte the log asked for, and the intervaltree annotator must print
    one line per request.
 3. ROUNDS rounds alternating ``python -m bmap trace MAP LOG`` and
-   ``python bench/trace_intervaltree.py MAP LOG``, whole processes, output to /dev/null.
-   Wall time measured here; peak memory as the summed PSS of the process and its children
-   (bmap forks a worker that shares the map with it), sampled from /proc every 20 ms, and GNU
-   time's peak RSS (the largest single process) beside it.
+   ``python bench/trace_intervaltree.py MAP LOG``, whole processes, output to /dev/null,
+   timed with nothing else running (wall time measured here, GNU time's peak RSS of the
+   largest process). Then two untimed runs of each whose summed PSS over the process tree
+   (bmap forks a worker that shares the map with it) is sampled from /proc every 20 ms.
 4. ``--follow``: a log of FOLLOW_REQUESTS requests is appended to a file in 2,000-request
    pieces while ``bmap trace --follow`` reads it; bmap's RSS is sampled as the log grows, to
    show that memory stays flat. Then SIGINT.
@@ -91,10 +91,16 @@ def log_lines(requests: int, size: int, seed: int = 1):
         for offset, count in batch:
             i += 1
             t += 0.00001
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
-            yield count, (
-                f"{stamp} connection=1 Read id={i} offset={offset:#x} count={count:#x} ...\n"
-                f"{stamp} connection=1 ...Read id={i} return=0\n"
+            stamp = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+                + f".{int(t * 1e6) % 1000000:06d}"
+            )
+            yield (
+                count,
+                (
+                    f"{stamp} connection=1 Read id={i} offset={offset:#x} count={count:#x} ...\n"
+                    f"{stamp} connection=1 ...Read id={i} return=0\n"
+                ),
             )
 
 
@@ -119,23 +125,31 @@ def build_log(requests: int) -> tuple[Path, int]:
     return out, total
 
 
+def _descendants(pid: int) -> list[int]:
+    """A process and all its descendants, from /proc/PID/task/TID/children."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+            except OSError:
+                pass
+    return found
+
+
 def tree_pss_kib(pid: int) -> int:
     """The memory of a process and its descendants: the sum of their PSS (proportional set
     size: a page shared by two processes, as bmap's forked worker shares the map with its
     parent, counts half in each), from /proc/PID/smaps_rollup."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
+    total = 0
+    for p in _descendants(pid):
         try:
             with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
@@ -144,7 +158,6 @@ def tree_pss_kib(pid: int) -> int:
                         break
         except OSError:
             pass
-        todo.extend(children.get(p, []))
     return total
 
 
@@ -170,31 +183,51 @@ class Sampler:
         return max((kib for _, kib in self.samples), default=0)
 
 
-def timed(cmd: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, peak summed PSS of the tree (KiB, sampled), GNU time's peak RSS (KiB)."""
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and GNU time's peak RSS (KiB, the largest single process), with nothing
+    else running: memory is sampled in separate runs (:func:`peak_memory`)."""
     with tempfile.NamedTemporaryFile() as tf:
         start = time.monotonic()
-        proc = subprocess.Popen(
+        code = subprocess.run(
             [TIME, "-f", "%M", "-o", tf.name, *cmd],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=report.child_env(),
-        )
-        sampler = Sampler(proc.pid)
-        code = proc.wait()
+        ).returncode
         wall = time.monotonic() - start
-        peak = sampler.stop()
         if code:
             raise SystemExit(f"trace bench: {' '.join(cmd)} exited with {code}")
-        gnu = int(Path(tf.name).read_text().split()[-1])
-    return wall, peak, gnu
+        return wall, int(Path(tf.name).read_text().split()[-1])
+
+
+def peak_memory(cmd: list[str]) -> int:
+    """Peak summed PSS of the process tree (KiB), sampled every 20 ms in an untimed run."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=report.child_env()
+    )
+    sampler = Sampler(proc.pid)
+    code = proc.wait()
+    peak = sampler.stop()
+    if code:
+        raise SystemExit(f"trace bench: {' '.join(cmd)} exited with {code}")
+    return peak
 
 
 def check_work(map_csv: Path, log_path: Path, requests: int, total: int) -> str:
     """What the warm-up runs did: bmap's summary must hold every byte of the log, the
     intervaltree annotator must print a line per request."""
     summary = subprocess.run(
-        [sys.executable, "-m", "bmap", "trace", "--summary", "-f", "csv", str(map_csv), str(log_path)],
+        [
+            sys.executable,
+            "-m",
+            "bmap",
+            "trace",
+            "--summary",
+            "-f",
+            "csv",
+            str(map_csv),
+            str(log_path),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -293,22 +326,32 @@ def main() -> None:
     checked = check_work(map_csv, log_path, args.requests, total)
     tools = {
         "bmap trace": [sys.executable, "-m", "bmap", "trace", str(map_csv), str(log_path)],
-        "intervaltree": [sys.executable, str(HERE / "trace_intervaltree.py"), str(map_csv), str(log_path)],
+        "intervaltree": [
+            sys.executable,
+            str(HERE / "trace_intervaltree.py"),
+            str(map_csv),
+            str(log_path),
+        ],
     }
-    runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in tools}
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in tools}
     for r in range(args.rounds):
         for name, cmd in tools.items():
             runs[name].append(timed(cmd))
-            wall, peak, gnu = runs[name][-1]
-            log(f"round {r + 1}: {name} {wall:.2f} s, {peak // 1024} MiB (largest process {gnu // 1024} MiB)")
+            wall, gnu = runs[name][-1]
+            log(f"round {r + 1}: {name} {wall:.2f} s (largest process {gnu // 1024} MiB)")
+    log("memory runs")
+    pss = {name: max(peak_memory(cmd) for _ in range(2)) for name, cmd in tools.items()}
     med = {
-        name: tuple(statistics.median(x[i] for x in v) for i in range(3)) for name, v in runs.items()
+        name: (statistics.median(w for w, _ in v), pss[name], statistics.median(g for _, g in v))
+        for name, v in runs.items()
     }
-    bmap_wall, bmap_peak, bmap_gnu = med["bmap trace"]
+    bmap_wall, bmap_peak, _ = med["bmap trace"]
     ratio = med["intervaltree"][0] / bmap_wall
-    met = bmap_wall <= TARGET_SECONDS and ratio >= TARGET_RATIO and bmap_peak / 1024 <= TARGET_RSS_MIB
+    met = (
+        bmap_wall <= TARGET_SECONDS and ratio >= TARGET_RATIO and bmap_peak / 1024 <= TARGET_RSS_MIB
+    )
     followed = None if args.no_follow else follow(map_csv, args.follow_requests)
-    walls = {name: ", ".join(f"{w:.2f}" for w, _, _ in v) for name, v in runs.items()}
+    walls = {name: ", ".join(f"{w:.2f}" for w, _ in v) for name, v in runs.items()}
     lines = [
         "## trace: bmap trace against an intervaltree annotator",
         "",
@@ -319,10 +362,11 @@ def main() -> None:
         f"{args.requests:,} read requests in nbdkit's log-filter format "
         f"({log_path.stat().st_size / 2**20:.0f} MiB; half in runs of sequential 64 KiB reads, "
         "half at random offsets) against the CSV map of usr-full.img; whole processes, output "
-        f"to /dev/null, medians of {args.rounds} alternating warm runs. Peak memory is the summed "
-        "PSS of the process tree (bmap forks a worker that scans and annotates while the "
-        "parent writes; PSS counts the pages they share once), sampled every 20 ms; GNU "
-        "time's peak RSS is the largest single process.",
+        f"to /dev/null, medians of {args.rounds} alternating warm runs timed with nothing else "
+        "running. Peak memory is the summed PSS of the process tree (bmap forks a worker "
+        "that scans and annotates while the parent writes; PSS counts the pages they share "
+        "once), the larger of two further runs sampled every 20 ms; GNU time's peak RSS of "
+        "the timed runs is the largest single process.",
         "",
         "| tool | wall time | peak PSS (process tree) | peak RSS (largest process) | runs (s) |",
         "|---|---|---|---|---|",
