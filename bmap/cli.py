@@ -482,6 +482,7 @@ def trace_command(
         if disk not in set(frame["disk"].unique().tolist()):
             raise MapFormatError(f"{map_file}: has no disk {disk}")
         annotator = Annotator(frame, disk)
+        del frame  # the annotator keeps what it needs; its memory is reused for the output
         writer = _trace_writer(annotator, fmt, summary, live=follow)
         if follow:
             try:

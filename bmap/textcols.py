@@ -12,6 +12,7 @@ per output byte.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -154,6 +155,63 @@ def choose(mask: npt.ArrayLike, when_true: Pieces, when_false: Pieces) -> Pieces
     )
 
 
+class _Source:
+    """The blobs of one assembly laid end to end in a buffer that is kept from call to call.
+
+    A large blob seen again (the same array: a per-map table of names that every chunk of
+    records picks from) stays at the front of the buffer and is not copied again; only the
+    small blobs of the chunk are copied behind it.
+    """
+
+    LARGE = 1 << 20
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(0, dtype=np.uint8)
+        self.front: U8 | None = None
+        self.ramp = np.arange(0, dtype=np.intp)
+
+    def lay_out(self, blobs: list[U8]) -> tuple[U8, list[int]]:
+        """One array holding every blob, and where each starts in it."""
+        large = max(range(len(blobs)), key=lambda i: len(blobs[i]))
+        front = blobs[large] if len(blobs[large]) >= self.LARGE else None
+        size = sum(len(b) for b in blobs)
+        if len(self.buffer) < size:
+            self.buffer = np.empty(size + size // 4, dtype=np.uint8)
+            self.front = None
+        starts = [0] * len(blobs)
+        at = 0
+        if front is not None:
+            if self.front is not front:
+                self.buffer[: len(front)] = front
+                self.front = front
+            at = len(front)
+        else:
+            self.front = None
+        for i, blob in enumerate(blobs):
+            if front is not None and i == large:
+                continue
+            starts[i] = at
+            self.buffer[at : at + len(blob)] = blob
+            at += len(blob)
+        return self.buffer[:size], starts
+
+    def iota(self, n: int) -> npt.NDArray[np.intp]:
+        """``0, 1, ..., n - 1``, a view of a ramp made once."""
+        if len(self.ramp) < n:
+            self.ramp = np.arange(n + n // 4, dtype=np.intp)
+        return self.ramp[:n]
+
+
+_SOURCE = threading.local()
+
+
+def _source() -> _Source:
+    source: _Source | None = getattr(_SOURCE, "value", None)
+    if source is None:
+        source = _SOURCE.value = _Source()
+    return source
+
+
 def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple[bytes, Int]:
     """Concatenate, row after row, each row's pieces of ``fields``.
 
@@ -165,25 +223,20 @@ def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple
     k = len(fields)
     if not rows or not k:
         return b"", np.zeros(rows + 1, dtype=np.int64)
-    blobs: list[U8] = []
+    blobs = [np.frombuffer(f, dtype=np.uint8) if isinstance(f, bytes) else f.blob for f in fields]
+    source, bases = _source().lay_out(blobs)
     # Row-major (row, field) tables of where each piece comes from and how long it is.
     start = np.empty((rows, k), dtype=np.intp)
     length = np.empty((rows, k), dtype=np.intp)
-    base = 0
     for i, f in enumerate(fields):
         if isinstance(f, bytes):
-            blobs.append(np.frombuffer(f, dtype=np.uint8))
-            start[:, i] = base
+            start[:, i] = bases[i]
             length[:, i] = len(f)
-            base += len(f)
             continue
         if len(f) != rows:
             raise ValueError(f"a field has {len(f)} rows, not {rows}")
-        blobs.append(f.blob)
-        np.add(f.start, base, out=start[:, i])
+        np.add(f.start, bases[i], out=start[:, i])
         length[:, i] = f.length
-        base += len(f.blob)
-    source = np.concatenate(blobs)
     flat_length = length.reshape(-1)
     ends = np.cumsum(flat_length)
     total = int(ends[-1])
@@ -195,7 +248,7 @@ def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple
     shift = start.reshape(-1) - ends
     shift += flat_length
     index = np.repeat(shift, flat_length)
-    index += np.arange(total, dtype=np.intp)
+    index += _source().iota(total)
     return np.take(source, index).tobytes(), row_offsets
 
 

@@ -114,8 +114,21 @@ class TraceWriter:
         """Write the records of an nbdkit log file worked on in a child process: annotated
         there with this writer's map, formatted and written here, on the other core."""
         job.annotate_with(self.annotator.tables())
+        # While the child annotates what it has scanned so far, make the per-line text.
+        self._prepare()
         for batch in job.batches():
             self.batch(batch)
+
+    def _prepare(self) -> None:
+        """Make now the per-line fields this writer's format will need."""
+        if self.summary:
+            return
+        if self.fmt == "text":
+            _ = self.annotator.name_table
+        elif self.fmt == "csv":
+            _ = self._csv_objects
+        else:
+            _ = self._json_objects
 
     def batch(self, batch: RecordBatch) -> None:
         if not len(batch):
