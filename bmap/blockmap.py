@@ -326,6 +326,10 @@ class MapBuilder:
     def add_finding(self, finding: Finding) -> None:
         self.findings.append(finding)
 
+    def extent_count(self) -> int:
+        """How many extents were added so far."""
+        return len(self._start) + sum(len(c[1]) for c in self._chunks)
+
     def build(self, images: Sequence[ImageInfo] = ()) -> BlockMap:
         """Sort every extent into the format's order and freeze the map."""
         chunks = list(self._chunks)

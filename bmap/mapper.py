@@ -63,7 +63,13 @@ def map_disk(disk: Disk, builder: MapBuilder) -> None:
         builder.add_object_extent("p", p.device, n, p.offset, p.offset + p.mapped_size)
         _map_content(disk, builder, p.device, p.offset, p.mapped_size, p.content)
     if disk.scheme == "none":
+        before = builder.extent_count()
         _map_content(disk, builder, disk.device, 0, disk.size, disk.content)
+        kind = getattr(disk.content, "kind", None)
+        if disk.recognised and kind != "LVM2_member" and builder.extent_count() == before:
+            # A filesystem bmap cannot map inside (not supported yet, or too damaged): no
+            # partition line covers it, so say that these bytes are not explained.
+            builder.add_object_extent("u", disk.device, n, 0, disk.size, kind="unmapped")
 
     # What no partition or structure claims is unpartitioned: at the top, and inside each
     # extended partition around its EBRs and logical partitions.

@@ -145,6 +145,16 @@ def parse_superblock(data: bytes, offset: int, device_size: int | None = None) -
         cluster_size // block_size
     ):
         raise bad(f"{sb.s_blocks_per_group} blocks per group")
+    ratio = cluster_size // block_size
+    clusters_per_group = sb.s_blocks_per_group // ratio
+    if ratio > 1 and (
+        sb.s_clusters_per_group != clusters_per_group or sb.s_blocks_per_group % ratio
+    ):
+        # One block bitmap holds a group's clusters: the two counts must agree.
+        raise bad(
+            f"{sb.s_clusters_per_group} clusters per group for {sb.s_blocks_per_group} "
+            f"blocks of clusters of {ratio} blocks"
+        )
     if sb.s_inodes_per_group == 0 or sb.s_inodes_per_group > 8 * block_size:
         raise bad(f"{sb.s_inodes_per_group} inodes per group")
     if blocks <= sb.s_first_data_block:
@@ -173,7 +183,7 @@ def parse_superblock(data: bytes, offset: int, device_size: int | None = None) -
         free_inodes=sb.s_free_inodes_count,
         first_data_block=sb.s_first_data_block,
         blocks_per_group=sb.s_blocks_per_group,
-        clusters_per_group=sb.s_clusters_per_group or sb.s_blocks_per_group,
+        clusters_per_group=clusters_per_group,
         inodes_per_group=sb.s_inodes_per_group,
         inode_size=inode_size,
         desc_size=desc_size,
@@ -1075,7 +1085,8 @@ class ExtFS:
             if not self.block_ok(block):
                 continue
             raw = np.frombuffer(self.read_blocks(block), dtype=np.uint8)
-            bits[g * cpg : (g + 1) * cpg] = np.unpackbits(raw, bitorder="little")[:cpg].astype(bool)
+            got = np.unpackbits(raw, bitorder="little")[:cpg].astype(bool)
+            bits[g * cpg : g * cpg + len(got)] = got  # a short bitmap: the rest stays "used"
         bits = bits[:total_clusters]
         edges = np.diff(np.concatenate(([True], bits, [True])).astype(np.int8))
         starts = np.flatnonzero(edges == -1)

@@ -181,3 +181,28 @@ def test_superblock_claiming_millions_of_groups_is_refused(ext_image_factory, tm
     bmap, frame = mapping(path)
     assert any("would not fit the device" in f.message for f in bmap.findings)
     assert (frame["type"] == "f").any()  # the backup superblock maps the files
+
+
+def test_clusters_per_group_is_ignored_without_bigalloc(ext_image_factory, tmp_path):
+    """s_clusters_per_group (0x24) means nothing without bigalloc: a hostile value there
+    must not reach the block bitmaps (it made a ValueError past one bitmap block's bits)."""
+    clean = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    _, want = mapping(clean)
+    path = tmp_path / "hostile.img"
+    shutil.copyfile(clean, path)
+    patch(path, 1024 + 0x24, struct.pack("<I", 0x7FFFFFFF))
+    _, frame = mapping(path)
+    assert frame[["start", "end", "type", "path"]].equals(want[["start", "end", "type", "path"]])
+
+
+def test_bigalloc_clusters_per_group_must_match_its_blocks(ext_image_factory, tmp_path):
+    """The image has one group, so no backup superblock: the filesystem is not mapped, a
+    finding says why, and the disk is still covered (as unmapped)."""
+    path = copy_of(ext_image_factory, "ext4_bigalloc", tmp_path)
+    patch(path, 1024 + 0x24, struct.pack("<I", 1 << 20))  # s_clusters_per_group
+    bmap, frame = mapping(path)
+    assert any("1048576 clusters per group" in f.message for f in bmap.findings)
+    inner = frame[frame["type"] != "v"]
+    assert inner[["type", "kind", "start", "end"]].values.tolist() == [
+        ["u", "unmapped", 0, path.stat().st_size]
+    ]
