@@ -10,14 +10,16 @@ enclosing object before what it contains.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from bmap import textcols
 from bmap.errors import Finding
+from bmap.escape import escape
 
 #: The object types of the format, in the order of their codes.
 TYPES = "vpldfmu"
@@ -103,28 +105,17 @@ class ObjectTable:
         self.inodes.extend(inodes)
         return np.arange(first, len(self.types), dtype=np.int64)
 
-    def text_ids(self, escape: Any, numbers: Iterable[int] | None = None) -> list[str]:
-        """``TYPE ID`` of the objects ``numbers`` (all by default) as the text format writes
-        it, escaped with ``escape``. This runs once per line of a map that may hold millions.
-        """
-        out: list[str] = []
-        append = out.append
-        if numbers is None:
-            rows: Iterable[tuple[str, str, str, str]] = zip(
-                self.types, self.devices, self.kinds, self.paths
-            )
-        else:
-            t, d, k, p = self.types, self.devices, self.kinds, self.paths
-            rows = ((t[i], d[i], k[i], p[i]) for i in numbers)
-        for type_, device, kind, path in rows:
-            if type_ == "f" or type_ == "d":
-                append(f"{type_} {escape(device)} {escape(path)}")
-            elif type_ == "m" or type_ == "u":
-                tail = f" {escape(path)}" if path else ""
-                append(f"{type_} {escape(device)} {kind}{tail}")
-            else:
-                append(f"{type_} {escape(device)}")
-        return out
+    def ids_of(self, numbers: npt.NDArray[np.int64]) -> textcols.Pieces:
+        """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped):
+        row ``i`` is object ``numbers[i]``."""
+        picked = numbers.tolist()
+        t, d, k, p = self.types, self.devices, self.kinds, self.paths
+        return id_pieces(
+            [t[i] for i in picked],
+            [d[i] for i in picked],
+            [k[i] for i in picked],
+            [p[i] for i in picked],
+        )
 
     def id_of(self, number: int) -> str:
         """The ID column of the text format for one object, before escaping."""
@@ -136,6 +127,47 @@ class ObjectTable:
             return f"{device} {self.paths[number]}"
         path = self.paths[number]
         return f"{device} {self.kinds[number]} {path}" if path else f"{device} {self.kinds[number]}"
+
+
+ID_CHUNK = 16384
+"""Objects whose IDs are made at once (the temporaries stay small)."""
+
+
+def id_pieces(
+    types: Sequence[str], devices: Sequence[str], kinds: Sequence[str], paths: Sequence[str]
+) -> textcols.Pieces:
+    """``TYPE ID`` of objects as the text map writes them, escaped (docs/format.md): for
+    ``v p l`` the device, for ``d f`` the device and the path, for ``m u`` the device, the
+    kind and the path if any. UTF-8 (``surrogateescape``) in one blob, row ``i`` for object
+    ``i``. A chunk of IDs is checked for anything to escape at once (names that need it are
+    rare); the types and kinds are plain words, so escaping the whole ID is the same as
+    escaping its device and path."""
+    chunks = []
+    for lo in range(0, len(types), ID_CHUNK):
+        part = slice(lo, lo + ID_CHUNK)
+        ids = [
+            f"{t} {d}"
+            if t in _WHOLE_TYPES
+            else f"{t} {d} {p}"
+            if t in _CONTENT_TYPES
+            else f"{t} {d} {k} {p}"
+            if p
+            else f"{t} {d} {k}"
+            for t, d, k, p in zip(types[part], devices[part], kinds[part], paths[part])
+        ]
+        check = " ".join(ids)
+        if not check.isprintable() or "\\" in check:
+            ids = [escape(i) for i in ids]
+        # Escaped IDs hold no newline: it separates them.
+        chunks.append(("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
+    blob = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    ends = np.flatnonzero(blob == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    return textcols.Pieces(blob, starts, (ends - starts).astype(np.int64))
+
+
+_WHOLE_TYPES = frozenset("vpl")
+_CONTENT_TYPES = frozenset("df")
 
 
 @dataclass

@@ -20,14 +20,14 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-from bmap import __version__
+from bmap import __version__, textcols
 from bmap.blockmap import COLUMNS, KIND_OF_TYPE, TYPES, BlockMap, make_frame
 from bmap.errors import MapFormatError
 from bmap.escape import escape, unescape
 
 FORMATS = ("bmap", "csv", "jsonl")
 FORMAT_VERSION = 1
-_LINES_PER_WRITE = 8192
+_LINES_PER_WRITE = 4096
 
 
 def write_map(bmap: BlockMap, out: str | os.PathLike[str] | IO[str], fmt: str = "bmap") -> None:
@@ -60,21 +60,34 @@ def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
             f"# finding {f.severity} disk={f.disk} offset={offset} "
             f"{escape(f.source)}: {escape(f.message)}\n"
         )
-    objs = bmap.objects
-    # IDs are made chunk by chunk, not kept for the whole map: most objects have one line.
+    # The lines a chunk at a time, assembled from the columns (bmap.textcols) without a
+    # Python string per line; the escaped IDs of the chunk's objects made with them (most
+    # objects have one line, and a table of all of them would sit beside the whole map).
+    disks = [f"{d} ".encode() for d in range(int(bmap.disk.max(initial=0)) + 1)]
+    out = _binary(fh)
     for part in _chunks(bmap):
-        ids = objs.text_ids(escape, bmap.obj[part].tolist())
-        fh.write(
-            "".join(
-                f"{d} {s:x} {e:x} {i}\n"
-                for d, s, e, i in zip(
-                    bmap.disk[part].tolist(),
-                    bmap.start[part].tolist(),
-                    bmap.end[part].tolist(),
-                    ids,
-                )
-            )
+        text, _ = textcols.assemble(
+            [
+                textcols.lookup(bmap.disk[part], disks),
+                textcols.hexadecimal(bmap.start[part]),
+                b" ",
+                textcols.hexadecimal(bmap.end[part]),
+                b" ",
+                bmap.objects.ids_of(bmap.obj[part]),
+                b"\n",
+            ]
         )
+        out(text)
+
+
+def _binary(fh: IO[str]) -> Any:
+    """A function that writes bytes to ``fh``: to its binary buffer where it has one (after
+    what was written as text), else decoded as bmap keeps names (``surrogateescape``)."""
+    buffer = getattr(fh, "buffer", None)
+    if buffer is None:
+        return lambda data: fh.write(data.decode("utf-8", "surrogateescape"))
+    fh.flush()
+    return buffer.write
 
 
 def csv_field(value: str) -> str:

@@ -178,22 +178,21 @@ class _Source:
         if len(self.buffer) < size:
             self.buffer = np.empty(size + size // 4, dtype=np.uint8)
             self.front = None
-        starts = [0] * len(blobs)
-        at = 0
-        if front is not None:
-            if self.front is not front:
-                self.buffer[: len(front)] = front
-                self.front = front
-            at = len(front)
-        else:
+        buffer = self.buffer
+        if front is not None and self.front is not front:
+            buffer[: len(front)] = front
+            self.front = front
+        elif front is None:
             self.front = None
+        starts = [0] * len(blobs)
+        at = len(front) if front is not None else 0
         for i, blob in enumerate(blobs):
             if front is not None and i == large:
                 continue
             starts[i] = at
-            self.buffer[at : at + len(blob)] = blob
+            buffer[at : at + len(blob)] = blob
             at += len(blob)
-        return self.buffer[:size], starts
+        return buffer[:size], starts
 
     def iota(self, n: int) -> npt.NDArray[np.intp]:
         """``0, 1, ..., n - 1``, a view of a ramp made once."""

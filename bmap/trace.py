@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bmap import textcols
-from bmap.escape import escape
+from bmap.blockmap import id_pieces
 from bmap.index import MapIndex
 from bmap.render import object_name
 from bmap.tracelogs import (
@@ -386,29 +386,16 @@ class Annotator(AnnotationTables):
     @functools.cached_property
     def name_table(self) -> textcols.Pieces:
         """Every line's :meth:`name`, UTF-8, in one blob: entry ``row + 1`` is line ``row``,
-        entry 0 is "nothing in the map". Made a column at a time (:func:`object_name` per
-        line is the same, one by one), in chunks of lines to keep the temporaries small."""
-        chunks = [(self.NOTHING + "\n").encode()]
-        for lo in range(0, len(self._type), _NAME_CHUNK):
-            chunks.append(self._names_text(slice(lo, lo + _NAME_CHUNK)))
-        blob = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-        # Escaped names hold no newline: it separates them.
-        ends = np.flatnonzero(blob == 10)
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        return textcols.Pieces(blob, starts, ends - starts)
-
-    def _names_text(self, lines: slice) -> bytes:
-        t, device = self._type[lines], self._device[lines]
-        kind, path = self._kind[lines], self._path[lines]
-        whole = np.isin(t, ["v", "p", "l"])
-        contents = np.isin(t, ["d", "f"])
-        with_path = np.where(path != "", " " + path, "")
-        ident = np.where(
-            whole, device, np.where(contents, device + " " + path, device + " " + kind + with_path)
+        entry 0 is "nothing in the map" (the text map's IDs: :func:`bmap.blockmap.id_pieces`)."""
+        lines = id_pieces(
+            self._type.tolist(), self._device.tolist(), self._kind.tolist(), self._path.tolist()
         )
-        idents = [escape(i) for i in ident.tolist()]
-        names = (t + " " + np.array(idents, dtype=object)).tolist()
-        return ("\n".join(names) + "\n").encode("utf-8", "surrogateescape")
+        nothing = (self.NOTHING + "\n").encode()
+        return textcols.Pieces(
+            np.concatenate((np.frombuffer(nothing, dtype=np.uint8), lines.blob)),
+            np.concatenate(([0], lines.start + len(nothing))),
+            np.concatenate(([len(nothing) - 1], lines.length)),
+        )
 
     def columns_of_lines(self) -> list[tuple[str, str, str, str]]:
         """``(type, device, kind, path)`` of every line of the map, in order."""
@@ -526,8 +513,6 @@ class NbdkitLogJob:
 # Human text, column by column
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_NAME_CHUNK = 16384
-"""Map lines named at once."""
 _TEXT_CHUNK = 8192
 """Records formatted at once: the text assembler holds one index per output byte."""
 
