@@ -567,12 +567,12 @@ def _open_log(name: str, input_format: str) -> _OpenLog:
     return _OpenLog(name, input_format)
 
 
-def _trace_writer(annotator: Any, fmt: str, summary: bool, live: bool) -> Any:
+def _trace_writer(annotator: Any, fmt: str, summary: bool, live: bool, header: bool = True) -> Any:
     """Records to stdout's bytes (text written to stdout before is flushed first)."""
     from bmap.traceout import TraceWriter
 
     sys.stdout.flush()
-    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer, live=live)
+    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer, live=live, header=header)
 
 
 def _follow(writer: Any, log: str, input_format: str, stop: Any = None) -> None:
@@ -612,19 +612,25 @@ def _follow(writer: Any, log: str, input_format: str, stop: Any = None) -> None:
 
 
 @main.command("serve")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--map",
     "map_file",
     type=click.Path(path_type=Path),
-    help="A map of the image (by default the image is mapped first).",
+    help="A map of the images (by default they are mapped first, together).",
 )
-@click.option("--run", "run_cmd", help="Run this client with $uri set, and stop when it ends.")
+@click.option(
+    "--run",
+    "run_cmd",
+    help="Run this client with $uri (the first image) and $uri1, $uri2, ... set; stop when it "
+    "ends.",
+)
 @click.option("--writable", is_flag=True, help="Let the client write (read-only by default).")
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
-    help="Listen on this localhost port instead of a Unix socket.",
+    help="Listen on this localhost port (the next images on the next ports) instead of Unix "
+    "sockets.",
 )
 @click.option(
     "-f",
@@ -635,72 +641,55 @@ def _follow(writer: Any, log: str, input_format: str, stop: Any = None) -> None:
     show_default=True,
 )
 def serve_command(
-    image: Path,
+    images: tuple[Path, ...],
     map_file: Path | None,
     run_cmd: str | None,
     writable: bool,
     port: int | None,
     fmt: str,
 ) -> None:
-    """Serve IMAGE with the real nbdkit and name, live, what the client reads.
+    """Serve IMAGE... with the real nbdkit and name, live, what the client reads.
 
-    Prints the NBD URI on stderr, then one record per run of requests until the client
-    disconnects (or the --run command ends, or Ctrl-C). nbdkit is stopped and its socket
-    removed on every way out.
+    Each image gets its own nbdkit; its NBD URI is printed on stderr. Then one record per run
+    of requests, from every disk as its requests complete, until the client disconnects (or
+    the --run command ends, or Ctrl-C). nbdkit is stopped and its socket removed on every
+    way out.
     """
-    from bmap.serve import NbdkitServer, run_captive
+    from bmap.serve import serve_images
     from bmap.trace import Annotator
 
-    Image(image).close()  # one clear error for a bad path before nbdkit starts
-    frame = _load_for_lookup(map_file) if map_file else _load_for_lookup(image)
-    annotator = Annotator(frame, 1)
-    writer = _trace_writer(annotator, fmt, False, live=True)
-    with NbdkitServer(image, writable=writable, port=port) as server:
-        click.echo(f"bmap: serving {image} at {server.uri}", err=True)
-        client = run_captive(run_cmd, server.uri) if run_cmd else None
-        seen = {"connect": 0, "disconnect": 0}
-
-        def done() -> bool:
-            if not server.running():
-                return True
-            if client is not None:
-                return client.poll() is not None
-            return seen["connect"] > 0 and seen["disconnect"] >= seen["connect"]
-
-        def counted(lines: Any) -> Any:
-            for line in lines:
-                if line is not None and " connection=" in line:
-                    if " Connect " in line:
-                        seen["connect"] += 1
-                    elif " Disconnect " in line:
-                        seen["disconnect"] += 1
-                yield line
-
-        from bmap.trace import NbdkitParser, follow_lines
-
-        parser = NbdkitParser()
-        number = 0
-        batch: list[Any] = []
+    if port is not None and port + len(images) - 1 > 65535:
+        raise click.BadParameter(f"{len(images)} images need ports up to {port + len(images) - 1}")
+    for image in images:
+        Image(image).close()  # one clear error for a bad path before nbdkit starts
+    if map_file is not None:
+        frame = _load_for_lookup(map_file)
+    else:
+        opened = open_images(list(images))
         try:
-            for line in counted(follow_lines(str(server.log), done, poll=0.02)):
-                if line is None:
-                    writer.requests(batch)
-                    batch = []
-                    continue
-                number += 1
-                batch += parser.feed(number, line)
-            batch += parser.finish()
-            writer.requests(batch)
-        except KeyboardInterrupt:
-            pass
+            frame = map_disks([discover(img) for img in opened]).to_dataframe()
         finally:
-            if client is not None and client.poll() is None:
-                client.terminate()
-        writer.close()
-        if client is not None:
-            code = client.wait()
-            if code:
-                click.echo(f"bmap: the --run command exited with {code}", err=True)
+            for img in opened:
+                img.close()
+    present = set(frame["disk"].unique().tolist())
+    for disk in range(1, len(images) + 1):
+        if disk not in present:
+            raise MapFormatError(f"{map_file}: has no disk {disk} (for {images[disk - 1]})")
+    writers = [
+        _trace_writer(Annotator(frame, disk), fmt, False, live=True, header=disk == 1)
+        for disk in range(1, len(images) + 1)
+    ]
+    del frame
+    code = serve_images(
+        list(images),
+        writers,
+        writable,
+        port,
+        run_cmd,
+        lambda message: click.echo(f"bmap: {message}", err=True),
+    )
+    if code:
+        click.echo(f"bmap: the --run command exited with {code}", err=True)
 
 
 def _trace_lines(writer: Any, parser: Any, lines: Iterable[str]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time as _time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
@@ -599,7 +599,9 @@ def _log_blocks(fh: IO[bytes], parser: NbdkitParser, name: str) -> Iterator[Colu
 # Following a growing log
 
 
-def follow_lines(path: str, stop: Any = None, poll: float = 0.05) -> Iterator[str | None]:
+def follow_lines(
+    path: str, stop: Any = None, poll: float = 0.05
+) -> Generator[str | None, None, None]:
     """Lines of a log as it grows, like ``tail -f``; ``None`` whenever no more is there yet
     (the caller flushes then). Survives the file being truncated (read again from its start)
     or replaced (the new file is read from its start); a line is yielded only once its newline

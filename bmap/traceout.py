@@ -85,6 +85,7 @@ class TraceWriter:
         summary: bool,
         out: IO[bytes],
         live: bool = False,
+        header: bool = True,
     ) -> None:
         if fmt not in ("text", "csv", "jsonl"):
             raise ValueError(f"unknown trace output format {fmt!r}")
@@ -97,7 +98,7 @@ class TraceWriter:
         self._totals = _Totals()
         self._stream = RecordStream(annotator)
         self.live = live
-        if fmt == "csv" and not summary:
+        if fmt == "csv" and not summary and header:
             self.out.write((",".join(RECORD_COLUMNS) + "\n").encode())
 
     def requests(self, requests: Sequence[Request]) -> None:
