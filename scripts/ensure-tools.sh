@@ -27,6 +27,8 @@ tools=(
     qemu-io:qemu-utils
     qemu-img:qemu-utils
     nbdinfo:libnbd-bin
+    nbdfuse:libnbd-bin
+    fusermount3:fuse3
     thin_dump:thin-provisioning-tools
 )
 # A venv needs python3-venv on Debian's own Python; pyenv and other builds carry it.
