@@ -558,3 +558,36 @@ def test_serve_two_disks_names_what_is_read_on_each(sample, tmp_path):
             rows = list(csv.DictReader(io.StringIO(proc.stdout)))
             assert proc.stdout.count("time,op,status") == 1
             assert {(r["disk"], r["kind"]) for r in rows} >= {("1", "gpt-header"), ("2", "mbr")}
+
+
+def test_trace_and_serve_never_write_the_image(sample, tmp_path):
+    """trace maps an image given as MAP; serve hands it to a client, which tries to write:
+    the export is read-only unless --writable, and the image is unchanged either way."""
+    from tests.conftest import sha256_file
+
+    image = sample("gpt-512")
+    before = (sha256_file(image), image.stat().st_mtime_ns)
+    log = tmp_path / "reads.csv"
+    log.write_text("offset,length\n0,512\n1048576,4096\n")
+    result = CliRunner().invoke(main, ["trace", str(image), str(log)])
+    assert result.exit_code == 0, result.output
+    qemu_io = tool("qemu-io")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmap",
+            "serve",
+            str(image),
+            "--run",
+            f"{qemu_io} -f raw -c 'write -P 0xaa 0 4096' \"$uri\"",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # qemu-io could not open the export for writing, and says so through its exit code.
+    assert "the --run command exited with" in proc.stderr
+    assert (sha256_file(image), image.stat().st_mtime_ns) == before
