@@ -117,17 +117,6 @@ class ObjectTable:
             [p[i] for i in picked],
         )
 
-    def id_of(self, number: int) -> str:
-        """The ID column of the text format for one object, before escaping."""
-        type_ = self.types[number]
-        device = self.devices[number]
-        if type_ in "vpl":
-            return device
-        if type_ in "df":
-            return f"{device} {self.paths[number]}"
-        path = self.paths[number]
-        return f"{device} {self.kinds[number]} {path}" if path else f"{device} {self.kinds[number]}"
-
 
 ID_CHUNK = 16384
 """Objects whose IDs are made at once (the temporaries stay small)."""
@@ -139,22 +128,12 @@ def id_pieces(
     """``TYPE ID`` of objects as the text map writes them, escaped (docs/format.md): for
     ``v p l`` the device, for ``d f`` the device and the path, for ``m u`` the device, the
     kind and the path if any. UTF-8 (``surrogateescape``) in one blob, row ``i`` for object
-    ``i``. A chunk of IDs is checked for anything to escape at once (names that need it are
-    rare); the types and kinds are plain words, so escaping the whole ID is the same as
-    escaping its device and path."""
+    ``i`` (:func:`object_name` of each). A chunk of IDs is checked for anything to escape at
+    once: names that need it are rare."""
     chunks = []
     for lo in range(0, len(types), ID_CHUNK):
         part = slice(lo, lo + ID_CHUNK)
-        ids = [
-            f"{t} {d}"
-            if t in _WHOLE_TYPES
-            else f"{t} {d} {p}"
-            if t in _CONTENT_TYPES
-            else f"{t} {d} {k} {p}"
-            if p
-            else f"{t} {d} {k}"
-            for t, d, k, p in zip(types[part], devices[part], kinds[part], paths[part])
-        ]
+        ids = list(map(object_id, types[part], devices[part], kinds[part], paths[part]))
         check = " ".join(ids)
         if not check.isprintable() or "\\" in check:
             ids = [escape(i) for i in ids]
@@ -166,8 +145,20 @@ def id_pieces(
     return textcols.Pieces(blob, starts, (ends - starts).astype(np.int64))
 
 
-_WHOLE_TYPES = frozenset("vpl")
-_CONTENT_TYPES = frozenset("df")
+def object_id(type_: str, device: str, kind: str, path: str) -> str:
+    """``TYPE ID`` of an object before escaping (the format's rule, docs/format.md)."""
+    if type_ in "vpl":
+        return f"{type_} {device}"
+    if type_ in "df":
+        return f"{type_} {device} {path}"
+    return f"{type_} {device} {kind} {path}" if path else f"{type_} {device} {kind}"
+
+
+def object_name(type_: str, device: str, kind: str, path: str) -> str:
+    """An object as the text map names it, escaped: ``f /dev/sda1 /etc/fstab``,
+    ``m /dev/sda1 extent-tree /var/log/big.log``, ``p /dev/sda1`` (the type letter and the
+    kind words need no escaping, so escaping the whole is escaping the device and path)."""
+    return escape(object_id(type_, device, kind, path))
 
 
 @dataclass

@@ -476,7 +476,7 @@ def trace_command(
     # The first log is opened (and its format known) before the map is loaded: a log that
     # cannot be read fails at once, and an nbdkit log file is scanned in a child process
     # while the map loads.
-    first = None if follow else _open_log(logs[0], input_format)
+    first = None if follow else _OpenLog(logs[0], input_format)
     try:
         frame = _load_for_lookup(map_file)
         if disk not in set(frame["disk"].unique().tolist()):
@@ -493,11 +493,10 @@ def trace_command(
             return
         unparsed = 0
         for i, log in enumerate(logs):
-            current = first if i == 0 else _open_log(log, input_format)
+            current = first if i == 0 else _OpenLog(log, input_format)
             assert current is not None
             if current.job is not None:
                 writer.consume(current.job)
-                current.parser = current.job.parser
             else:
                 _trace_lines(writer, current.parser, current.lines)
             unparsed += current.parser.unparsed
@@ -525,7 +524,7 @@ class _OpenLog:
 
     def __init__(self, name: str, input_format: str) -> None:
         from bmap.trace import NbdkitLogJob
-        from bmap.tracelogs import PARSERS, detect_format
+        from bmap.tracelogs import PARSERS, NbdkitParser, detect_format
 
         chosen = input_format
         # A regular file of nbdkit's log is read in blocks by the job; anything else (stdin,
@@ -556,15 +555,12 @@ class _OpenLog:
                 fh = open(name, "rb")  # noqa: SIM115 - the job closes it
             except OSError as exc:
                 raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
-            self.job = NbdkitLogJob(fh, name)
+            assert isinstance(self.parser, NbdkitParser)
+            self.job = NbdkitLogJob(fh, name, self.parser)
 
     def close(self) -> None:
         if self.job is not None:
             self.job.close()
-
-
-def _open_log(name: str, input_format: str) -> _OpenLog:
-    return _OpenLog(name, input_format)
 
 
 def _trace_writer(annotator: Any, fmt: str, summary: bool, live: bool, header: bool = True) -> Any:

@@ -142,27 +142,39 @@ class _Block:
             ok &= (self.words(pos + 8) & _FIRST[len(rest)]) == _u64(_word(rest))
         return ok
 
+    def _stamp_fields(self, start: Int) -> tuple[Bool, tuple[U64, U64, U64], U64]:
+        """Of a ``YYYY-MM-DD HH:MM:SS.uuuuuu`` stamp at each start: whether the separators
+        are where they go; its digits as three words of eight characters, each separator
+        replaced by a '0' (``YYYY0MM0``, ``DD0HH0MM``, ``SS0uuuuu``); and its last digit's
+        value (above 9 where it is no digit)."""
+        w0 = self.words(start)  # YYYY-MM-
+        w1 = self.words(start + 8)  # DD HH:MM
+        w2 = self.words(start + 16)  # :SS.uuuu
+        w3 = self.words(start + 17)  # SS.uuuuu
+        separators = (
+            ((w0 & _u64(0xFF0000FF00000000)) == _u64(0x2D00002D00000000))
+            & ((w1 & _u64(0x0000FF0000FF0000)) == _u64(0x00003A0000200000))
+            & ((w2 & _u64(0x00000000FF0000FF)) == _u64(0x000000002E00003A))
+        )
+        digits = (
+            (w0 & _u64(0x00FFFF00FFFFFFFF)) | _u64(0x3000003000000000),
+            (w1 & _u64(0xFFFF00FFFF00FFFF)) | _u64(0x0000300000300000),
+            (w3 & _u64(0xFFFFFFFFFF00FFFF)) | _u64(0x0000000000300000),
+        )
+        last = (self.words(start + 25) & _u64(0xFF)) - _u64(0x30)  # wraps above 9 if no digit
+        return separators, digits, last
+
     def stamp_form(self, start: Int) -> Bool:
         """Whether a ``YYYY-MM-DD HH:MM:SS.uuuuuu`` stamp starts at each position: digits
         where the digits go, the separators between them."""
-        w0 = self.words(start)
-        w1 = self.words(start + 8)
-        w3 = self.words(start + 17)
-        ok = _stamp_form_words(w0, w1, self.words(start + 16), w3)
-        digits = (
-            ((w0 & _u64(0x00FFFF00FFFFFFFF)) | _u64(0x3000003000000000)),
-            ((w1 & _u64(0xFFFF00FFFF00FFFF)) | _u64(0x0000300000300000)),
-            ((w3 & _u64(0xFFFFFFFFFF00FFFF)) | _u64(0x0000000000300000)),
-            # The last microsecond digit, with seven '0' before it.
-            (self.words(start + 18) & _u64(0xFF00000000000000)) | _u64(0x0030303030303030),
-        )
+        ok, digits, last = self._stamp_fields(start)
         for word in digits:
             ok &= _all_digits(word)
-        return ok
+        return ok & (last <= np.uint64(9))
 
     def numbers(self, start: Int, end: Int, hexadecimal: bool) -> tuple[Int, Bool]:
-        """The values of the digit strings ``[start, end)`` (1 to 16 digits; a decimal one
-        at most 18... here 16) and whether each is well formed and fits an int64."""
+        """The values of the digit strings ``[start, end)`` (1 to 16 digits, decimal or hex)
+        and whether each is well formed and fits an int64."""
         length = end - start
         ok = (length >= 1) & (length <= 16)
         convert = _hex8 if hexadecimal else _decimal8
@@ -190,17 +202,10 @@ class _Block:
         epoch; whether each has that form (digits and separators), and whether its fields
         are also in range (a day past its month's end rolls over, as timegm does). Use
         :meth:`stamp_form` where only the form matters: it is cheaper."""
-        w0 = self.words(start)  # YYYY-MM-
-        w1 = self.words(start + 8)  # DD HH:MM
-        w2 = self.words(start + 16)  # :SS.uuuu
-        w3 = self.words(start + 17)  # SS.uuuuu
-        seps = _stamp_form_words(w0, w1, w2, w3)
-        # Each field's digits, moved into one word of eight digits with '0' around them.
-        date, ok_date = _decimal8((w0 & _u64(0x00FFFF00FFFFFFFF)) | _u64(0x3000003000000000))
-        day_hm, ok_dhm = _decimal8((w1 & _u64(0xFFFF00FFFF00FFFF)) | _u64(0x0000300000300000))
-        sec_us, ok_su = _decimal8((w3 & _u64(0xFFFFFFFFFF00FFFF)) | _u64(0x0000000000300000))
-        # sec_us holds S S 0 u u u u u (the last microsecond digit is in the next word).
-        last = (self.words(start + 25) & _u64(0xFF)) - _u64(0x30)
+        seps, (date_word, day_word, second_word), last = self._stamp_fields(start)
+        date, ok_date = _decimal8(date_word)
+        day_hm, ok_dhm = _decimal8(day_word)
+        sec_us, ok_su = _decimal8(second_word)
         form = seps & ok_date & ok_dhm & ok_su & (last <= np.uint64(9))
         ok = form.copy()
         date = date.astype(np.int64)  # Y Y Y Y 0 M M 0
@@ -217,14 +222,6 @@ class _Block:
         ok &= (hour < 24) & (minute < 60) & (second < 61)
         seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
         return (seconds + second) * 1_000_000 + micro, form, ok
-
-
-def _stamp_form_words(w0: U64, w1: U64, w2: U64, w3: U64) -> Bool:
-    return (
-        ((w0 & _u64(0xFF0000FF00000000)) == _u64(0x2D00002D00000000))
-        & ((w1 & _u64(0x0000FF0000FF0000)) == _u64(0x00003A0000200000))
-        & ((w2 & _u64(0x00000000FF0000FF)) == _u64(0x000000002E00003A))
-    )
 
 
 def days_from_civil(year: Any, month: Any, day: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bmap.blockmap import object_name
 from bmap.escape import escape
 from bmap.layout import Disk, Partition
 from bmap.mapper import gaps
@@ -250,18 +251,6 @@ def disk_dict(disk: Disk) -> dict[str, Any]:
 def describe_hit(row: Any) -> str:
     """``m /dev/sda1 superblock`` for one row of a map DataFrame."""
     return object_name(row["type"], row["device"], row["kind"], row["path"])
-
-
-def object_name(type_: str, device: str, kind: str, path: str) -> str:
-    """An object as the text map names it, with its type: ``f /dev/sda1 /etc/fstab``,
-    ``m /dev/sda1 extent-tree /var/log/big.log``, ``p /dev/sda1``."""
-    if type_ in "vpl":
-        ident = device
-    elif type_ in "df":
-        ident = f"{device} {path}"
-    else:
-        ident = f"{device} {kind}" + (f" {path}" if path else "")
-    return f"{type_} {escape(ident)}"
 
 
 def hits_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:

@@ -144,17 +144,6 @@ def rows(text: bytes, row_offsets: Int) -> Pieces:
     return Pieces(np.frombuffer(text, dtype=np.uint8), row_offsets[:-1], np.diff(row_offsets))
 
 
-def choose(mask: npt.ArrayLike, when_true: Pieces, when_false: Pieces) -> Pieces:
-    """Row ``i`` from ``when_true`` where ``mask[i]``, else from ``when_false``."""
-    m = np.asarray(mask, dtype=bool)
-    shift = len(when_true.blob)
-    return Pieces(
-        np.concatenate((when_true.blob, when_false.blob)),
-        np.where(m, when_true.start, when_false.start + shift),
-        np.where(m, when_true.length, when_false.length),
-    )
-
-
 class _Source:
     """The blobs of one assembly laid end to end in a buffer that is kept from call to call.
 

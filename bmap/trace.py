@@ -19,9 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bmap import textcols
-from bmap.blockmap import id_pieces
+from bmap.blockmap import id_pieces, object_name
 from bmap.index import MapIndex
-from bmap.render import object_name
 from bmap.tracelogs import (
     OPS,
     PARSERS,
@@ -105,7 +104,7 @@ class Record:
 
 
 @dataclass
-class Pieces:
+class RequestPieces:
     """Requests cut where the map's objects change: one row per piece, in request order."""
 
     time: npt.NDArray[np.float64]
@@ -128,11 +127,11 @@ class Pieces:
     def __len__(self) -> int:
         return len(self.row)
 
-    def take(self, which: slice) -> Pieces:
-        return Pieces(*(getattr(self, f.name)[which] for f in fields(self)))
+    def take(self, which: slice) -> RequestPieces:
+        return RequestPieces(*(getattr(self, f.name)[which] for f in fields(self)))
 
     @classmethod
-    def concat(cls, a: Pieces, b: Pieces) -> Pieces:
+    def concat(cls, a: RequestPieces, b: RequestPieces) -> RequestPieces:
         return cls(*(np.concatenate((getattr(a, f.name), getattr(b, f.name))) for f in fields(a)))
 
 
@@ -183,6 +182,32 @@ class RecordBatch:
             disk_start=z,
             disk_end=z,
         )
+
+    def chunks(self, size: int) -> Iterator[RecordBatch]:
+        """The records ``size`` at a time, each part a batch of its own (its ranges'
+        indexes start again at 0): what the formatters work on at once."""
+        for lo in range(0, len(self), size):
+            hi = min(lo + size, len(self))
+            r0, r1 = int(self.range_first[lo]), int(self.range_first[hi])
+            d0, d1 = int(self.disk_first[lo]), int(self.disk_first[hi])
+            yield RecordBatch(
+                disk=self.disk,
+                time=self.time[lo:hi],
+                op=self.op[lo:hi],
+                op_names=self.op_names,
+                status=self.status[lo:hi],
+                status_names=self.status_names,
+                row=self.row[lo:hi],
+                bytes=self.bytes[lo:hi],
+                requests=self.requests[lo:hi],
+                in_object=self.in_object[lo:hi],
+                range_first=self.range_first[lo : hi + 1] - r0,
+                range_start=self.range_start[r0:r1],
+                range_end=self.range_end[r0:r1],
+                disk_first=self.disk_first[lo : hi + 1] - d0,
+                disk_start=self.disk_start[d0:d1],
+                disk_end=self.disk_end[d0:d1],
+            )
 
     def records(self) -> Iterator[Record]:
         rs, re_, rf = self.range_start.tolist(), self.range_end.tolist(), self.range_first.tolist()
@@ -244,7 +269,7 @@ class AnnotationTables:
             self.type_code,
         )
 
-    def pieces(self, requests: Columns, status: Int) -> Pieces:
+    def pieces(self, requests: Columns, status: Int) -> RequestPieces:
         """Each request cut at the tiling's boundaries (one ``searchsorted`` pair for all of
         them), each piece named by the line there. ``status`` are the requests' status
         codes in the caller's list of names."""
@@ -277,7 +302,7 @@ class AnnotationTables:
         inside = fo >= 0
         needs_offset = np.isin(self.type_code[safe], [0, 1, 2, 3, 4]) & (row >= 0)
         in_start = np.where(inside, fo + p_start - self.line_start[safe], p_start)
-        return Pieces(
+        return RequestPieces(
             time=times[req],
             op=requests.op[req],
             status=np.asarray(status)[req],
@@ -292,8 +317,8 @@ class AnnotationTables:
         )
 
     def group(
-        self, pieces: Pieces, status_names: list[str], hold_last: bool
-    ) -> tuple[RecordBatch, Pieces]:
+        self, pieces: RequestPieces, status_names: list[str], hold_last: bool
+    ) -> tuple[RecordBatch, RequestPieces]:
         """Consecutive pieces with the same operation, status and object make a record.
         With ``hold_last`` the last record's pieces are not made a record but returned, to
         go in front of the next batch's pieces (which may continue it)."""
@@ -422,7 +447,7 @@ class RecordStream:
         self.annotator = annotator
         self.status_names: list[str] = ["ok"]
         self._codes: dict[str, int] = {"ok": 0}
-        self._held: Pieces | None = None
+        self._held: RequestPieces | None = None
 
     def add(self, requests: Columns) -> RecordBatch:
         """The records completed by ``requests`` (in order)."""
@@ -431,7 +456,7 @@ class RecordStream:
         )
         pieces = self.annotator.pieces(requests, remap[requests.status])
         if self._held is not None and len(self._held):
-            pieces = Pieces.concat(self._held, pieces)
+            pieces = RequestPieces.concat(self._held, pieces)
         batch, self._held = self.annotator.group(pieces, list(self.status_names), True)
         return batch
 
@@ -461,8 +486,9 @@ class NbdkitLogJob:
     WAITING_LIMIT = 1_000_000
     """Requests the child keeps before it has the tables; then it waits for them."""
 
-    def __init__(self, fh: IO[bytes], name: str) -> None:
-        self.parser = NbdkitParser()
+    def __init__(self, fh: IO[bytes], name: str, parser: NbdkitParser | None = None) -> None:
+        self.parser = parser if parser is not None else NbdkitParser()
+        """Counts the lines it could not parse (copied back from the child at the end)."""
         self.name = name
         self._fh = fh
         self._forked: Forked[tuple[str, Any]] = Forked(self._work, inbox=True)
@@ -507,159 +533,3 @@ class NbdkitLogJob:
 
     def close(self) -> None:
         self._forked.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Human text, column by column
-
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_TEXT_CHUNK = 8192
-"""Records formatted at once: the text assembler holds one index per output byte."""
-
-
-def human_sizes(values: npt.ArrayLike) -> list[str]:
-    """``512 B``, ``1.0 MiB``, ... (as :func:`bmap.render.human_size`) for a whole column."""
-    v = np.asarray(values, dtype=np.int64)
-    unit = np.minimum(
-        np.searchsorted(1024 ** np.arange(1, 6, dtype=np.float64), np.abs(v), side="right"),
-        len(_SIZE_UNITS) - 1,
-    )
-    scaled = v / (1024.0**unit)
-    return [
-        f"{n} B" if u == 0 else f"{x:.1f} {_SIZE_UNITS[u]}"
-        for n, u, x in zip(v.tolist(), unit.tolist(), scaled.tolist())
-    ]
-
-
-def seconds_pieces(times: npt.ArrayLike, missing: bytes) -> textcols.Pieces:
-    """Seconds with six decimals (``1714557600.100700``, ``-1.500000``), ``missing`` where
-    the time is unknown (NaN)."""
-    t = np.asarray(times, dtype=np.float64)
-    known = np.isfinite(t)
-    micros = np.round(t[known] * 1e6).astype(np.int64)
-    magnitude = np.abs(micros)
-    frac = np.empty((len(micros), 7), dtype=np.uint8)
-    frac[:, 0] = ord(".")
-    part = magnitude % 1_000_000
-    for k in range(6, 0, -1):
-        part, frac[:, k] = np.divmod(part, 10)
-    frac[:, 1:] += ord("0")
-    text, offsets = textcols.assemble(
-        [
-            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
-            textcols.decimal(magnitude // 1_000_000),
-            textcols.fixed(frac),
-        ],
-        len(micros),
-    )
-    return textcols.merge(
-        known, textcols.rows(text, offsets), textcols.literal(missing, int((~known).sum()))
-    )
-
-
-def _clock_pieces(times: npt.NDArray[np.float64]) -> textcols.Pieces:
-    """``HH:MM:SS.uuuuuu``, the UTC wall clock of seconds since the epoch."""
-    clock = np.round(times * 1e6).astype(np.int64) % 86_400_000_000
-    m = np.empty((len(times), 15), dtype=np.uint8)
-    fields = np.divmod(clock, 1_000_000)
-    rest, micro = fields
-    rest, second = np.divmod(rest, 60)
-    hour, minute = np.divmod(rest, 60)
-    for col, value in ((0, hour), (3, minute), (6, second)):
-        m[:, col], m[:, col + 1] = np.divmod(value, 10)
-    for k in range(14, 8, -1):
-        micro, m[:, k] = np.divmod(micro, 10)
-    m += ord("0")
-    m[:, 2] = m[:, 5] = ord(":")
-    m[:, 8] = ord(".")
-    return textcols.fixed(m)
-
-
-def time_pieces(times: npt.ArrayLike) -> textcols.Pieces:
-    """A record's time as text: the UTC wall clock ``HH:MM:SS.uuuuuu`` for seconds since the
-    epoch, ``S.uuuuuu`` for the relative seconds of blkparse and QEMU, ``-`` where unknown."""
-    t = np.asarray(times, dtype=np.float64)
-    wall = np.isfinite(t) & (t > 1e9)
-    if wall.all():
-        return _clock_pieces(t)
-    return textcols.merge(wall, _clock_pieces(t[wall]), seconds_pieces(t[~wall], b"-"))
-
-
-def time_text(value: float | None) -> str:
-    """:func:`time_pieces` of one value."""
-    pieces = time_pieces([np.nan if value is None else value])
-    return textcols.assemble([pieces])[0].decode()
-
-
-def _ranges_fields(
-    first: Int, starts: Int, ends: Int, in_object: npt.NDArray[np.bool_]
-) -> list[textcols.Pieces | bytes]:
-    """Fields that write each record's ranges after two spaces, ``  a-b,c-d``: at most four,
-    then ``,... (N ranges)``; ``  disk a-b`` where the ranges are disk offsets."""
-    records = len(first) - 1
-    count = np.diff(first)
-    if (count == 1).all():  # the common case, one range a record: no text of its own
-        lead: textcols.Pieces | bytes = b"  "
-        if not in_object.all():
-            lead = textcols.lookup((~in_object).astype(np.int64), [b"  ", b"  disk "])
-        return [lead, textcols.hexadecimal(starts), b"-", textcols.hexadecimal(ends)]
-    shown = np.minimum(count, 4)
-    owner = np.repeat(np.arange(records), count)
-    place = np.arange(len(starts)) - first[owner]
-    keep = place < 4
-    kept_owner, kept_place = owner[keep], place[keep]
-    # Before the first range of a record its lead, between ranges a comma.
-    lead_code = np.where(kept_place > 0, 0, np.where(in_object[kept_owner], 1, 2))
-    text, offsets = textcols.assemble(
-        [
-            textcols.lookup(lead_code, [b",", b"  ", b"  disk "]),
-            textcols.hexadecimal(starts[keep]),
-            b"-",
-            textcols.hexadecimal(ends[keep]),
-        ]
-    )
-    kept_first = np.concatenate(([0], np.cumsum(shown)))
-    ranges = textcols.rows_of(text, offsets, kept_first[:-1], kept_first[1:])
-    many = count > 4
-    if not many.any():
-        return [ranges]
-    more_text, more_offsets = textcols.assemble(
-        [b",... (", textcols.decimal(count[many]), b" ranges)"]
-    )
-    more = textcols.merge(
-        many,
-        textcols.rows(more_text, more_offsets),
-        textcols.literal(b"", int((~many).sum())),
-    )
-    return [ranges, more]
-
-
-def text_records(batch: RecordBatch, annotator: Annotator) -> Iterator[bytes]:
-    """The human text of a batch of records, a chunk of lines at a time:
-    ``TIME OP OBJECT  RANGES (SIZE)[  FAILED:E]``."""
-    table = annotator.name_table
-    ops = [f" {op} ".encode() for op in batch.op_names]
-    ends = [b"\n" if s == "ok" else f"  {s.upper()}\n".encode() for s in batch.status_names]
-    for lo in range(0, len(batch), _TEXT_CHUNK):
-        hi = min(lo + _TEXT_CHUNK, len(batch))
-        sizes, which_size = np.unique(batch.bytes[lo:hi], return_inverse=True)
-        r0, r1 = batch.range_first[lo], batch.range_first[hi]
-        text, _ = textcols.assemble(
-            [
-                time_pieces(batch.time[lo:hi]),
-                textcols.lookup(batch.op[lo:hi], ops),
-                textcols.pick(table, batch.row[lo:hi] + 1),
-                *_ranges_fields(
-                    batch.range_first[lo : hi + 1] - r0,
-                    batch.range_start[r0:r1],
-                    batch.range_end[r0:r1],
-                    batch.in_object[lo:hi],
-                ),
-                textcols.lookup(
-                    which_size.reshape(-1), [f" ({s})".encode() for s in human_sizes(sizes)]
-                ),
-                textcols.lookup(batch.status[lo:hi], ends),
-            ],
-            hi - lo,
-        )
-        yield text

@@ -251,10 +251,7 @@ class NbdkitParser(TraceParser):
             return []
         if parsed.kind == "enter":
             assert parsed.request is not None
-            older = self.pending.get(parsed.key)
-            if older is not None:
-                self.superseded.append(older)
-            self.pending[parsed.key] = parsed.request
+            self._wait(parsed.key, parsed.request)
             return []
         if parsed.kind == "leave":
             request = self.pending.pop(parsed.key, None)
@@ -262,6 +259,14 @@ class NbdkitParser(TraceParser):
                 return []  # a completion whose request came before the log began
             return [request._replace(status=parsed.status)]
         return []
+
+    def _wait(self, key: tuple[int, int], request: Request) -> None:
+        """``request`` waits for its completion; one waiting under the same key is
+        superseded (reported unfinished at the end)."""
+        older = self.pending.get(key)
+        if older is not None:
+            self.superseded.append(older)
+        self.pending[key] = request
 
     def finish(self) -> list[Request]:
         if self._columns is not None:
@@ -396,11 +401,7 @@ class NbdkitParser(TraceParser):
         ):
             time = None if seconds != seconds else seconds
             request = Request(time, OPS[op], offset, length, "unfinished", key >> 32, line)
-            pair = (key >> 32, key & 0xFFFFFFFF)
-            older = self.pending.get(pair)
-            if older is not None:
-                self.superseded.append(older)
-            self.pending[pair] = request
+            self._wait((key >> 32, key & 0xFFFFFFFF), request)
 
 
 @dataclass

@@ -26,15 +26,7 @@ import numpy.typing as npt
 from bmap import textcols
 from bmap.mapfile import csv_field
 from bmap.render import human_size
-from bmap.trace import (
-    Annotator,
-    NbdkitLogJob,
-    RecordBatch,
-    RecordStream,
-    seconds_pieces,
-    text_records,
-    time_text,
-)
+from bmap.trace import Annotator, NbdkitLogJob, RecordBatch, RecordStream
 from bmap.tracelogs import Columns, Request
 
 RECORD_COLUMNS = [
@@ -65,7 +57,8 @@ SUMMARY_COLUMNS = [
     "failed",
 ]
 FREE_KINDS = ("unallocated", "unpartitioned", "free-extents")
-_CHUNK = 16384
+_CHUNK = 8192
+"""Records formatted at once: the text assembler holds one index per output byte."""
 
 Int = npt.NDArray[np.int64]
 
@@ -139,14 +132,13 @@ class TraceWriter:
         if self.summary:
             self._totals.add(batch, self.annotator)
             return
-        if self.fmt == "text":
-            chunks = text_records(batch, self.annotator)
-        elif self.fmt == "csv":
-            chunks = _csv_records(batch, self._csv_objects)
-        else:
-            chunks = _json_records(batch, self._json_objects)
-        for chunk in chunks:
-            self.out.write(chunk)
+        for part in batch.chunks(_CHUNK):
+            if self.fmt == "text":
+                self.out.write(_text_lines(part, self.annotator))
+            elif self.fmt == "csv":
+                self.out.write(_csv_lines(part, self._csv_objects))
+            else:
+                self.out.write(_json_lines(part, self._json_objects))
         self.out.flush()
 
     def close(self) -> None:
@@ -176,6 +168,136 @@ class TraceWriter:
         )
 
 
+# Human text
+
+
+def seconds_pieces(times: npt.ArrayLike, missing: bytes) -> textcols.Pieces:
+    """Seconds with six decimals (``1714557600.100700``, ``-1.500000``), ``missing`` where
+    the time is unknown (NaN)."""
+    t = np.asarray(times, dtype=np.float64)
+    known = np.isfinite(t)
+    micros = np.round(t[known] * 1e6).astype(np.int64)
+    magnitude = np.abs(micros)
+    frac = np.empty((len(micros), 7), dtype=np.uint8)
+    frac[:, 0] = ord(".")
+    part = magnitude % 1_000_000
+    for k in range(6, 0, -1):
+        part, frac[:, k] = np.divmod(part, 10)
+    frac[:, 1:] += ord("0")
+    text, offsets = textcols.assemble(
+        [
+            textcols.lookup((micros < 0).astype(np.int64), [b"", b"-"]),
+            textcols.decimal(magnitude // 1_000_000),
+            textcols.fixed(frac),
+        ],
+        len(micros),
+    )
+    return textcols.merge(
+        known, textcols.rows(text, offsets), textcols.literal(missing, int((~known).sum()))
+    )
+
+
+def _clock_pieces(times: npt.NDArray[np.float64]) -> textcols.Pieces:
+    """``HH:MM:SS.uuuuuu``, the UTC wall clock of seconds since the epoch."""
+    clock = np.round(times * 1e6).astype(np.int64) % 86_400_000_000
+    m = np.empty((len(times), 15), dtype=np.uint8)
+    fields = np.divmod(clock, 1_000_000)
+    rest, micro = fields
+    rest, second = np.divmod(rest, 60)
+    hour, minute = np.divmod(rest, 60)
+    for col, value in ((0, hour), (3, minute), (6, second)):
+        m[:, col], m[:, col + 1] = np.divmod(value, 10)
+    for k in range(14, 8, -1):
+        micro, m[:, k] = np.divmod(micro, 10)
+    m += ord("0")
+    m[:, 2] = m[:, 5] = ord(":")
+    m[:, 8] = ord(".")
+    return textcols.fixed(m)
+
+
+def time_pieces(times: npt.ArrayLike) -> textcols.Pieces:
+    """A record's time as text: the UTC wall clock ``HH:MM:SS.uuuuuu`` for seconds since the
+    epoch, ``S.uuuuuu`` for the relative seconds of blkparse and QEMU, ``-`` where unknown."""
+    t = np.asarray(times, dtype=np.float64)
+    wall = np.isfinite(t) & (t > 1e9)
+    if wall.all():
+        return _clock_pieces(t)
+    return textcols.merge(wall, _clock_pieces(t[wall]), seconds_pieces(t[~wall], b"-"))
+
+
+def time_text(value: float | None) -> str:
+    """:func:`time_pieces` of one value."""
+    pieces = time_pieces([np.nan if value is None else value])
+    return textcols.assemble([pieces])[0].decode()
+
+
+def _ranges_fields(
+    first: Int, starts: Int, ends: Int, in_object: npt.NDArray[np.bool_]
+) -> list[textcols.Pieces | bytes]:
+    """Fields that write each record's ranges after two spaces, ``  a-b,c-d``: at most four,
+    then ``,... (N ranges)``; ``  disk a-b`` where the ranges are disk offsets."""
+    records = len(first) - 1
+    count = np.diff(first)
+    if (count == 1).all():  # the common case, one range a record: no text of its own
+        lead: textcols.Pieces | bytes = b"  "
+        if not in_object.all():
+            lead = textcols.lookup((~in_object).astype(np.int64), [b"  ", b"  disk "])
+        return [lead, textcols.hexadecimal(starts), b"-", textcols.hexadecimal(ends)]
+    shown = np.minimum(count, 4)
+    owner = np.repeat(np.arange(records), count)
+    place = np.arange(len(starts)) - first[owner]
+    keep = place < 4
+    kept_owner, kept_place = owner[keep], place[keep]
+    # Before the first range of a record its lead, between ranges a comma.
+    lead_code = np.where(kept_place > 0, 0, np.where(in_object[kept_owner], 1, 2))
+    text, offsets = textcols.assemble(
+        [
+            textcols.lookup(lead_code, [b",", b"  ", b"  disk "]),
+            textcols.hexadecimal(starts[keep]),
+            b"-",
+            textcols.hexadecimal(ends[keep]),
+        ]
+    )
+    kept_first = np.concatenate(([0], np.cumsum(shown)))
+    ranges = textcols.rows_of(text, offsets, kept_first[:-1], kept_first[1:])
+    many = count > 4
+    if not many.any():
+        return [ranges]
+    more_text, more_offsets = textcols.assemble(
+        [b",... (", textcols.decimal(count[many]), b" ranges)"]
+    )
+    more = textcols.merge(
+        many,
+        textcols.rows(more_text, more_offsets),
+        textcols.literal(b"", int((~many).sum())),
+    )
+    return [ranges, more]
+
+
+def _text_lines(batch: RecordBatch, annotator: Annotator) -> bytes:
+    """The human text of a batch of records: ``TIME OP OBJECT  RANGES (SIZE)[  FAILED:E]``."""
+    ops = [f" {op} ".encode() for op in batch.op_names]
+    ends = [b"\n" if s == "ok" else f"  {s.upper()}\n".encode() for s in batch.status_names]
+    sizes, which_size = np.unique(batch.bytes, return_inverse=True)
+    text, _ = textcols.assemble(
+        [
+            time_pieces(batch.time),
+            textcols.lookup(batch.op, ops),
+            textcols.pick(annotator.name_table, batch.row + 1),
+            *_ranges_fields(batch.range_first, batch.range_start, batch.range_end, batch.in_object),
+            textcols.lookup(
+                which_size.reshape(-1), [f" ({human_size(int(s))})".encode() for s in sizes]
+            ),
+            textcols.lookup(batch.status, ends),
+        ],
+        len(batch),
+    )
+    return text
+
+
+# CSV and JSON lines
+
+
 def _range_lists(
     ranges: tuple[Int, Int, Int], number: Any, between: bytes, pair: bytes, wrap: bytes
 ) -> textcols.Pieces:
@@ -198,76 +320,61 @@ def _range_lists(
     return textcols.rows_of(text, offsets, first[:-1], first[1:])
 
 
-def _chunks(batch: RecordBatch) -> Any:
-    for lo in range(0, len(batch), _CHUNK):
-        hi = min(lo + _CHUNK, len(batch))
-        r0, r1 = batch.range_first[lo], batch.range_first[hi]
-        d0, d1 = batch.disk_first[lo], batch.disk_first[hi]
-        yield (
-            lo,
-            hi,
-            (batch.range_first[lo : hi + 1] - r0, batch.range_start[r0:r1], batch.range_end[r0:r1]),
-            (batch.disk_first[lo : hi + 1] - d0, batch.disk_start[d0:d1], batch.disk_end[d0:d1]),
-        )
-
-
-def _csv_records(batch: RecordBatch, objects: textcols.Pieces) -> Any:
+def _csv_lines(batch: RecordBatch, objects: textcols.Pieces) -> bytes:
     ops = [f"{op},".encode() for op in batch.op_names]
     statuses = [f"{csv_field(s)},".encode() for s in batch.status_names]
-    for lo, hi, ranges, disk_ranges in _chunks(batch):
-        entry = batch.row[lo:hi] + 1
-        n = hi - lo
-        text, _ = textcols.assemble(
-            [
-                seconds_pieces(batch.time[lo:hi], b""),
-                b",",
-                textcols.lookup(batch.op[lo:hi], ops),
-                textcols.lookup(batch.status[lo:hi], statuses),
-                f"{batch.disk},".encode(),
-                textcols.pick(objects, entry),  # type, device, kind, path; quoted as needed
-                b",",
-                _range_lists(ranges, textcols.hexadecimal, b" ", b"-", b""),
-                b",",
-                _range_lists(disk_ranges, textcols.hexadecimal, b" ", b"-", b""),
-                b",",
-                textcols.decimal(batch.bytes[lo:hi]),
-                b",",
-                textcols.decimal(batch.requests[lo:hi]),
-                b"\n",
-            ],
-            n,
-        )
-        yield text
+    ranges = (batch.range_first, batch.range_start, batch.range_end)
+    disk_ranges = (batch.disk_first, batch.disk_start, batch.disk_end)
+    text, _ = textcols.assemble(
+        [
+            seconds_pieces(batch.time, b""),
+            b",",
+            textcols.lookup(batch.op, ops),
+            textcols.lookup(batch.status, statuses),
+            f"{batch.disk},".encode(),
+            textcols.pick(objects, batch.row + 1),  # type, device, kind, path; quoted as needed
+            b",",
+            _range_lists(ranges, textcols.hexadecimal, b" ", b"-", b""),
+            b",",
+            _range_lists(disk_ranges, textcols.hexadecimal, b" ", b"-", b""),
+            b",",
+            textcols.decimal(batch.bytes),
+            b",",
+            textcols.decimal(batch.requests),
+            b"\n",
+        ],
+        len(batch),
+    )
+    return text
 
 
-def _json_records(batch: RecordBatch, objects: textcols.Pieces) -> Any:
+def _json_lines(batch: RecordBatch, objects: textcols.Pieces) -> bytes:
     ops = [f'"op":{json.dumps(op)},'.encode() for op in batch.op_names]
     statuses = [f'"status":{json.dumps(s)},'.encode() for s in batch.status_names]
-    for lo, hi, ranges, disk_ranges in _chunks(batch):
-        entry = batch.row[lo:hi] + 1
-        n = hi - lo
-        text, _ = textcols.assemble(
-            [
-                b'{"time":',
-                seconds_pieces(batch.time[lo:hi], b"null"),
-                b",",
-                textcols.lookup(batch.op[lo:hi], ops),
-                textcols.lookup(batch.status[lo:hi], statuses),
-                f'"disk":{batch.disk},'.encode(),
-                textcols.pick(objects, entry),
-                b',"ranges":[',
-                _range_lists(ranges, textcols.decimal, b",", b",", b"[]"),
-                b'],"disk_ranges":[',
-                _range_lists(disk_ranges, textcols.decimal, b",", b",", b"[]"),
-                b'],"bytes":',
-                textcols.decimal(batch.bytes[lo:hi]),
-                b',"requests":',
-                textcols.decimal(batch.requests[lo:hi]),
-                b"}\n",
-            ],
-            n,
-        )
-        yield text
+    ranges = (batch.range_first, batch.range_start, batch.range_end)
+    disk_ranges = (batch.disk_first, batch.disk_start, batch.disk_end)
+    text, _ = textcols.assemble(
+        [
+            b'{"time":',
+            seconds_pieces(batch.time, b"null"),
+            b",",
+            textcols.lookup(batch.op, ops),
+            textcols.lookup(batch.status, statuses),
+            f'"disk":{batch.disk},'.encode(),
+            textcols.pick(objects, batch.row + 1),
+            b',"ranges":[',
+            _range_lists(ranges, textcols.decimal, b",", b",", b"[]"),
+            b'],"disk_ranges":[',
+            _range_lists(disk_ranges, textcols.decimal, b",", b",", b"[]"),
+            b'],"bytes":',
+            textcols.decimal(batch.bytes),
+            b',"requests":',
+            textcols.decimal(batch.requests),
+            b"}\n",
+        ],
+        len(batch),
+    )
+    return text
 
 
 class _Totals:

@@ -99,18 +99,22 @@ class Forked(Generic[T]):
             self._raise_why_the_child_ended()
 
     def _raise_why_the_child_ended(self) -> NoReturn:
-        deadline = 5.0
         while True:
             try:
-                kind, item = self._queue.get(timeout=deadline)
+                kind, item = self._queue.get(timeout=5.0)
             except queue.Empty:
                 kind, item = _DIED, None
-            if kind == _ITEM:
-                continue  # results it made before it failed: of no use now
-            self._done = True
-            status = self._reap()
-            if kind == _ERROR:
-                raise item
+            if kind != _ITEM:  # results it made before it failed are of no use now
+                self._ended(kind, item)
+                raise WorkerError("the worker process ended without taking its message")
+
+    def _ended(self, kind: int, item: Any) -> None:
+        """The child's last word: raise its error, or say that it died; an end is fine."""
+        self._done = True
+        status = self._reap()
+        if kind == _ERROR:
+            raise item
+        if kind == _DIED:
             raise WorkerError(f"the worker process ended before its work was done ({status})")
 
     def _local_receive(self, wait: bool = True) -> Any:
@@ -129,16 +133,9 @@ class Forked(Generic[T]):
         if self._done or self._file is None:
             raise StopIteration
         kind, item = self._queue.get()
-        if kind == _DIED:
-            self._done = True
-            status = self._reap()
-            raise WorkerError(f"the worker process ended before its work was done ({status})")
         if kind == _ITEM:
             return cast(T, item)
-        self._done = True
-        self._reap()
-        if kind == _ERROR:
-            raise item
+        self._ended(kind, item)
         raise StopIteration
 
     def close(self) -> None:
