@@ -32,7 +32,7 @@ from bmap.intervals import intersect_length, subtract, union
 from bmap.placement import Placement
 from parsers.errors import ParserError
 from parsers.ext import structs as S
-from parsers.ext.filesystem import BlockRuns, ExtFS
+from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
 
 Array = npt.NDArray[np.int64]
 ORPHAN_DIR = "/$OrphanFiles"
@@ -290,11 +290,15 @@ class _Mapper:
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
             return np.zeros(0, np.int64), []
-        entry_dir, entry_ino, blob = self._all_entries(runs)
+        entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
         order = np.argsort(entry_dir, kind="stable")
         entry_dir, entry_ino = entry_dir[order], entry_ino[order]
-        # Names hold no NUL: decode them all in one call.
         decoded = blob.decode("utf-8", "surrogateescape").split("\0")[:-1]
+        if len(decoded) != len(lengths):
+            # A damaged name holds a NUL: the lengths say where each name ends.
+            decoded = [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
+        if len(decoded) != blob.count(b"\0") or b"/" in blob:
+            self._odd_names(decoded)
         names = np.empty(len(decoded), dtype=object)
         names[:] = decoded
         names = names[order] if len(order) else names
@@ -357,9 +361,23 @@ class _Mapper:
             prefix[frontier] = level_paths[sub[where[new]]] + "/"
         return np.concatenate(rows), paths
 
-    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, bytes]:
-        """``(directory row, child inode, names)`` of every entry of every live directory;
-        the names as one blob, each followed by a NUL."""
+    def _odd_names(self, names: list[str]) -> None:
+        """A name with a NUL or a "/" cannot come from the kernel: say so (it is kept as
+        stored; a "/" in it makes its path look deeper than it is)."""
+        odd = [n for n in names if "\0" in n or "/" in n]
+        if odd:
+            shown = ", ".join(repr(n) for n in odd[:5])
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{len(odd)} directory entry name(s) hold a NUL or '/', which no kernel "
+                f"writes (kept as stored): {shown}",
+            )
+
+    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, bytes, Array]:
+        """``(directory row, child inode, names, name lengths)`` of every entry of every live
+        directory; the names as one blob, each followed by a NUL."""
         fs = self.fs
         table = fs.inodes
         bs = self.bs
@@ -378,6 +396,7 @@ class _Mapper:
         dirs = [block_dir[bulk.block]]
         inos = [bulk.inodes]
         blobs = [bulk.names_blob]
+        lengths = [bulk.name_lengths]
         live_dirs = (table.mode & S.S_IFMT) == S.S_IFDIR
         inline = np.flatnonzero(live_dirs & table.in_use & ((table.flags & S.INLINE_DATA_FL) != 0))
         for row in inline.tolist():
@@ -385,8 +404,9 @@ class _Mapper:
             dirs.append(np.full(len(entries.inodes), row, dtype=np.int64))
             inos.append(entries.inodes)
             blobs.extend(name + b"\0" for name in entries.names)
+            lengths.append(np.array([len(name) for name in entries.names], dtype=np.int64))
         self._drain_problems(before)
-        return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs)
+        return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs), np.concatenate(lengths)
 
     def emit_named(
         self, named: tuple[Array, list[str]], runs: _Runs, tree: dict[int, list[int]]

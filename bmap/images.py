@@ -14,9 +14,12 @@ import io
 import os
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from bmap.errors import ImageError
 
@@ -28,6 +31,18 @@ class PositionalReader(Protocol):
     """Anything that reads ``size`` bytes at ``offset`` (short only at its end)."""
 
     def pread(self, offset: int, size: int) -> bytes: ...
+
+
+def _gather_by_pread(
+    source: PositionalReader,
+    buffer: memoryview,
+    offsets: Sequence[int],
+    positions: Sequence[int],
+    sizes: Sequence[int],
+) -> None:
+    for offset, position, size in zip(offsets, positions, sizes):
+        data = source.pread(offset, size)
+        buffer[position : position + len(data)] = data
 
 
 class RangeStream(io.RawIOBase):
@@ -106,6 +121,32 @@ class RangeStream(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+    def gather_into(
+        self,
+        buffer: memoryview,
+        offsets: npt.ArrayLike,
+        positions: npt.ArrayLike,
+        sizes: npt.ArrayLike,
+    ) -> None:
+        """Read ``sizes[i]`` bytes at ``offsets[i]`` of this view into ``buffer[positions[i]:]``
+        (:class:`parsers.stream.GatherRead`); what lies past the view's end is not touched.
+
+        Many small reads (the blocks of every directory) cost one system call each, with no
+        Python-level ``seek``/``read``/``pread`` layers between them.
+        """
+        offs = np.asarray(offsets, dtype=np.int64)
+        want = np.asarray(sizes, dtype=np.int64)
+        if len(offs) and (offs.min() < 0 or want.min() < 0):
+            raise ValueError("bad read: a negative offset or size")
+        starts = (offs + self.offset).tolist()
+        clipped = np.clip(np.minimum(want, self.size - offs), 0, None).tolist()
+        places = np.asarray(positions, dtype=np.int64).tolist()
+        gather = getattr(self.source, "gather_into", None)
+        if gather is None:
+            _gather_by_pread(self.source, buffer, starts, places, clipped)
+        else:
+            gather(buffer, starts, places, clipped)
 
     def view(self, offset: int, size: int) -> RangeStream:
         """A view of ``size`` bytes at ``offset`` inside this one (clipped to this one)."""
@@ -200,6 +241,33 @@ class Image:
                 f"{self.path}: read error at {offset:#x}: {exc.strerror or exc}"
             ) from exc
         return data
+
+    def gather_into(
+        self,
+        buffer: memoryview,
+        offsets: Sequence[int],
+        positions: Sequence[int],
+        sizes: Sequence[int],
+    ) -> None:
+        """Read each piece straight into ``buffer`` with ``preadv``; short only at the end."""
+        preadv = os.preadv
+        fd = self.fd
+        total = self.size
+        try:
+            for offset, position, size in zip(offsets, positions, sizes):
+                size = min(size, total - offset)
+                if size <= 0:
+                    continue
+                got = preadv(fd, [buffer[position : position + size]], offset)
+                while got < size:  # interrupted: the rest
+                    more = preadv(fd, [buffer[position + got : position + size]], offset + got)
+                    if not more:
+                        break
+                    got += more
+        except OSError as exc:
+            raise ImageError(
+                f"{self.path}: read error at {offset:#x}: {exc.strerror or exc}"
+            ) from exc
 
     def stream(self) -> RangeStream:
         """A view of the whole image."""

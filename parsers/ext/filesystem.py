@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from parsers.errors import DamagedError, NotThisFormat, ParserError
 from parsers.ext import structs as S
-from parsers.stream import ReadSeek
+from parsers.stream import ReadSeek, gather_into
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
@@ -277,13 +277,23 @@ class BulkEntries:
     block: npt.NDArray[np.int64]
     inodes: npt.NDArray[np.int64]
     names_blob: bytes
-    """Every name, each followed by a NUL (a name never holds one): one object, not one per
-    name, and decoded in one call."""
+    """Every name, each followed by a NUL: one object, not one per name, and decoded in one
+    call. A valid name never holds a NUL, but a damaged one can: :attr:`name_lengths` is what
+    says where each name ends."""
+    name_lengths: npt.NDArray[np.int64]
     file_types: npt.NDArray[np.int64]
 
     @property
     def names(self) -> list[bytes]:
-        return self.names_blob.split(b"\0")[:-1]
+        return split_names(self.names_blob, self.name_lengths)
+
+
+def split_names(blob: bytes, lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    """The names of a blob of NUL-terminated names, by their lengths (a name may hold a NUL)."""
+    if blob.count(b"\0") == len(lengths):
+        return blob.split(b"\0")[:-1]
+    starts = (np.cumsum(lengths + 1) - (lengths + 1)).tolist()
+    return [blob[a : a + n] for a, n in zip(starts, lengths.tolist())]
 
 
 def _gather_names(
@@ -949,68 +959,83 @@ class ExtFS:
             block=np.concatenate([p.block for p in parts]),
             inodes=np.concatenate([p.inodes for p in parts]),
             names_blob=b"".join(p.names_blob for p in parts),
+            name_lengths=np.concatenate([p.name_lengths for p in parts]),
             file_types=np.concatenate([p.file_types for p in parts]),
         )
 
     def _dir_chunk(self, blocks: npt.NDArray[np.int64], base: int) -> BulkEntries:
         """:meth:`bulk_dir_entries` for one chunk of blocks (bounded memory); ``base`` is the
-        chunk's first position in the whole list."""
+        chunk's first position in the whole list.
+
+        Two passes. The first only follows the ``rec_len`` chains: a handful of numpy steps
+        per entry position, over the blocks whose chains go on. The second checks and decodes
+        every entry found at once; the first bad entry of a block ends that block, as in
+        :meth:`dir_entries`.
+        """
         bs = self.block_size
         n = len(blocks)
-        raw = bytearray(n * bs)
-        buf = np.frombuffer(raw, dtype=np.uint8)
+        # Eight bytes of padding: a chain that ends 4 bytes short of its block's end reads a
+        # header there; that header is dropped below.
+        raw = bytearray(n * bs + 8)
         if n:
-            # Consecutive block numbers are read in one call.
+            # Consecutive block numbers are read as one piece.
             breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
             starts = np.concatenate(([0], breaks))
             ends = np.concatenate((breaks, [n]))
-            for a, b in zip(starts.tolist(), ends.tolist()):
-                data = self.read(int(blocks[a]) * bs, (b - a) * bs)
-                buf[a * bs : a * bs + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            gather_into(self.fh, memoryview(raw), blocks[starts] * bs, starts * bs,
+                        (ends - starts) * bs)
+        buf = np.frombuffer(raw, dtype=np.uint8)
         u16 = buf.view("<u2")
-        u32 = buf.view("<u4")
-        filetype = self.sb.has(incompat=S.INCOMPAT_FILETYPE)
-        pos = np.arange(n, dtype=np.int64) * bs
-        end = pos + bs
-        active = np.arange(n, dtype=np.int64)
-        out_block, out_ino, out_off, out_len, out_type = [], [], [], [], []
-        bad_blocks: list[int] = []
-        while len(active):
-            p = pos[active]
-            ino = u32[p >> 2].astype(np.int64)
-            rec_len = u16[(p >> 1) + 2].astype(np.int64)
-            name_len = buf[p + 6].astype(np.int64)
-            ftype = buf[p + 7].astype(np.int64)
-            if bs >= 65536:
+        big = bs >= 65536
+
+        def rec_lens(q: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+            rec_len = u16[q + 2].astype(np.int64)
+            if big:
                 rec_len = np.where(
                     (rec_len == 0) | (rec_len == 65535),
                     bs,
                     (rec_len & 65532) | ((rec_len & 3) << 16),
                 )
-            if not filetype:
-                name_len |= ftype << 8
-                ftype = np.zeros_like(ftype)
-            ok = (
-                (rec_len >= 8)
-                & (rec_len % 4 == 0)
-                & (p + rec_len <= end[active])
-                & (name_len + 8 <= rec_len)
-            )
-            if not ok.all():
-                bad_blocks.extend(active[~ok].tolist())
-            keep = ok & (ino != 0) & (name_len > 0)
-            # "." and ".." are the directory's own bookkeeping.
-            first = buf[p + 8]
-            dot = (first == 0x2E) & ((name_len == 1) | ((name_len == 2) & (buf[p + 9] == 0x2E)))
-            keep &= ~dot
-            out_block.append(active[keep])
-            out_ino.append(ino[keep])
-            out_off.append(p[keep] + 8)
-            out_len.append(name_len[keep])
-            out_type.append(ftype[keep])
-            pos[active] = p + np.where(ok, rec_len, bs)
-            active = active[ok & (pos[active] < end[active])]
-        for b in bad_blocks:
+            return rec_len
+
+        # Entry positions in 16-bit words; a block is 2**shift words.
+        shift = (bs // 2).bit_length() - 1
+        q = np.arange(n, dtype=np.int64) << shift
+        steps = []
+        # Each step moves at least 8 bytes inside a block: at most bs/8 steps.
+        while len(q):
+            steps.append(q)
+            rec_len = u16[q + 2] if not big else rec_lens(q)
+            nq = q + (rec_len >> 1)
+            q = nq[(((nq ^ q) >> shift) == 0) & (rec_len >= 8)]
+        q = np.sort(np.concatenate(steps)) if steps else np.zeros(0, np.int64)
+        p = q << 1
+        rec_len = rec_lens(q)
+        name_len = buf[p + 6].astype(np.int64)
+        ftype = buf[p + 7].astype(np.int64)
+        if not self.sb.has(incompat=S.INCOMPAT_FILETYPE):
+            name_len |= ftype << 8
+            ftype = np.zeros_like(ftype)
+        within = p & (bs - 1)
+        block = q >> shift
+        # A header that does not fit ends its block quietly.
+        fits = within + 8 <= bs
+        ok = (
+            (rec_len >= 8)
+            & (rec_len % 4 == 0)
+            & (within + rec_len <= bs)
+            & (name_len + 8 <= rec_len)
+        )
+        bad = fits & ~ok
+        cut = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        bad_blocks, first_bad = np.unique(block[bad], return_index=True)
+        cut[bad_blocks] = q[bad][first_bad]
+        ino = u16[q].astype(np.int64) | (u16[q + 1].astype(np.int64) << 16)
+        first = buf[p + 8]
+        # "." and ".." are the directory's own bookkeeping.
+        dot = (first == 0x2E) & ((name_len == 1) | ((name_len == 2) & (buf[p + 9] == 0x2E)))
+        keep = fits & ok & (q < cut[block]) & (ino != 0) & (name_len > 0) & ~dot
+        for b in bad_blocks.tolist():
             self.problems.append(
                 DamagedError(
                     "directory-block",
@@ -1018,15 +1043,12 @@ class ExtFS:
                     "directory entry with a bad rec_len or name_len; rest of the block skipped",
                 )
             )
-        block = np.concatenate(out_block) if out_block else np.zeros(0, np.int64)
-        order = np.argsort(block, kind="stable")
-        offsets = (np.concatenate(out_off) if out_off else np.zeros(0, np.int64))[order]
-        lengths = (np.concatenate(out_len) if out_len else np.zeros(0, np.int64))[order]
         return BulkEntries(
-            block=block[order] + base,
-            inodes=(np.concatenate(out_ino) if out_ino else np.zeros(0, np.int64))[order],
-            names_blob=_gather_names(buf, offsets, lengths),
-            file_types=(np.concatenate(out_type) if out_type else np.zeros(0, np.int64))[order],
+            block=block[keep] + base,
+            inodes=ino[keep],
+            names_blob=_gather_names(buf, p[keep] + 8, name_len[keep]),
+            name_lengths=name_len[keep],
+            file_types=ftype[keep],
         )
 
     def inline_data(self, row: int) -> bytes:

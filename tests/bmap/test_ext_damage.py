@@ -206,3 +206,43 @@ def test_bigalloc_clusters_per_group_must_match_its_blocks(ext_image_factory, tm
     assert inner[["type", "kind", "start", "end"]].values.tolist() == [
         ["u", "unmapped", 0, path.stat().st_size]
     ]
+
+
+def _entry_offset(path: Path, directory: str, name: bytes) -> int:
+    """Byte offset in the image of the directory entry ``name`` in ``directory``."""
+    bs = T.dumpe2fs_layout(path)["block_size"]
+    with open(path, "rb") as fh:
+        for extent in T.debugfs_stat(path, directory)["data_extents"]:
+            for i in range(extent.length):
+                at = (extent.physical + i) * bs
+                fh.seek(at)
+                block = fh.read(bs)
+                pos = 0
+                while pos + 8 <= bs:
+                    rec_len, name_len = struct.unpack_from("<HB", block, pos + 4)
+                    if block[pos + 8 : pos + 8 + name_len] == name:
+                        return at + pos
+                    if rec_len < 8:
+                        break
+                    pos += rec_len
+    raise AssertionError(f"no entry {name!r} in {directory}")
+
+
+def test_names_holding_nul_or_slash_keep_every_other_name_right(ext_image_factory, tmp_path):
+    """No kernel writes a NUL or "/" into a name, but a hostile image can: the name is kept
+    as stored, the names after it still belong to their own inodes, and a finding says so."""
+    path = copy_of(ext_image_factory, "ext4_1k", tmp_path)
+    _, good = mapping(path)
+    patch(path, _entry_offset(path, "/", b"data") + 8, b"d\0t")
+    patch(path, _entry_offset(path, "/", b"multi.bin") + 8, b"mu/ti")
+    bmap, frame = mapping(path)
+
+    def renamed(p: str) -> str:
+        p = p.replace("/data", "/d\0ta", 1) if p == "/data" or p.startswith("/data/") else p
+        return "/mu/ti.bin" if p == "/multi.bin" else p
+
+    want = sorted((renamed(p), s, e) for p, s, e in files(good))
+    assert files(frame) == want
+    assert any("NUL or '/'" in f.message and "2 directory" in f.message for f in bmap.findings)
+    text = dumps_map(bmap)
+    assert "/d\\x00ta/" in text
