@@ -12,13 +12,16 @@ $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { bash scripts/ensure-tools.sh && $(PYTHON) -m venv $(VENV); }
 	@$(PY) -m pip install -q --upgrade pip
 
-# Stamp files: reinstall only when pyproject.toml changes.
+# Stamp files: reinstall only when pyproject.toml changes. The bytecode is compiled as a pip
+# install would (an editable install under PYTHONDONTWRITEBYTECODE never writes it).
 $(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
 	$(PY) -m pip install -q -e .
+	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/activate
 	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -1,5 +1,5 @@
 """``python -m bmap``: the same as the ``bmap`` command."""
 
-from bmap.cli import main
+from bmap.cli import run
 
-main(prog_name="bmap")
+run()

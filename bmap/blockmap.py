@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,12 @@ class ObjectTable:
         self.kinds: list[str] = []
         self.paths: list[str] = []
         self.inodes: list[int] = []
+        #: Each object's ID without its path (``"f /dev/sda1 "``, ``"p /dev/sda1"``), as a
+        #: number into :attr:`head_texts`: the ID is ``head_texts[heads[i]] + paths[i]``.
+        self.heads: list[int] = []
+        self.head_texts: list[str] = []
+        self._head_of: dict[tuple[str, str, str, bool], int] = {}
+        self._heads_array: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.types)
@@ -86,7 +92,23 @@ class ObjectTable:
         self.kinds.append(kind)
         self.paths.append(path)
         self.inodes.append(inode)
+        self.heads.append(self._head(type_, device, kind, path))
         return len(self.types) - 1
+
+    def _head(self, type_: str, device: str, kind: str, path: str) -> int:
+        """The ID of an object without its path, made once per (type, device, kind)."""
+        key = (type_, device, kind, path != "")
+        head = self._head_of.get(key)
+        if head is None:
+            if type_ in "vpl" and path:
+                raise ValueError(f"a {type_!r} object has no path in its ID, got {path!r}")
+            # The one rule (object_id) with a one-character path, and that character cut off.
+            text = object_id(type_, device, kind, "/")[:-1] if path else object_id(
+                type_, device, kind, ""
+            )
+            head = self._head_of[key] = len(self.head_texts)
+            self.head_texts.append(text)
+        return head
 
     def extend(
         self,
@@ -98,24 +120,68 @@ class ObjectTable:
     ) -> npt.NDArray[np.int64]:
         """Add many objects on one device at once; returns their numbers."""
         first = len(self.types)
+        full: list[str] = (
+            [KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds)]
+            if None in kinds
+            else cast("list[str]", kinds)
+        )
+        # A few distinct (type, kind) pairs among many objects: their heads once each, then
+        # looked up without a Python call per object.
+        pairs = list(zip(types, full))
+        with_path = {tk: self._head(tk[0], device, tk[1], "/") for tk in set(pairs)}
+        heads = list(map(with_path.__getitem__, pairs))
+        if "" in paths:
+            for i in [i for i, p in enumerate(paths) if not p]:
+                heads[i] = self._head(types[i], device, full[i], "")
         self.types.extend(types)
         self.devices.extend([device] * len(types))
-        self.kinds.extend(KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds))
+        self.kinds.extend(full)
         self.paths.extend(paths)
         self.inodes.extend(inodes)
+        self.heads.extend(heads)
         return np.arange(first, len(self.types), dtype=np.int64)
 
-    def ids_of(self, numbers: npt.NDArray[np.int64]) -> textcols.Pieces:
-        """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped):
-        row ``i`` is object ``numbers[i]``."""
-        picked = numbers.tolist()
-        t, d, k, p = self.types, self.devices, self.kinds, self.paths
-        return id_pieces(
-            [t[i] for i in picked],
-            [d[i] for i in picked],
-            [k[i] for i in picked],
-            [p[i] for i in picked],
+    def id_fields(self, numbers: npt.NDArray[np.int64]) -> list[textcols.Pieces]:
+        """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped), as
+        two fields for :func:`bmap.textcols.assemble`: the part before the path, then the
+        path. Row ``i`` is object ``numbers[i]``. No ID string is made per object."""
+        if len(self._heads_array) != len(self.heads):
+            self._heads_array = np.array(self.heads, dtype=np.int64)
+        heads = [escape(h).encode("utf-8", "surrogateescape") for h in self.head_texts]
+        p = self.paths
+        return [
+            textcols.lookup(self._heads_array[numbers], heads),
+            path_pieces([p[i] for i in numbers.tolist()]),
+        ]
+
+
+def path_pieces(paths: list[str]) -> textcols.Pieces:
+    """Paths (or any ID parts) escaped as the text map writes them, as UTF-8 pieces.
+
+    The common case costs one join, one strict encode and a few numpy passes over the bytes:
+    only a text that holds something to escape (a control character, a backslash, a byte
+    that was not valid UTF-8) is escaped name by name.
+    """
+    if not paths:
+        return textcols.Pieces(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    text = "\n".join(paths) + "\n"
+    try:
+        data = text.encode("utf-8")  # strict: a byte kept from invalid UTF-8 fails here
+        blob = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(blob == 10)
+        clean = len(ends) == len(paths) and not (
+            ((blob < 0x20) & (blob != 10)).any() or (blob == 0x7F).any() or (blob == 0x5C).any()
         )
+    except UnicodeEncodeError:
+        clean = False
+    if not clean:
+        data = ("\n".join([escape(p) for p in paths]) + "\n").encode("utf-8", "surrogateescape")
+        blob = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(blob == 10)
+    starts = np.empty(len(ends), dtype=np.int64)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    return textcols.Pieces(blob, starts, ends - starts)
 
 
 ID_CHUNK = 16384
@@ -130,15 +196,19 @@ def id_pieces(
     kind and the path if any. UTF-8 (``surrogateescape``) in one blob, row ``i`` for object
     ``i`` (:func:`object_name` of each). A chunk of IDs is checked for anything to escape at
     once: names that need it are rare."""
+    return _pieces_of_ids(list(map(object_id, types, devices, kinds, paths)))
+
+
+def _pieces_of_ids(ids: list[str]) -> textcols.Pieces:
+    """IDs (before escaping) as escaped UTF-8 pieces."""
     chunks = []
-    for lo in range(0, len(types), ID_CHUNK):
-        part = slice(lo, lo + ID_CHUNK)
-        ids = list(map(object_id, types[part], devices[part], kinds[part], paths[part]))
-        check = " ".join(ids)
+    for lo in range(0, len(ids), ID_CHUNK):
+        part = ids[lo : lo + ID_CHUNK]
+        check = " ".join(part)
         if not check.isprintable() or "\\" in check:
-            ids = [escape(i) for i in ids]
+            part = [escape(i) for i in part]
         # Escaped IDs hold no newline: it separates them.
-        chunks.append(("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
+        chunks.append(("\n".join(part) + "\n").encode("utf-8", "surrogateescape"))
     blob = np.frombuffer(b"".join(chunks), dtype=np.uint8)
     ends = np.flatnonzero(blob == 10)
     starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
@@ -203,7 +273,8 @@ class BlockMap:
         if disk is not None:
             mask &= self.disk == disk
         total = 0
-        for d in np.unique(self.disk[mask]):
+        # Disk numbers are small: bincount finds them (np.unique would import numpy.ma, 20 ms).
+        for d in np.flatnonzero(np.bincount(self.disk[mask])).tolist():
             sel = mask & (self.disk == d)
             total += union_length(self.start[sel], self.end[sel])
         return total

@@ -713,5 +713,37 @@ def _log_lines(log: str) -> Any:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
 
 
+def run() -> NoReturn:
+    """The ``bmap`` program: :func:`main`, then a quick exit.
+
+    A map of a large filesystem leaves a few hundred thousand objects on the heap; freeing
+    them one by one at interpreter shutdown took about 0.07 s of every ``bmap map`` of /usr.
+    Everything the command wrote is flushed first (an output file is closed by its writer),
+    so the process can leave with ``os._exit`` (not under a profiler or coverage tool, which
+    write their reports at exit). Tests call :func:`main` in-process instead.
+    """
+    code: int
+    try:
+        main(prog_name="bmap")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        # A profiler or coverage tool runs us: it writes its report at a normal exit.
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the reader went away, or the stream is closed: nothing left to deliver
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

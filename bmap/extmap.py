@@ -159,13 +159,19 @@ class _Mapper:
 
     def static_structures(self) -> None:
         fs, bs = self.fs, self.bs
+        by_kind: dict[str, tuple[list[int], list[int]]] = {}
         for kind, block, count in fs.static_layout():
             if kind == "superblock" and bs > 1024 and block == 0:
                 # Block 0 of a large-block filesystem: boot block, then the superblock.
                 self.emit_kind("boot-block", [0], [1024])
                 self.emit_kind("superblock", [1024], [bs])
                 continue
-            self.emit_blocks(kind, [block], [count])
+            blocks, counts = by_kind.setdefault(kind, ([], []))
+            blocks.append(block)
+            counts.append(count)
+        # One call per kind, not per group: a large filesystem has thousands of groups.
+        for kind, (blocks, counts) in by_kind.items():
+            self.emit_blocks(kind, blocks, counts)
 
     def collect_runs(self, rows: Array) -> tuple[_Runs, dict[int, list[int]]]:
         """Data runs of every live inode; tree (or indirect) blocks per row."""
@@ -179,7 +185,11 @@ class _Mapper:
             (mode == S.S_IFCHR) | (mode == S.S_IFBLK) | (mode == S.S_IFIFO) | (mode == S.S_IFSOCK)
         )
         fast_link = (mode == S.S_IFLNK) & ~self._slow_symlink(rows)
-        candidates = rows[has_blocks & ~special & ~fast_link]
+        # The resize inode's blocks are the reserved GDT blocks, mapped as static structures
+        # (special_inodes adds its double-indirect block): walking its thousands of
+        # indirect entries would add nothing.
+        resize = table.ino[rows] == S.RESIZE_INO
+        candidates = rows[has_blocks & ~special & ~fast_link & ~resize]
         extent_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) != 0]
         mapped_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) == 0]
 
@@ -278,7 +288,7 @@ class _Mapper:
             if dind and fs.block_ok(dind):
                 self.emit_blocks("resize-inode", [dind])
 
-    def walk_directories(self, runs: _Runs) -> tuple[Array, list[str]]:
+    def walk_directories(self, runs: _Runs) -> tuple[Array, npt.NDArray[np.object_]]:
         """Every name in the tree: inode rows and their paths, level by level from the root.
 
         The blocks of every directory are parsed in one vectorised pass first; the walk then
@@ -289,7 +299,7 @@ class _Mapper:
         root = table.index_of(S.ROOT_INO)
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
-            return np.zeros(0, np.int64), []
+            return np.zeros(0, np.int64), np.zeros(0, dtype=object)
         entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
         order = np.argsort(entry_dir, kind="stable")
         entry_dir, entry_ino = entry_dir[order], entry_ino[order]
@@ -313,7 +323,7 @@ class _Mapper:
         seen = np.zeros(len(table), dtype=bool)
         seen[root] = True
         rows: list[Array] = [np.array([root], dtype=np.int64)]
-        paths: list[str] = ["/"]
+        paths: list[npt.NDArray[np.object_]] = [np.array(["/"], dtype=object)]
         frontier = np.array([root], dtype=np.int64)
         while len(frontier):
             k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
@@ -341,7 +351,7 @@ class _Mapper:
                     f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
                 )
             rows.append(child[idx[ok]])
-            paths.extend(level_paths[ok].tolist())
+            paths.append(level_paths[ok])
             sub = np.flatnonzero(is_dir[idx])
             cand = child[idx[sub]]
             unique, where = np.unique(cand, return_index=True)
@@ -359,7 +369,7 @@ class _Mapper:
             frontier = unique[new]
             seen[frontier] = True
             prefix[frontier] = level_paths[sub[where[new]]] + "/"
-        return np.concatenate(rows), paths
+        return np.concatenate(rows), np.concatenate(paths)
 
     def _odd_names(self, names: list[str]) -> None:
         """A name with a NUL or a "/" cannot come from the kernel: say so (it is kept as
@@ -409,7 +419,10 @@ class _Mapper:
         return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs), np.concatenate(lengths)
 
     def emit_named(
-        self, named: tuple[Array, list[str]], runs: _Runs, tree: dict[int, list[int]]
+        self,
+        named: tuple[Array, npt.NDArray[np.object_]],
+        runs: _Runs,
+        tree: dict[int, list[int]],
     ) -> None:
         """Lines for every name at once: data, tree blocks, xattr blocks, inline data."""
         fs = self.fs
@@ -417,9 +430,9 @@ class _Mapper:
         bs = self.bs
         orphan_rows, orphan_paths = self._orphans(named[0])
         row = np.concatenate((named[0], orphan_rows))
-        paths = named[1] + orphan_paths
+        paths = np.concatenate((named[1], np.array(orphan_paths, dtype=object)))
         self.stats.names = len(paths)
-        if not paths:
+        if not len(paths):
             return
         mode = table.mode[row] & S.S_IFMT
         flags = table.flags[row]
@@ -527,22 +540,26 @@ class _Mapper:
         sel: Array,
         types: object,
         kinds: object,
-        paths: list[str],
+        paths: npt.NDArray[np.object_],
         ino: Array,
     ) -> Array:
         """One object per selected name; returns their numbers."""
         n = len(sel)
-        type_list = np.broadcast_to(np.asarray(types), (n,)).tolist()
-        kind_list: list[str | None] = (
-            [None] * n
-            if kinds is None
-            else [k or None for k in np.broadcast_to(np.asarray(kinds), (n,)).tolist()]
-        )
+        type_array = np.broadcast_to(np.asarray(types), (n,))
+        # "" or no kind: the type's own word (dir, file).
+        own = np.where(type_array == "d", "dir", "file")
+        kind_array = own if kinds is None else np.broadcast_to(np.asarray(kinds), (n,))
+        blank = kind_array == ""
+        if (blank & (type_array != "d") & (type_array != "f")).any():
+            raise ValueError("an m or u object needs a kind")
+        kind_array = np.where(blank, own, kind_array)
+        type_list = type_array.tolist()
+        kind_list: list[str | None] = kind_array.tolist()
         return self.builder.add_objects(
             type_list,
             self.device,
             kind_list,
-            [paths[i] for i in sel.tolist()],
+            paths[sel].tolist(),
             ino[sel].tolist(),
         )
 
@@ -553,7 +570,7 @@ class _Mapper:
         hi: Array,
         row: Array,
         ino: Array,
-        paths: list[str],
+        paths: npt.NDArray[np.object_],
         types: npt.NDArray[np.str_],
         kinds: npt.NDArray[np.str_],
         starts: Array,

@@ -73,7 +73,7 @@ def _write_bmap(bmap: BlockMap, fh: IO[str]) -> None:
                 b" ",
                 textcols.hexadecimal(bmap.end[part]),
                 b" ",
-                bmap.objects.ids_of(bmap.obj[part]),
+                *bmap.objects.id_fields(bmap.obj[part]),
                 b"\n",
             ]
         )

@@ -70,6 +70,18 @@ class Placement:
         )
         if len(s) == 0:
             return
+        if len(self.segments) == 1:
+            # A partition or a whole disk: clip to the device, shift, done.
+            lo, hi = int(self.dev_start[0]), int(self.dev_end[0])
+            piece_start = np.maximum(s, lo)
+            piece_end = np.minimum(e, hi)
+            if file_offsets is not None:
+                fo = np.where(fo >= 0, fo + piece_start - s, -1)
+            shift = int(self.shift[0])
+            builder.add_extents(
+                o, int(self.disk[0]), piece_start + shift, piece_end + shift, fo
+            )
+            return
         first = np.searchsorted(self.dev_end, s, side="right")
         last = np.searchsorted(self.dev_start, e, side="left") - 1
         count = np.maximum(last - first + 1, 0)
@@ -81,7 +93,7 @@ class Placement:
         piece_end = np.minimum(e[idx], self.dev_end[seg])
         piece_fo = np.where(fo[idx] >= 0, fo[idx] + piece_start - s[idx], -1)
         shift = self.shift[seg]
-        for disk in np.unique(self.disk[seg]).tolist():
+        for disk in np.flatnonzero(np.bincount(self.disk[seg])).tolist():
             sel = self.disk[seg] == disk
             builder.add_extents(
                 o[idx][sel],

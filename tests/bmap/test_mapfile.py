@@ -7,10 +7,12 @@ import re
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder
+from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder, path_pieces
 from bmap.errors import MapFormatError
-from bmap.escape import name_from_bytes
+from bmap.escape import escape, name_from_bytes
 from bmap.mapfile import dumps_map, read_map, write_map
 
 HOSTILE = [
@@ -128,3 +130,17 @@ def test_public_api_reads_what_it_writes(sample, tmp_path):
     assert frame.iloc[index.innermost(1, 0x1600000)[0]]["kind"] == "swap"
     for image in images:
         image.close()
+
+
+#: Names as bmap keeps them: any stored bytes but NUL and "/", decoded with surrogateescape.
+_names = st.binary(max_size=40).map(name_from_bytes)
+
+
+@given(st.lists(st.one_of(_names, st.sampled_from(["", "a\nb", "\\", "\x7f", "é", "\udcff"]))))
+def test_path_pieces_escape_every_path_as_escape_does(paths):
+    """The bulk escaper (one check over a whole chunk of paths) against escape() per path."""
+    pieces = path_pieces(paths)
+    got = [
+        bytes(pieces.blob[s : s + n]) for s, n in zip(pieces.start.tolist(), pieces.length.tolist())
+    ]
+    assert got == [escape(p).encode("utf-8", "surrogateescape") for p in paths]
