@@ -141,6 +141,35 @@ class ObjectTable:
         self.heads.extend(heads)
         return np.arange(first, len(self.types), dtype=np.int64)
 
+    def extend_classes(
+        self,
+        classes: Sequence[tuple[str, str]],
+        codes: npt.NDArray[np.int64],
+        device: str,
+        paths: list[str],
+        inodes: list[int],
+    ) -> npt.NDArray[np.int64]:
+        """Add many objects on one device at once, object ``i`` of (type, kind)
+        ``classes[codes[i]]``; returns their numbers. No Python work per object but the
+        lists' own growth."""
+        first = len(self.types)
+        n = len(codes)
+        types = np.array([t for t, _ in classes], dtype=object)
+        kinds = np.array([k for _, k in classes], dtype=object)
+        heads = np.array([self._head(t, device, k, "/") for t, k in classes], dtype=np.int64)
+        head_of = heads[codes]
+        if "" in paths:
+            for i in [i for i, p in enumerate(paths) if not p]:
+                t, k = classes[int(codes[i])]
+                head_of[i] = self._head(t, device, k, "")
+        self.types.extend(types[codes].tolist())
+        self.devices.extend([device] * n)
+        self.kinds.extend(kinds[codes].tolist())
+        self.paths.extend(paths)
+        self.inodes.extend(inodes)
+        self.heads.extend(head_of.tolist())
+        return np.arange(first, first + n, dtype=np.int64)
+
     def id_fields(self, numbers: npt.NDArray[np.int64]) -> list[textcols.Pieces]:
         """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped), as
         two fields for :func:`bmap.textcols.assemble`: the part before the path, then the

@@ -36,6 +36,10 @@ from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
 
 Array = npt.NDArray[np.int64]
 ORPHAN_DIR = "/$OrphanFiles"
+#: (type, kind) of a name's data, by code: a directory, a file, a slow symlink's target.
+_DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
+#: (type, kind) of the blocks of a name's block map, by code.
+_TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
 
 
 @dataclass
@@ -457,8 +461,8 @@ class _Mapper:
             row,
             ino,
             paths,
-            np.where(is_dir, "d", np.where(slow_link, "m", "f")),
-            np.where(slow_link, "symlink", ""),
+            _DATA_CLASSES,
+            np.where(is_dir, 0, np.where(slow_link, 2, 1)),
             runs.physical * bs,
             (runs.physical + runs.length) * bs,
             runs.logical * bs,
@@ -467,7 +471,7 @@ class _Mapper:
         # Inline data lives in the inode's own record inside the inode table.
         sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
         if len(sel):
-            objs = self._objects(sel, np.where(is_dir[sel], "d", "f"), None, paths, ino)
+            objs = self._objects(sel, _DATA_CLASSES, np.where(is_dir[sel], 0, 1), paths, ino)
             pos = table.position[row[sel]]
             self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64), claim=False)
         # Extent-tree nodes and indirect blocks.
@@ -482,7 +486,6 @@ class _Mapper:
             tree_row, tree_block = tree_row[order], tree_block[order]
             tlo = np.searchsorted(tree_row, row, side="left")
             thi = np.searchsorted(tree_row, row, side="right")
-            kinds = np.where((flags & S.EXTENTS_FL) != 0, "extent-tree", "indirect-block")
             self._emit_joined(
                 thi > tlo,
                 tlo,
@@ -490,8 +493,8 @@ class _Mapper:
                 row,
                 ino,
                 paths,
-                np.full(len(row), "m"),
-                kinds,
+                _TREE_CLASSES,
+                np.where((flags & S.EXTENTS_FL) != 0, 0, 1),
                 tree_block * bs,
                 (tree_block + 1) * bs,
                 np.zeros(len(tree_block), np.int64),
@@ -510,7 +513,7 @@ class _Mapper:
                     f"{paths[i]!r}: xattr block {int(acl[i])} outside the filesystem",
                 )
             sel = sel[ok]
-            objs = self._objects(sel, "m", "xattr-block", paths, ino)
+            objs = self._objects(sel, [("m", "xattr-block")], 0, paths, ino)
             self._emit_claiming(
                 objs, acl[sel] * bs, (acl[sel] + 1) * bs, np.zeros(len(sel), np.int64), first[sel]
             )
@@ -538,27 +541,17 @@ class _Mapper:
     def _objects(
         self,
         sel: Array,
-        types: object,
-        kinds: object,
+        classes: list[tuple[str, str]],
+        codes: npt.ArrayLike,
         paths: npt.NDArray[np.object_],
         ino: Array,
     ) -> Array:
-        """One object per selected name; returns their numbers."""
-        n = len(sel)
-        type_array = np.broadcast_to(np.asarray(types), (n,))
-        # "" or no kind: the type's own word (dir, file).
-        own = np.where(type_array == "d", "dir", "file")
-        kind_array = own if kinds is None else np.broadcast_to(np.asarray(kinds), (n,))
-        blank = kind_array == ""
-        if (blank & (type_array != "d") & (type_array != "f")).any():
-            raise ValueError("an m or u object needs a kind")
-        kind_array = np.where(blank, own, kind_array)
-        type_list = type_array.tolist()
-        kind_list: list[str | None] = kind_array.tolist()
-        return self.builder.add_objects(
-            type_list,
+        """One object per selected name, of type and kind ``classes[codes[i]]``; returns
+        their numbers."""
+        return self.builder.objects.extend_classes(
+            classes,
+            np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
             self.device,
-            kind_list,
             paths[sel].tolist(),
             ino[sel].tolist(),
         )
@@ -571,8 +564,8 @@ class _Mapper:
         row: Array,
         ino: Array,
         paths: npt.NDArray[np.object_],
-        types: npt.NDArray[np.str_],
-        kinds: npt.NDArray[np.str_],
+        classes: list[tuple[str, str]],
+        codes: Array,
         starts: Array,
         ends: Array,
         offsets: Array | None,
@@ -582,7 +575,7 @@ class _Mapper:
         sel = np.flatnonzero(mask)
         if len(sel) == 0:
             return
-        objs = self._objects(sel, types[sel], kinds[sel], paths, ino)
+        objs = self._objects(sel, classes, codes[sel], paths, ino)
         count = hi[sel] - lo[sel]
         total = int(count.sum())
         ext = np.repeat(lo[sel], count) + (
