@@ -31,8 +31,8 @@ from parsers.stream import ReadSeek, gather_into
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
-#: Directory blocks parsed at once: bounds the buffer (4 MiB of 4 KiB blocks).
-DIR_CHUNK_BLOCKS = 1024
+#: Directory blocks parsed at once: bounds the buffer (8 MiB of 4 KiB blocks).
+DIR_CHUNK_BLOCKS = 2048
 #: Extended attribute header magic (in-inode area and external blocks).
 XATTR_MAGIC = 0xEA020000
 
@@ -653,7 +653,9 @@ class ExtFS:
             if n == 0:
                 continue
             raw = self.read_blocks(table, -(-used * sb.inode_size // self.block_size))
-            rec = np.frombuffer(raw, dtype=dtype, count=used)[keep]
+            rec = np.frombuffer(raw, dtype=dtype, count=used)
+            if n < used:  # a table in use throughout (the common case) is not copied
+                rec = rec[keep]
             sl = slice(pos, pos + n)
             col["ino"][sl] = g * ipg + 1 + keep
             col["position"][sl] = table * self.block_size + keep * sb.inode_size

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import parsers.ext.filesystem as F
 from bmap.images import Image
 from parsers.ext.filesystem import ExtFS
 from tests.conftest import tool
@@ -172,6 +173,16 @@ def test_bulk_parser_equals_entry_by_entry_parser(scratch, data: st.DataObject) 
     for number, content in by_block.items():
         image_bytes[number * bs : (number + 1) * bs] = content
 
+    # Several chunks too: each chunk's entries must say which of all the blocks they are in.
+    chunk = data.draw(st.sampled_from([1, 2, 3, F.DIR_CHUNK_BLOCKS]), label="chunk")
+    saved, F.DIR_CHUNK_BLOCKS = F.DIR_CHUNK_BLOCKS, chunk
+    try:
+        check_both_streams(path, image_bytes, numbers, by_block)
+    finally:
+        F.DIR_CHUNK_BLOCKS = saved
+
+
+def check_both_streams(path, image_bytes: bytearray, numbers: list[int], by_block) -> None:
     for fh in ("bytesio", "image"):
         if fh == "bytesio":
             fs = ExtFS(io.BytesIO(bytes(image_bytes)), len(image_bytes))
