@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,7 @@ class ObjectTable:
         self.head_texts: list[str] = []
         self._head_of: dict[tuple[str, str, str, bool], int] = {}
         self._heads_array: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._escaped_heads = textcols.table([])
 
     def __len__(self) -> int:
         return len(self.types)
@@ -110,37 +111,6 @@ class ObjectTable:
             self.head_texts.append(text)
         return head
 
-    def extend(
-        self,
-        types: list[str],
-        device: str,
-        kinds: list[str | None],
-        paths: list[str],
-        inodes: list[int],
-    ) -> npt.NDArray[np.int64]:
-        """Add many objects on one device at once; returns their numbers."""
-        first = len(self.types)
-        full: list[str] = (
-            [KIND_OF_TYPE[t] if k is None else k for t, k in zip(types, kinds)]
-            if None in kinds
-            else cast("list[str]", kinds)
-        )
-        # A few distinct (type, kind) pairs among many objects: their heads once each, then
-        # looked up without a Python call per object.
-        pairs = list(zip(types, full))
-        with_path = {tk: self._head(tk[0], device, tk[1], "/") for tk in set(pairs)}
-        heads = list(map(with_path.__getitem__, pairs))
-        if "" in paths:
-            for i in [i for i, p in enumerate(paths) if not p]:
-                heads[i] = self._head(types[i], device, full[i], "")
-        self.types.extend(types)
-        self.devices.extend([device] * len(types))
-        self.kinds.extend(full)
-        self.paths.extend(paths)
-        self.inodes.extend(inodes)
-        self.heads.extend(heads)
-        return np.arange(first, len(self.types), dtype=np.int64)
-
     def extend_classes(
         self,
         classes: Sequence[tuple[str, str]],
@@ -176,45 +146,54 @@ class ObjectTable:
         path. Row ``i`` is object ``numbers[i]``. No ID string is made per object."""
         if len(self._heads_array) != len(self.heads):
             self._heads_array = np.array(self.heads, dtype=np.int64)
-        heads = [escape(h).encode("utf-8", "surrogateescape") for h in self.head_texts]
+        if len(self._escaped_heads) != len(self.head_texts):
+            self._escaped_heads = textcols.table(
+                [escape(h).encode("utf-8", "surrogateescape") for h in self.head_texts]
+            )
         p = self.paths
         return [
-            textcols.lookup(self._heads_array[numbers], heads),
-            path_pieces([p[i] for i in numbers.tolist()]),
+            textcols.pick(self._escaped_heads, self._heads_array[numbers]),
+            escaped_pieces([p[i] for i in numbers.tolist()]),
         ]
 
 
-def path_pieces(paths: list[str]) -> textcols.Pieces:
-    """Paths (or any ID parts) escaped as the text map writes them, as UTF-8 pieces.
+ID_CHUNK = 16384
+"""Texts escaped at once by :func:`escaped_pieces` (the temporaries stay small)."""
 
-    The common case costs one join, one strict encode and a few numpy passes over the bytes:
-    only a text that holds something to escape (a control character, a backslash, a byte
-    that was not valid UTF-8) is escaped name by name.
+
+def escaped_pieces(texts: Sequence[str]) -> textcols.Pieces:
+    """Texts (IDs, or the paths in them) escaped as the text map writes them
+    (:func:`bmap.escape.escape`), as UTF-8 pieces, row ``i`` for ``texts[i]``.
+
+    A chunk costs one join, one strict encode and a few numpy passes over the bytes; only a
+    chunk that holds something to escape (a control character, a backslash, a byte that was
+    not valid UTF-8) is escaped text by text. Escaped texts hold no newline: it separates
+    them.
     """
-    if not paths:
-        return textcols.Pieces(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    text = "\n".join(paths) + "\n"
-    try:
-        data = text.encode("utf-8")  # strict: a byte kept from invalid UTF-8 fails here
-        blob = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(blob == 10)
-        clean = len(ends) == len(paths) and not (
-            ((blob < 0x20) & (blob != 10)).any() or (blob == 0x7F).any() or (blob == 0x5C).any()
-        )
-    except UnicodeEncodeError:
-        clean = False
-    if not clean:
-        data = ("\n".join([escape(p) for p in paths]) + "\n").encode("utf-8", "surrogateescape")
-        blob = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(blob == 10)
+    chunks = []
+    for lo in range(0, len(texts), ID_CHUNK):
+        part = texts[lo : lo + ID_CHUNK]
+        text = "\n".join(part) + "\n"
+        try:
+            data = text.encode("utf-8")  # strict: a byte kept from invalid UTF-8 fails here
+            blob = np.frombuffer(data, dtype=np.uint8)
+            clean = int(np.count_nonzero(blob == 10)) == len(part) and not (
+                ((blob < 0x20) & (blob != 10)).any()
+                or (blob == 0x7F).any()
+                or (blob == 0x5C).any()
+            )
+        except UnicodeEncodeError:
+            clean = False
+        if not clean:
+            escaped = "\n".join([escape(t) for t in part]) + "\n"
+            data = escaped.encode("utf-8", "surrogateescape")
+        chunks.append(data)
+    blob = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    ends = np.flatnonzero(blob == 10)
     starts = np.empty(len(ends), dtype=np.int64)
     starts[:1] = 0
     starts[1:] = ends[:-1] + 1
     return textcols.Pieces(blob, starts, ends - starts)
-
-
-ID_CHUNK = 16384
-"""Objects whose IDs are made at once (the temporaries stay small)."""
 
 
 def id_pieces(
@@ -223,25 +202,8 @@ def id_pieces(
     """``TYPE ID`` of objects as the text map writes them, escaped (docs/format.md): for
     ``v p l`` the device, for ``d f`` the device and the path, for ``m u`` the device, the
     kind and the path if any. UTF-8 (``surrogateescape``) in one blob, row ``i`` for object
-    ``i`` (:func:`object_name` of each). A chunk of IDs is checked for anything to escape at
-    once: names that need it are rare."""
-    return _pieces_of_ids(list(map(object_id, types, devices, kinds, paths)))
-
-
-def _pieces_of_ids(ids: list[str]) -> textcols.Pieces:
-    """IDs (before escaping) as escaped UTF-8 pieces."""
-    chunks = []
-    for lo in range(0, len(ids), ID_CHUNK):
-        part = ids[lo : lo + ID_CHUNK]
-        check = " ".join(part)
-        if not check.isprintable() or "\\" in check:
-            part = [escape(i) for i in part]
-        # Escaped IDs hold no newline: it separates them.
-        chunks.append(("\n".join(part) + "\n").encode("utf-8", "surrogateescape"))
-    blob = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    ends = np.flatnonzero(blob == 10)
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-    return textcols.Pieces(blob, starts, (ends - starts).astype(np.int64))
+    ``i`` (:func:`object_name` of each)."""
+    return escaped_pieces(list(map(object_id, types, devices, kinds, paths)))
 
 
 def object_id(type_: str, device: str, kind: str, path: str) -> str:
@@ -386,14 +348,14 @@ class MapBuilder:
 
     def add_objects(
         self,
-        types: list[str],
+        classes: Sequence[tuple[str, str]],
+        codes: npt.NDArray[np.int64],
         device: str,
-        kinds: list[str | None],
         paths: list[str],
         inodes: list[int],
     ) -> npt.NDArray[np.int64]:
-        """See :meth:`ObjectTable.extend`."""
-        return self.objects.extend(types, device, kinds, paths, inodes)
+        """See :meth:`ObjectTable.extend_classes`."""
+        return self.objects.extend_classes(classes, codes, device, paths, inodes)
 
     def add_extent(
         self, obj: int, disk: int, start: int, end: int, file_offset: int = NO_OFFSET

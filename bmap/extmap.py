@@ -548,7 +548,7 @@ class _Mapper:
     ) -> Array:
         """One object per selected name, of type and kind ``classes[codes[i]]``; returns
         their numbers."""
-        return self.builder.objects.extend_classes(
+        return self.builder.add_objects(
             classes,
             np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
             self.device,

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder, path_pieces
+from bmap import blockmap
+from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder, escaped_pieces
 from bmap.errors import MapFormatError
 from bmap.escape import escape, name_from_bytes
 from bmap.mapfile import dumps_map, read_map, write_map
@@ -137,10 +138,18 @@ _names = st.binary(max_size=40).map(name_from_bytes)
 
 
 @given(st.lists(st.one_of(_names, st.sampled_from(["", "a\nb", "\\", "\x7f", "é", "\udcff"]))))
-def test_path_pieces_escape_every_path_as_escape_does(paths):
-    """The bulk escaper (one check over a whole chunk of paths) against escape() per path."""
-    pieces = path_pieces(paths)
-    got = [
-        bytes(pieces.blob[s : s + n]) for s, n in zip(pieces.start.tolist(), pieces.length.tolist())
-    ]
-    assert got == [escape(p).encode("utf-8", "surrogateescape") for p in paths]
+def test_escaped_pieces_escape_every_text_as_escape_does(paths):
+    """The bulk escaper (one check over a whole chunk of texts) against escape() per text."""
+    want = [escape(p).encode("utf-8", "surrogateescape") for p in paths]
+    saved = blockmap.ID_CHUNK
+    try:
+        for chunk in (saved, 3):  # one chunk, and many (a clean one beside one to escape)
+            blockmap.ID_CHUNK = chunk
+            pieces = escaped_pieces(paths)
+            got = [
+                bytes(pieces.blob[s : s + n])
+                for s, n in zip(pieces.start.tolist(), pieces.length.tolist())
+            ]
+            assert got == want, chunk
+    finally:
+        blockmap.ID_CHUNK = saved
