@@ -23,9 +23,7 @@ import click
 from bmap import __version__
 from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
 from bmap.images import Image, open_images
-from bmap.index import MapIndex
 from bmap.layout import discover
-from bmap.lvm import assemble, find_pvs
 from bmap.mapfile import FORMATS, read_map, sniff_format, write_map
 from bmap.mapper import map_disks, map_images
 from bmap.render import (
@@ -272,6 +270,8 @@ def _refuse_to_overwrite_input(target: Path, images: Sequence[Image]) -> None:
 @_sector_size_option
 def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector_size: str) -> None:
     """Show the layout of IMAGE...: tables, partitions and what each holds."""
+    from bmap.lvm import assemble, find_pvs
+
     opened = open_images(images)
     try:
         disks = [discover(image, _sector_size(sector_size)) for image in opened]
@@ -365,6 +365,8 @@ def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json:
     if disk not in disks:
         known = ", ".join(map(str, sorted(disks))) or "none"
         raise MapFormatError(f"{map_file}: has no disk {disk} (disks: {known})")
+    from bmap.index import MapIndex
+
     index = MapIndex.from_frame(frame)
     starts = [r[0] for r in ranges]
     ends = [r[1] for r in ranges]

@@ -114,6 +114,18 @@ class Disk:
             return True
         return self.content is not None and self.content.kind != "unknown"
 
+    def devices(self) -> list[tuple[str, int, int, Content | None]]:
+        """``(device, offset, size, content)`` of every device of this disk that can hold
+        content: each partition with bytes on the disk, or the whole disk without a table."""
+        places = [
+            (p.device, p.offset, p.mapped_size, p.content)
+            for p in self.partitions
+            if p.mapped_size > 0
+        ]
+        if self.scheme == "none":
+            places.append((self.device, 0, self.size, self.content))
+        return places
+
     def stream(self) -> RangeStream:
         return self.image.stream()
 

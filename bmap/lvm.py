@@ -97,14 +97,7 @@ def find_pvs(disks: list[Disk]) -> tuple[list[PVDevice], list[Finding]]:
     found: list[PVDevice] = []
     findings: list[Finding] = []
     for disk in disks:
-        places = [
-            (p.device, p.offset, p.mapped_size, p.content)
-            for p in disk.partitions
-            if p.mapped_size > 0
-        ]
-        if disk.scheme == "none":
-            places.append((disk.device, 0, disk.size, disk.content))
-        for device, offset, size, content in places:
+        for device, offset, size, content in disk.devices():
             if content is None or content.kind != "LVM2_member":
                 continue
             stream = disk.image.stream().view(offset, size)

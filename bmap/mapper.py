@@ -15,14 +15,6 @@ from bmap.errors import Finding, NotADiskError, Severity
 from bmap.extmap import map_ext
 from bmap.images import Image
 from bmap.layout import Disk, detect_content, discover
-from bmap.lvm import (
-    assemble,
-    find_pvs,
-    lv_stream,
-    map_lv_lines,
-    map_pv_structures,
-    placement_of,
-)
 from bmap.placement import Placement
 
 #: Called as ``progress(done, total)`` in bytes of input handled; the CLI draws a bar with it.
@@ -116,6 +108,21 @@ def _map_content(
 
 def map_lvm(disks: list[Disk], builder: MapBuilder) -> None:
     """PVs on any disk, their volume groups, every LV and what is inside it."""
+    if not any(
+        content is not None and content.kind == "LVM2_member"
+        for disk in disks
+        for *_, content in disk.devices()
+    ):
+        return  # bmap.lvm and the LVM2 parser are not even imported
+    from bmap.lvm import (
+        assemble,
+        find_pvs,
+        lv_stream,
+        map_lv_lines,
+        map_pv_structures,
+        placement_of,
+    )
+
     pvs, findings = find_pvs(disks)
     views, more = assemble(pvs)
     for finding in findings + more:

@@ -51,3 +51,43 @@ def test_evidence_structs_are_never_compiled():
     construct_compile = re.compile(r"\.compile\(\s*(filename\s*=[^)]*)?\)")
     for path in (ROOT / "parsers").rglob("*.py"):
         assert not construct_compile.search(path.read_text()), path
+
+
+def test_public_api_names_all_resolve():
+    """``bmap``'s names are imported on first use; each must still be there."""
+    import bmap
+
+    assert set(bmap.__all__) == set(bmap._PUBLIC) | {"__version__"}
+    for name in bmap.__all__:
+        assert getattr(bmap, name) is not None, name
+    with pytest.raises(AttributeError):
+        bmap.no_such_name  # noqa: B018
+
+
+def test_map_of_a_plain_filesystem_imports_no_lvm_or_tables(tmp_path):
+    """Start-up is most of a small map's time: ``bmap map`` of an image without LVM imports
+    neither the LVM mapper nor pandas nor the index (a fresh interpreter, so nothing an earlier
+    test imported counts)."""
+    import lzma
+    import subprocess
+    import sys
+
+    image = tmp_path / "disk.img"
+    image.write_bytes(lzma.decompress((ROOT / "samples" / "whole-disk-ext4.img.xz").read_bytes()))
+    probe = (
+        "import sys\n"
+        "from bmap.cli import main\n"
+        "try:\n"
+        f"    main(['map', {str(image)!r}, '-o', {str(tmp_path / 'out.bmap')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    loaded = set(done.stdout.split())
+    assert "bmap.extmap" in loaded  # the probe did map the filesystem
+    assert (tmp_path / "out.bmap").stat().st_size > 0
+    for module in ("bmap.lvm", "parsers.lvm2", "pandas", "bmap.index", "bmap.trace"):
+        assert module not in loaded, module

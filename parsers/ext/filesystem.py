@@ -299,12 +299,18 @@ def split_names(blob: bytes, lengths: npt.NDArray[np.int64]) -> list[bytes]:
 def _gather_names(
     buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
 ) -> bytes:
-    """The bytes at ``offsets`` (``lengths`` long), each followed by a NUL, vectorised."""
-    total = int(lengths.sum())
-    out = np.zeros(total + len(lengths), dtype=np.uint8)
-    starts = np.cumsum(lengths + 1) - (lengths + 1)
-    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[np.repeat(starts, lengths) + within] = buf[np.repeat(offsets, lengths) + within]
+    """The bytes at ``offsets`` (``lengths`` long), each followed by a NUL, vectorised.
+
+    Each name is taken with the byte after it (``buf`` must hold one byte past every name),
+    which then becomes the NUL: one gather over the output, no scatter.
+    """
+    span = lengths + 1
+    ends = np.cumsum(span)
+    index_type = np.int32 if len(buf) < 2**31 else np.int64
+    source = np.repeat((offsets - (ends - span)).astype(index_type), span)
+    source += np.arange(len(source), dtype=index_type)
+    out = buf.take(source)
+    out[ends - 1] = 0
     return out.tobytes()
 
 
@@ -704,38 +710,30 @@ class ExtFS:
         inodes whose tree is a valid depth-0 root, and the rows that need :meth:`runs_of`
         (deeper trees, or roots that do not validate).
         """
+        # The header and the four entry slots read straight from 16- and 32-bit views of the
+        # i_block copies, at the offsets of S.EXTENT_ENTRY_DTYPE: no structured copies.
         ib = self.inodes.i_block[rows]
-        header = (
-            np.ascontiguousarray(ib[:, :12])
-            .view(
-                np.dtype(
-                    [
-                        ("magic", "<u2"),
-                        ("entries", "<u2"),
-                        ("max", "<u2"),
-                        ("depth", "<u2"),
-                        ("gen", "<u4"),
-                    ]
-                )
-            )
-            .reshape(-1)
+        u2 = ib.view("<u2")
+        u4 = ib.view("<u4")
+        count = u2[:, 1].astype(np.int64)
+        fast = (u2[:, 0] == S.EXTENT_HEADER_MAGIC) & (u2[:, 3] == 0) & (count <= 4)
+        count = np.where(fast, count, 0)
+        which = np.repeat(np.arange(len(rows)), count)
+        entry = 12 + S.EXTENT_ENTRY_DTYPE.itemsize * (
+            np.arange(len(which)) - np.repeat(np.cumsum(count) - count, count)
         )
-        fast = (
-            (header["magic"] == S.EXTENT_HEADER_MAGIC)
-            & (header["depth"] == 0)
-            & (header["entries"] <= 4)
-        )
-        entries = np.ascontiguousarray(ib[fast, 12:60]).view(S.EXTENT_ENTRY_DTYPE).reshape(-1, 4)
-        count = header["entries"][fast].astype(np.int64)
-        valid = np.arange(4)[None, :] < count[:, None]
-        row = np.broadcast_to(rows[fast][:, None], valid.shape)[valid]
-        e = entries[valid]
-        raw_len = e["len"].astype(np.int64)
+
+        def column(name: str, width: int) -> npt.NDArray[np.int64]:
+            view = u2 if width == 2 else u4
+            offset = S.EXTENT_ENTRY_DTYPE.fields[name][1]
+            return view[which, (entry + offset) // width].astype(np.int64)
+
+        raw_len = column("len", 2)
         unwritten = raw_len > 32768
         length = np.where(unwritten, raw_len - 32768, raw_len)
-        physical = (e["start_hi"].astype(np.int64) << 32) | e["start_lo"].astype(np.int64)
-        logical = e["block"].astype(np.int64)
-        return row, logical, physical, length, unwritten, rows[~fast]
+        physical = (column("start_hi", 2) << 32) | column("start_lo", 4)
+        logical = column("block", 4)
+        return rows[which], logical, physical, length, unwritten, rows[~fast]
 
     def runs_of(self, row: int, owner: str) -> BlockRuns:
         """Every block of one inode: data runs and the tree or indirect blocks.
