@@ -296,6 +296,12 @@ def split_names(blob: bytes, lengths: npt.NDArray[np.int64]) -> list[bytes]:
     return [blob[a : a + n] for a, n in zip(starts, lengths.tolist())]
 
 
+#: Where each field of an extent entry starts in its 12 bytes.
+_EXTENT_FIELD_OFFSETS = {
+    name: spec[1] for name, spec in (S.EXTENT_ENTRY_DTYPE.fields or {}).items()
+}
+
+
 def _gather_names(
     buf: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
 ) -> bytes:
@@ -703,7 +709,7 @@ class ExtFS:
 
     # -- blocks of an inode --------------------------------------------------------------
 
-    def depth0_extents(self, rows: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
+    def depth0_extents(self, rows: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], ...]:
         """Leaf extents held in the inode itself, for many inodes at once.
 
         Returns ``(row, logical, physical, length, unwritten, slow_rows)``: the extents of the
@@ -725,7 +731,7 @@ class ExtFS:
 
         def column(name: str, width: int) -> npt.NDArray[np.int64]:
             view = u2 if width == 2 else u4
-            offset = S.EXTENT_ENTRY_DTYPE.fields[name][1]
+            offset = _EXTENT_FIELD_OFFSETS[name]
             return view[which, (entry + offset) // width].astype(np.int64)
 
         raw_len = column("len", 2)
