@@ -47,25 +47,145 @@ class ImageInfo:
     sha256: str | None = None
 
 
+class IntColumn:
+    """A growing column of integers: single values and whole arrays appended, one array out.
+
+    Objects come one at a time (a partition) or a hundred thousand at once (the names of a
+    filesystem); a Python list of ints would cost a conversion each way.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[npt.NDArray[np.int64]] = []
+        self._pending: list[int] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, value: int) -> None:
+        self._pending.append(value)
+        self._size += 1
+
+    def extend(self, values: npt.NDArray[np.int64]) -> None:
+        self._flush()
+        self._parts.append(np.asarray(values, dtype=np.int64))
+        self._size += len(values)
+
+    def array(self) -> npt.NDArray[np.int64]:
+        self._flush()
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, np.int64)]
+        return self._parts[0]
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._parts.append(np.array(self._pending, dtype=np.int64))
+            self._pending = []
+
+
+class PathColumn:
+    """Many paths, each a shared prefix and a name of a byte blob: path ``i`` is
+    ``prefixes[prefix[i]]`` followed by the bytes ``names[name_start[i]:][:name_len[i]]``
+    decoded as bmap keeps names (UTF-8 with ``surrogateescape``).
+
+    A filesystem walk names each file by its directory's path and its own stored name. Kept
+    this way, no ``str`` is made per file: the text map is written from the escaped prefixes
+    and the name bytes, and :attr:`ObjectTable.paths` makes the strings only when asked.
+    """
+
+    def __init__(
+        self,
+        prefixes: list[str],
+        prefix: npt.NDArray[np.int64],
+        names: bytes,
+        name_start: npt.NDArray[np.int64],
+        name_len: npt.NDArray[np.int64],
+    ) -> None:
+        self.prefixes = prefixes
+        self.prefix = prefix
+        self.names = names
+        self.name_start = name_start
+        self.name_len = name_len
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str]) -> PathColumn:
+        """Whole paths, each its own prefix."""
+        n = len(texts)
+        zeros = np.zeros(n, dtype=np.int64)
+        return cls(list(texts), np.arange(n, dtype=np.int64), b"", zeros, zeros)
+
+    @classmethod
+    def concat(cls, parts: Sequence[PathColumn]) -> PathColumn:
+        prefixes: list[str] = []
+        prefix, starts = [], []
+        blobs = [p.names for p in parts if p.names]
+        names_size = 0
+        for p in parts:
+            prefix.append(p.prefix + len(prefixes))
+            prefixes.extend(p.prefixes)
+            starts.append(p.name_start + (names_size if p.names else 0))
+            names_size += len(p.names)
+        return cls(
+            prefixes,
+            np.concatenate(prefix) if parts else np.zeros(0, np.int64),
+            blobs[0] if len(blobs) == 1 else b"".join(blobs),
+            np.concatenate(starts) if parts else np.zeros(0, np.int64),
+            np.concatenate([p.name_len for p in parts]) if parts else np.zeros(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prefix)
+
+    def take(self, index: npt.NDArray[np.int64]) -> PathColumn:
+        """The paths ``index``, sharing this column's prefixes and names."""
+        return PathColumn(
+            self.prefixes,
+            self.prefix[index],
+            self.names,
+            self.name_start[index],
+            self.name_len[index],
+        )
+
+    def text(self, i: int) -> str:
+        start = int(self.name_start[i])
+        name = self.names[start : start + int(self.name_len[i])]
+        return self.prefixes[int(self.prefix[i])] + name.decode("utf-8", "surrogateescape")
+
+
 class ObjectTable:
     """The objects of a map, one row each, in columns.
 
-    Row ``i`` is object number ``i``; extents point at it by that number.
+    Row ``i`` is object number ``i``; extents point at it by that number. An object's path
+    is kept as a prefix text and a name in a byte blob (:class:`PathColumn`); a path added
+    whole is its own prefix with no name.
     """
 
     def __init__(self) -> None:
         self.types: list[str] = []
         self.devices: list[str] = []
         self.kinds: list[str] = []
-        self.paths: list[str] = []
         self.inodes: list[int] = []
         #: Each object's ID without its path (``"f /dev/sda1 "``, ``"p /dev/sda1"``), as a
         #: number into :attr:`head_texts`: the ID is ``head_texts[heads[i]] + paths[i]``.
-        self.heads: list[int] = []
+        self.heads = IntColumn()
         self.head_texts: list[str] = []
         self._head_of: dict[tuple[str, str, str, bool], int] = {}
-        self._heads_array: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        # The paths: prefix number and name (start, length) per object, in the columns'
+        # prefixes (text 0 is "") and names (blobs laid end to end).
+        self._prefix_texts: list[str] = [""]
+        self._prefix = IntColumn()
+        self._name_start = IntColumn()
+        self._name_len = IntColumn()
+        self._name_blobs: list[bytes] = []
+        self._names_size = 0
+        #: Columns already laid out: ``id(part) -> (part, its first number)``; the part is
+        #: held so that its id stays its own.
+        self._laid_out: dict[int, tuple[object, int]] = {}
+        self._paths: list[str] = []
         self._escaped_heads = textcols.table([])
+        self._escaped_prefixes = textcols.table([])
+        self._names_array = np.zeros(0, dtype=np.uint8)
+        self._names_dirty: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
         return len(self.types)
@@ -88,12 +208,19 @@ class ObjectTable:
             if type_ not in KIND_OF_TYPE:
                 raise ValueError(f"type {type_!r} needs a kind")
             kind = KIND_OF_TYPE[type_]
+        head = self._head(type_, device, kind, path)
         self.types.append(type_)
         self.devices.append(device)
         self.kinds.append(kind)
-        self.paths.append(path)
         self.inodes.append(inode)
-        self.heads.append(self._head(type_, device, kind, path))
+        self.heads.append(head)
+        if path:
+            self._prefix.append(len(self._prefix_texts))
+            self._prefix_texts.append(path)
+        else:
+            self._prefix.append(0)
+        self._name_start.append(0)
+        self._name_len.append(0)
         return len(self.types) - 1
 
     def _head(self, type_: str, device: str, kind: str, path: str) -> int:
@@ -111,50 +238,159 @@ class ObjectTable:
             self.head_texts.append(text)
         return head
 
+    def _lay_out(self, part: object, size: int, add: Any) -> int:
+        """The first number of a column part (prefixes, names) in the table's own, added
+        once however many objects share it."""
+        known = self._laid_out.get(id(part))
+        if known is None:
+            known = self._laid_out[id(part)] = (part, size)
+            add()
+        return known[1]
+
     def extend_classes(
         self,
         classes: Sequence[tuple[str, str]],
         codes: npt.NDArray[np.int64],
         device: str,
-        paths: list[str],
+        paths: PathColumn,
         inodes: list[int],
     ) -> npt.NDArray[np.int64]:
         """Add many objects on one device at once, object ``i`` of (type, kind)
-        ``classes[codes[i]]``; returns their numbers. No Python work per object but the
-        lists' own growth."""
+        ``classes[codes[i]]`` with path ``i`` of ``paths``; returns their numbers. No Python
+        work per object but the lists' own growth (types, devices, kinds, inodes)."""
         first = len(self.types)
         n = len(codes)
         types = np.array([t for t, _ in classes], dtype=object)
         kinds = np.array([k for _, k in classes], dtype=object)
         heads = np.array([self._head(t, device, k, "/") for t, k in classes], dtype=np.int64)
         head_of = heads[codes]
-        if "" in paths:
-            for i in [i for i, p in enumerate(paths) if not p]:
-                t, k = classes[int(codes[i])]
-                head_of[i] = self._head(t, device, k, "")
+        prefix_base = self._lay_out(
+            paths.prefixes,
+            len(self._prefix_texts),
+            lambda: self._prefix_texts.extend(paths.prefixes),
+        )
+        names_base = self._lay_out(paths.names, self._names_size, lambda: self._add_names(paths))
+        prefix_empty = np.fromiter(
+            (not t for t in paths.prefixes), dtype=bool, count=len(paths.prefixes)
+        )
+        empty = np.flatnonzero(prefix_empty[paths.prefix] & (paths.name_len == 0))
+        for i in empty.tolist():
+            t, k = classes[int(codes[i])]
+            head_of[i] = self._head(t, device, k, "")
         self.types.extend(types[codes].tolist())
         self.devices.extend([device] * n)
         self.kinds.extend(kinds[codes].tolist())
-        self.paths.extend(paths)
         self.inodes.extend(inodes)
-        self.heads.extend(head_of.tolist())
+        self.heads.extend(head_of)
+        self._prefix.extend(paths.prefix + prefix_base)
+        self._name_start.extend(paths.name_start + names_base)
+        self._name_len.extend(paths.name_len)
         return np.arange(first, first + n, dtype=np.int64)
+
+    def _add_names(self, paths: PathColumn) -> None:
+        self._name_blobs.append(paths.names)
+        self._names_size += len(paths.names)
+
+    def _columns(self) -> tuple[npt.NDArray[np.int64], ...]:
+        """``(heads, prefix, name_start, name_len)`` as arrays."""
+        columns = (self.heads, self._prefix, self._name_start, self._name_len)
+        return tuple(c.array() for c in columns)
+
+    def _names_blob(self) -> bytes:
+        if len(self._name_blobs) > 1:
+            self._name_blobs = [b"".join(self._name_blobs)]
+        return self._name_blobs[0] if self._name_blobs else b""
+
+    @property
+    def paths(self) -> list[str]:
+        """Every object's path (made on first use, and again after objects are added)."""
+        if len(self._paths) != len(self):
+            _, prefix, start, length = self._columns()
+            encoded = textcols.table(
+                [t.encode("utf-8", "surrogateescape") for t in self._prefix_texts]
+            )
+            names = np.frombuffer(self._names_blob(), dtype=np.uint8)
+            paths: list[str] = []
+            for lo in range(0, len(self), ID_CHUNK):
+                part = slice(lo, lo + ID_CHUNK)
+                text, _ = textcols.assemble(
+                    [
+                        textcols.pick(encoded, prefix[part]),
+                        textcols.Pieces(names, start[part], length[part]),
+                        b"\0",
+                    ]
+                )
+                got = text.decode("utf-8", "surrogateescape").split("\0")[:-1]
+                if len(got) != len(prefix[part]):  # a damaged name holds a NUL
+                    got = [self._path(i) for i in range(lo, min(lo + ID_CHUNK, len(self)))]
+                paths.extend(got)
+            self._paths = paths
+        return self._paths
+
+    def _path(self, i: int) -> str:
+        _, prefix, start, length = self._columns()
+        s = int(start[i])
+        name = self._names_blob()[s : s + int(length[i])]
+        return self._prefix_texts[int(prefix[i])] + name.decode("utf-8", "surrogateescape")
 
     def id_fields(self, numbers: npt.NDArray[np.int64]) -> list[textcols.Pieces]:
         """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped), as
-        two fields for :func:`bmap.textcols.assemble`: the part before the path, then the
-        path. Row ``i`` is object ``numbers[i]``. No ID string is made per object."""
-        if len(self._heads_array) != len(self.heads):
-            self._heads_array = np.array(self.heads, dtype=np.int64)
+        three fields for :func:`bmap.textcols.assemble`: the part before the path, the path's
+        prefix, its name. Row ``i`` is object ``numbers[i]``. No ID string is made per
+        object: escaping is per character, so the escaped parts make the escaped whole."""
+        heads, prefix, start, length = self._columns()
         if len(self._escaped_heads) != len(self.head_texts):
             self._escaped_heads = textcols.table(
                 [escape(h).encode("utf-8", "surrogateescape") for h in self.head_texts]
             )
-        p = self.paths
-        return [
-            textcols.pick(self._escaped_heads, self._heads_array[numbers]),
-            escaped_pieces([p[i] for i in numbers.tolist()]),
+        if len(self._escaped_prefixes) != len(self._prefix_texts):
+            self._escaped_prefixes = escaped_pieces(self._prefix_texts)
+        if len(self._names_array) != self._names_size:
+            self._names_array = np.frombuffer(self._names_blob(), dtype=np.uint8)
+            self._names_dirty = None
+        # Most names are their own escaped text and are written from the name bytes; the
+        # few others (a backslash, a control character, invalid UTF-8) from a second field.
+        start, length = start[numbers], length[numbers]
+        dirty_before = self._dirty_bytes_before()
+        dirty = np.flatnonzero(dirty_before[start + length] != dirty_before[start])
+        fields = [
+            textcols.pick(self._escaped_heads, heads[numbers]),
+            textcols.pick(self._escaped_prefixes, prefix[numbers]),
+            textcols.Pieces(self._names_array, start, length),
         ]
+        if len(dirty):
+            blob = self._names_blob()
+            escaped = escaped_pieces(
+                [
+                    blob[s : s + n].decode("utf-8", "surrogateescape")
+                    for s, n in zip(start[dirty].tolist(), length[dirty].tolist())
+                ]
+            )
+            fields[2] = textcols.Pieces(self._names_array, start, length.copy())
+            fields[2].length[dirty] = 0
+            mask = np.zeros(len(numbers), dtype=bool)
+            mask[dirty] = True
+            fields.append(
+                textcols.merge(mask, escaped, textcols.literal(b"", len(numbers) - len(dirty)))
+            )
+        return fields
+
+    def _dirty_bytes_before(self) -> npt.NDArray[np.int32]:
+        """For each position of the names, how many bytes before it need escaping: a name
+        needs escaping where that count grows inside it. If the names are not all valid
+        UTF-8, every byte above 0x7f counts (the names escaped one by one are right either
+        way)."""
+        if self._names_dirty is None:
+            u8 = self._names_array
+            dirty = (u8 < 0x20) | (u8 == 0x5C) | (u8 == 0x7F)
+            try:
+                self._names_blob().decode("utf-8")
+            except UnicodeDecodeError:
+                dirty |= u8 >= 0x80
+            self._names_dirty = np.zeros(len(u8) + 1, dtype=np.int32)
+            np.cumsum(dirty, out=self._names_dirty[1:])
+        return self._names_dirty
+
 
 
 ID_CHUNK = 16384
@@ -351,7 +587,7 @@ class MapBuilder:
         classes: Sequence[tuple[str, str]],
         codes: npt.NDArray[np.int64],
         device: str,
-        paths: list[str],
+        paths: PathColumn,
         inodes: list[int],
     ) -> npt.NDArray[np.int64]:
         """See :meth:`ObjectTable.extend_classes`."""

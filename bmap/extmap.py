@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from bmap.blockmap import MapBuilder
+from bmap.blockmap import MapBuilder, PathColumn
 from bmap.errors import Finding, Severity
 from bmap.images import RangeStream
 from bmap.intervals import intersect_length, subtract, union
@@ -292,42 +292,53 @@ class _Mapper:
             if dind and fs.block_ok(dind):
                 self.emit_blocks("resize-inode", [dind])
 
-    def walk_directories(self, runs: _Runs) -> tuple[Array, npt.NDArray[np.object_]]:
+    def walk_directories(self, runs: _Runs) -> tuple[Array, PathColumn]:
         """Every name in the tree: inode rows and their paths, level by level from the root.
 
         The blocks of every directory are parsed in one vectorised pass first; the walk then
-        joins a whole level's names to their parents' paths at once.
+        joins a whole level's names to their parents' paths at once. A path is its
+        directory's prefix and the name's bytes (:class:`PathColumn`): only the
+        directories' own paths become strings here.
         """
         fs = self.fs
         table = fs.inodes
         root = table.index_of(S.ROOT_INO)
         if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
-            return np.zeros(0, np.int64), np.zeros(0, dtype=object)
+            return np.zeros(0, np.int64), PathColumn.of_texts([])
         entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
         order = np.argsort(entry_dir, kind="stable")
         entry_dir, entry_ino = entry_dir[order], entry_ino[order]
-        decoded = blob.decode("utf-8", "surrogateescape").split("\0")[:-1]
-        if len(decoded) != len(lengths):
-            # A damaged name holds a NUL: the lengths say where each name ends.
-            decoded = [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
-        if len(decoded) != blob.count(b"\0") or b"/" in blob:
-            self._odd_names(decoded)
-        names = np.empty(len(decoded), dtype=object)
-        names[:] = decoded
-        names = names[order] if len(order) else names
+        # Each name in the blob is followed by a NUL.
+        name_start = (np.cumsum(lengths + 1) - (lengths + 1))[order]
+        name_len = lengths[order]
+        nul_inside = blob.count(b"\0") != len(lengths)
+        if nul_inside or b"/" in blob:
+            self._odd_names(
+                [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
+            )
+
+        def name(i: int) -> str:
+            start = int(name_start[i])
+            return blob[start : start + int(name_len[i])].decode("utf-8", "surrogateescape")
+
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
         is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
         dirs, first = np.unique(entry_dir, return_index=True)
         last = np.concatenate((first[1:], [len(entry_dir)])).astype(np.int64)
 
-        prefix = np.empty(len(table), dtype=object)
-        prefix[root] = "/"
+        # prefixes[prefix_of[row]] is a walked directory's path and a "/".
+        prefixes = ["/"]
+        prefix_of = np.zeros(len(table), dtype=np.int64)
         seen = np.zeros(len(table), dtype=bool)
         seen[root] = True
+        zero = np.zeros(1, dtype=np.int64)
+        # The root's path is the prefix "/" and no name.
         rows: list[Array] = [np.array([root], dtype=np.int64)]
-        paths: list[npt.NDArray[np.object_]] = [np.array(["/"], dtype=object)]
+        path_prefix: list[Array] = [zero]
+        path_start: list[Array] = [zero]
+        path_len: list[Array] = [zero]
         frontier = np.array([root], dtype=np.int64)
         while len(frontier):
             k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
@@ -337,15 +348,15 @@ class _Mapper:
             idx = np.repeat(lo, count) + (
                 np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
             )
-            level_paths = prefix[entry_dir[idx]] + names[idx]
+            parent = prefix_of[entry_dir[idx]]
             ok = valid[idx]
             for i in np.flatnonzero(~ok)[:20].tolist():
                 self.finding(
                     Severity.WARNING,
                     None,
                     self.device,
-                    f"{level_paths[i]!r} names inode {int(entry_ino[idx[i]])}, which is not "
-                    "in use; skipped",
+                    f"{prefixes[int(parent[i])] + name(int(idx[i]))!r} names inode "
+                    f"{int(entry_ino[idx[i]])}, which is not in use; skipped",
                 )
             if (~ok).sum() > 20:
                 self.finding(
@@ -355,7 +366,9 @@ class _Mapper:
                     f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
                 )
             rows.append(child[idx[ok]])
-            paths.append(level_paths[ok])
+            path_prefix.append(parent[ok])
+            path_start.append(name_start[idx[ok]])
+            path_len.append(name_len[idx[ok]])
             sub = np.flatnonzero(is_dir[idx])
             cand = child[idx[sub]]
             unique, where = np.unique(cand, return_index=True)
@@ -368,12 +381,26 @@ class _Mapper:
                     None,
                     self.device,
                     f"directory inode {int(table.ino[cand[i]])} has a second name "
-                    f"{level_paths[sub[i]]!r} (a loop?); not walked again",
+                    f"{prefixes[int(parent[sub[i]])] + name(int(idx[sub[i]]))!r} (a loop?); "
+                    "not walked again",
                 )
             frontier = unique[new]
             seen[frontier] = True
-            prefix[frontier] = level_paths[sub[where[new]]] + "/"
-        return np.concatenate(rows), np.concatenate(paths)
+            entries = sub[where[new]]
+            prefix_of[frontier] = np.arange(len(prefixes), len(prefixes) + len(frontier))
+            prefixes.extend(
+                [
+                    prefixes[p] + name(e) + "/"
+                    for p, e in zip(parent[entries].tolist(), idx[entries].tolist())
+                ]
+            )
+        return np.concatenate(rows), PathColumn(
+            prefixes,
+            np.concatenate(path_prefix),
+            blob,
+            np.concatenate(path_start),
+            np.concatenate(path_len),
+        )
 
     def _odd_names(self, names: list[str]) -> None:
         """A name with a NUL or a "/" cannot come from the kernel: say so (it is kept as
@@ -424,7 +451,7 @@ class _Mapper:
 
     def emit_named(
         self,
-        named: tuple[Array, npt.NDArray[np.object_]],
+        named: tuple[Array, PathColumn],
         runs: _Runs,
         tree: dict[int, list[int]],
     ) -> None:
@@ -434,7 +461,7 @@ class _Mapper:
         bs = self.bs
         orphan_rows, orphan_paths = self._orphans(named[0])
         row = np.concatenate((named[0], orphan_rows))
-        paths = np.concatenate((named[1], np.array(orphan_paths, dtype=object)))
+        paths = PathColumn.concat([named[1], PathColumn.of_texts(orphan_paths)])
         self.stats.names = len(paths)
         if not len(paths):
             return
@@ -510,7 +537,7 @@ class _Mapper:
                     Severity.ERROR,
                     None,
                     self.device,
-                    f"{paths[i]!r}: xattr block {int(acl[i])} outside the filesystem",
+                    f"{paths.text(i)!r}: xattr block {int(acl[i])} outside the filesystem",
                 )
             sel = sel[ok]
             objs = self._objects(sel, [("m", "xattr-block")], 0, paths, ino)
@@ -543,7 +570,7 @@ class _Mapper:
         sel: Array,
         classes: list[tuple[str, str]],
         codes: npt.ArrayLike,
-        paths: npt.NDArray[np.object_],
+        paths: PathColumn,
         ino: Array,
     ) -> Array:
         """One object per selected name, of type and kind ``classes[codes[i]]``; returns
@@ -552,7 +579,7 @@ class _Mapper:
             classes,
             np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
             self.device,
-            paths[sel].tolist(),
+            paths.take(sel),
             ino[sel].tolist(),
         )
 
@@ -563,7 +590,7 @@ class _Mapper:
         hi: Array,
         row: Array,
         ino: Array,
-        paths: npt.NDArray[np.object_],
+        paths: PathColumn,
         classes: list[tuple[str, str]],
         codes: Array,
         starts: Array,

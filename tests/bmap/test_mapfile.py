@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmap import blockmap
-from bmap.blockmap import COLUMNS, ImageInfo, MapBuilder, escaped_pieces
+from bmap import blockmap, textcols
+from bmap.blockmap import (
+    COLUMNS,
+    ImageInfo,
+    MapBuilder,
+    ObjectTable,
+    PathColumn,
+    escaped_pieces,
+    object_id,
+)
 from bmap.errors import MapFormatError
 from bmap.escape import escape, name_from_bytes
 from bmap.mapfile import dumps_map, read_map, write_map
@@ -151,5 +160,67 @@ def test_escaped_pieces_escape_every_text_as_escape_does(paths):
                 for s, n in zip(pieces.start.tolist(), pieces.length.tolist())
             ]
             assert got == want, chunk
+    finally:
+        blockmap.ID_CHUNK = saved
+
+
+#: Stored names: any bytes but "/" (a NUL only in a damaged one), and some that need escapes.
+_raw_names = st.one_of(
+    st.binary(min_size=1, max_size=30).filter(lambda b: b"/" not in b),
+    st.sampled_from([b"a\nb", b"\\", b"\x7f", b"\xff", "é".encode(), b"x\0y", b"plain"]),
+)
+
+
+def _column(prefixes, picks):
+    """A PathColumn as a directory walk makes one: every name followed by a NUL."""
+    names = [raw for _, raw in picks]
+    lengths = np.array([len(n) for n in names], dtype=np.int64)
+    blob = b"".join(n + b"\0" for n in names)
+    return PathColumn(
+        prefixes,
+        np.array([p for p, _ in picks], dtype=np.int64),
+        blob,
+        np.cumsum(lengths + 1) - (lengths + 1),
+        lengths,
+    )
+
+
+@given(
+    st.lists(st.sampled_from(["/", "/usr/", "/a b/\\x/", "/\udcff\n/"]), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(0, 3), _raw_names), max_size=30),
+    st.lists(st.sampled_from(["", "/whole", "/tab\there"]), max_size=4),
+)
+def test_path_columns_give_the_paths_and_ids_of_whole_strings(prefixes, picks, whole):
+    """Objects whose paths are a prefix and name bytes (the ext walk) against the same paths
+    added as whole strings: equal ``paths``, and IDs escaped exactly as ``escape`` does."""
+    picks = [(p % len(prefixes), raw) for p, raw in picks]
+    column = _column(prefixes, picks)
+    want = [prefixes[p] + name_from_bytes(raw) for p, raw in picks]
+    saved = blockmap.ID_CHUNK
+    try:
+        for chunk in (saved, 2):  # one chunk, and many (a NUL in one of them)
+            blockmap.ID_CHUNK = chunk
+            table = ObjectTable()
+            for path in whole:
+                table.add("m", "/dev/sda1", "xattr-block", path)
+            classes = [("f", "file"), ("m", "extent-tree")]
+            codes = np.arange(len(picks), dtype=np.int64) % 2
+            table.extend_classes(classes, codes, "/dev/sda1", column, [12] * len(picks))
+            # A part of the same column again: its prefixes and names are laid out once.
+            half = np.arange(0, len(picks), 2, dtype=np.int64)
+            table.extend_classes(
+                classes, codes[half], "/dev/sda2", column.take(half), [13] * len(half)
+            )
+            expected = whole + want + [want[i] for i in half.tolist()]
+            assert table.paths == expected
+            assert [column.text(i) for i in range(len(picks))] == want
+            ids = [
+                escape(object_id(table.types[i], table.devices[i], table.kinds[i], path))
+                for i, path in enumerate(expected)
+            ]
+            fields = table.id_fields(np.arange(len(table), dtype=np.int64)[::-1].copy())
+            text, _ = textcols.assemble([*fields, b"\n"], len(table))
+            got = text.decode("utf-8", "surrogateescape").split("\n")[:-1]
+            assert got == ids[::-1]
     finally:
         blockmap.ID_CHUNK = saved
