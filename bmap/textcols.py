@@ -147,41 +147,47 @@ def rows(text: bytes, row_offsets: Int) -> Pieces:
 class _Source:
     """The blobs of one assembly laid end to end in a buffer that is kept from call to call.
 
-    A large blob seen again (the same array: a per-map table of names that every chunk of
-    records picks from) stays at the front of the buffer and is not copied again; only the
-    small blobs of the chunk are copied behind it.
+    Large blobs seen again (the same arrays: the per-map tables of names and directory
+    prefixes that every chunk of lines picks from) stay at the front of the buffer and are
+    not copied again; only the small blobs of the chunk are copied behind them.
     """
 
-    LARGE = 1 << 20
+    LARGE = 1 << 18
 
     def __init__(self) -> None:
         self.buffer = np.zeros(0, dtype=np.uint8)
-        self.front: U8 | None = None
-        self.ramp = np.arange(0, dtype=np.intp)
+        self.front: list[U8] = []
+        self.front_starts: list[int] = []
 
     def lay_out(self, blobs: list[U8]) -> tuple[U8, list[int]]:
         """One array holding every blob, and where each starts in it."""
-        large = max(range(len(blobs)), key=lambda i: len(blobs[i]))
-        front = blobs[large] if len(blobs[large]) >= self.LARGE else None
         size = sum(len(b) for b in blobs)
-        if len(self.buffer) < size:
-            self.buffer = np.empty(size + size // 4, dtype=np.uint8)
-            self.front = None
+        where = {id(b): i for i, b in enumerate(blobs)}
+        if len(self.buffer) < size or any(id(b) not in where for b in self.front):
+            # A front blob is gone: the large blobs of this call become the front.
+            if len(self.buffer) < size:
+                self.buffer = np.empty(size + size // 4, dtype=np.uint8)
+            self.front = [b for b in blobs if len(b) >= self.LARGE]
+            self.front_starts = []
+            at = 0
+            for blob in self.front:
+                self.front_starts.append(at)
+                self.buffer[at : at + len(blob)] = blob
+                at += len(blob)
         buffer = self.buffer
-        if front is not None and self.front is not front:
-            buffer[: len(front)] = front
-            self.front = front
-        elif front is None:
-            self.front = None
-        starts = [0] * len(blobs)
-        at = len(front) if front is not None else 0
+        starts = [-1] * len(blobs)
+        at = 0
+        for blob, start in zip(self.front, self.front_starts):
+            starts[where[id(blob)]] = start
+            at = start + len(blob)
         for i, blob in enumerate(blobs):
-            if front is not None and i == large:
-                continue
-            starts[i] = at
-            buffer[at : at + len(blob)] = blob
-            at += len(blob)
-        return buffer[:size], starts
+            if starts[i] < 0:
+                starts[i] = at
+                buffer[at : at + len(blob)] = blob
+                at += len(blob)
+        return buffer[:at], starts
+
+    ramp = np.arange(0, dtype=np.intp)
 
     def iota(self, n: int) -> npt.NDArray[np.intp]:
         """``0, 1, ..., n - 1``, a view of a ramp made once."""
