@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from bmap import textcols
 from bmap.blockmap import MapBuilder, PathColumn
 from bmap.errors import Finding, Severity
 from bmap.images import RangeStream
@@ -322,6 +323,17 @@ class _Mapper:
             start = int(name_start[i])
             return blob[start : start + int(name_len[i])].decode("utf-8", "surrogateescape")
 
+        blob_array = np.frombuffer(blob, dtype=np.uint8)
+
+        def names_of(entries: Array) -> list[str]:
+            """The names of many entries, decoded in one call."""
+            if nul_inside:
+                return [name(i) for i in entries.tolist()]
+            text, _ = textcols.assemble(
+                [textcols.Pieces(blob_array, name_start[entries], name_len[entries]), b"\0"]
+            )
+            return text.decode("utf-8", "surrogateescape").split("\0")[:-1]
+
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
         is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
@@ -390,8 +402,8 @@ class _Mapper:
             prefix_of[frontier] = np.arange(len(prefixes), len(prefixes) + len(frontier))
             prefixes.extend(
                 [
-                    prefixes[p] + name(e) + "/"
-                    for p, e in zip(parent[entries].tolist(), idx[entries].tolist())
+                    prefixes[p] + n + "/"
+                    for p, n in zip(parent[entries].tolist(), names_of(idx[entries]))
                 ]
             )
         return np.concatenate(rows), PathColumn(

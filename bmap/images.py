@@ -255,9 +255,10 @@ class Image:
         total = self.size
         try:
             for offset, position, size in zip(offsets, positions, sizes):
-                size = min(size, total - offset)
-                if size <= 0:
-                    continue
+                if offset + size > total:
+                    size = total - offset
+                    if size <= 0:
+                        continue
                 got = preadv(fd, [buffer[position : position + size]], offset)
                 while got < size:  # interrupted: the rest
                     more = preadv(fd, [buffer[position + got : position + size]], offset + got)

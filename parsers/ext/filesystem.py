@@ -768,10 +768,10 @@ class ExtFS:
         return True
 
     def _extent_runs(self, i_block: bytes, owner: str) -> BlockRuns:
-        lo: list[int] = []
-        ph: list[int] = []
-        ln: list[int] = []
-        uw: list[bool] = []
+        lo: list[npt.NDArray[np.int64]] = []
+        ph: list[npt.NDArray[np.int64]] = []
+        ln: list[npt.NDArray[np.int64]] = []
+        uw: list[npt.NDArray[np.bool_]] = []
         tree: list[int] = []
         visited: set[int] = set()
         budget = [self.sb.blocks_count]
@@ -798,16 +798,23 @@ class ExtFS:
                 return
             entries = np.frombuffer(data, dtype=S.EXTENT_ENTRY_DTYPE, count=h.eh_entries, offset=12)
             if h.eh_depth == 0:
-                for e in entries:
-                    raw = int(e["len"])
-                    unwritten = raw > 32768
-                    length = raw - 32768 if unwritten else raw
-                    physical = (int(e["start_hi"]) << 32) | int(e["start_lo"])
-                    if self._check_run(owner, int(e["block"]), physical, length):
-                        lo.append(int(e["block"]))
-                        ph.append(physical)
-                        ln.append(length)
-                        uw.append(unwritten)
+                raw = entries["len"].astype(np.int64)
+                unwritten = raw > 32768
+                length = np.where(unwritten, raw - 32768, raw)
+                physical = (entries["start_hi"].astype(np.int64) << 32) | entries["start_lo"]
+                logical = entries["block"].astype(np.int64)
+                sb = self.sb
+                ok = (
+                    (length > 0)
+                    & (physical >= sb.first_data_block)
+                    & (physical + length <= sb.blocks_count)
+                )
+                for i in np.flatnonzero(~ok).tolist():  # each one reported
+                    self._check_run(owner, int(logical[i]), int(physical[i]), int(length[i]))
+                lo.append(logical[ok])
+                ph.append(physical[ok])
+                ln.append(length[ok])
+                uw.append(unwritten[ok])
                 return
             for e in entries:
                 child = (int(e["leaf_hi"]) << 32) | int(e["leaf_lo"])
@@ -829,11 +836,12 @@ class ExtFS:
                 node(self.read_blocks(child), h.eh_depth - 1, f"extent node {child}")
 
         node(i_block, None, "extent root")
+        none = np.zeros(0, dtype=np.int64)
         runs = _merge_runs(
-            np.asarray(lo, dtype=np.int64),
-            np.asarray(ph, dtype=np.int64),
-            np.asarray(ln, dtype=np.int64),
-            np.asarray(uw, dtype=bool),
+            np.concatenate(lo) if lo else none,
+            np.concatenate(ph) if ph else none,
+            np.concatenate(ln) if ln else none,
+            np.concatenate(uw) if uw else none.astype(bool),
         )
         runs.tree_blocks = tree
         return runs
