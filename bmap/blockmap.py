@@ -161,10 +161,14 @@ class ObjectTable:
     """
 
     def __init__(self) -> None:
-        self.types: list[str] = []
-        self.devices: list[str] = []
-        self.kinds: list[str] = []
-        self.inodes: list[int] = []
+        # Type, device and kind by a class number: a filesystem's objects are of a few
+        # dozen classes. The lists of :attr:`types`, :attr:`devices`, :attr:`kinds` and
+        # :attr:`inodes` are made only when asked for (the text writer never asks).
+        self._classes: list[tuple[str, str, str]] = []
+        self._class_of: dict[tuple[str, str, str], int] = {}
+        self._class = IntColumn()
+        self._inodes = IntColumn()
+        self._lists: dict[str, list[Any]] = {}
         #: Each object's ID without its path (``"f /dev/sda1 "``, ``"p /dev/sda1"``), as a
         #: number into :attr:`head_texts`: the ID is ``head_texts[heads[i]] + paths[i]``.
         self.heads = IntColumn()
@@ -188,7 +192,50 @@ class ObjectTable:
         self._names_dirty: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
-        return len(self.types)
+        return len(self._class)
+
+    def _class_number(self, type_: str, device: str, kind: str) -> int:
+        key = (type_, device, kind)
+        number = self._class_of.get(key)
+        if number is None:
+            number = self._class_of[key] = len(self._classes)
+            self._classes.append(key)
+        return number
+
+    def _list(self, name: str) -> list[Any]:
+        """One of the per-object lists, made from the columns on first use."""
+        made = self._lists.get(name)
+        if made is None or len(made) != len(self):
+            if name == "inodes":
+                made = self._inodes.array().tolist()
+            else:
+                which = ("types", "devices", "kinds").index(name)
+                table = np.empty(len(self._classes), dtype=object)
+                table[:] = [c[which] for c in self._classes]
+                made = table[self._class.array()].tolist()
+            self._lists[name] = made
+        return made
+
+    @property
+    def types(self) -> list[str]:
+        return self._list("types")
+
+    @property
+    def devices(self) -> list[str]:
+        return self._list("devices")
+
+    @property
+    def kinds(self) -> list[str]:
+        return self._list("kinds")
+
+    @property
+    def inodes(self) -> list[int]:
+        return self._list("inodes")
+
+    def type_codes(self) -> npt.NDArray[np.uint8]:
+        """Every object's type as its code (:data:`TYPE_CODE`)."""
+        codes = np.array([TYPE_CODE[t] for t, _, _ in self._classes], dtype=np.uint8)
+        return codes[self._class.array()]
 
     def add(
         self, type_: str, device: str, kind: str | None = None, path: str = "", inode: int = -1
@@ -209,10 +256,8 @@ class ObjectTable:
                 raise ValueError(f"type {type_!r} needs a kind")
             kind = KIND_OF_TYPE[type_]
         head = self._head(type_, device, kind, path)
-        self.types.append(type_)
-        self.devices.append(device)
-        self.kinds.append(kind)
-        self.inodes.append(inode)
+        self._class.append(self._class_number(type_, device, kind))
+        self._inodes.append(inode)
         self.heads.append(head)
         if path:
             self._prefix.append(len(self._prefix_texts))
@@ -221,7 +266,7 @@ class ObjectTable:
             self._prefix.append(0)
         self._name_start.append(0)
         self._name_len.append(0)
-        return len(self.types) - 1
+        return len(self) - 1
 
     def _head(self, type_: str, device: str, kind: str, path: str) -> int:
         """The ID of an object without its path, made once per (type, device, kind)."""
@@ -253,15 +298,16 @@ class ObjectTable:
         codes: npt.NDArray[np.int64],
         device: str,
         paths: PathColumn,
-        inodes: list[int],
+        inodes: npt.ArrayLike,
     ) -> npt.NDArray[np.int64]:
         """Add many objects on one device at once, object ``i`` of (type, kind)
-        ``classes[codes[i]]`` with path ``i`` of ``paths``; returns their numbers. No Python
-        work per object but the lists' own growth (types, devices, kinds, inodes)."""
-        first = len(self.types)
+        ``classes[codes[i]]`` with path ``i`` of ``paths`` and inode ``inodes[i]``; returns
+        their numbers. No Python work per object."""
+        first = len(self)
         n = len(codes)
-        types = np.array([t for t, _ in classes], dtype=object)
-        kinds = np.array([k for _, k in classes], dtype=object)
+        class_numbers = np.array(
+            [self._class_number(t, device, k) for t, k in classes], dtype=np.int64
+        )
         heads = np.array([self._head(t, device, k, "/") for t, k in classes], dtype=np.int64)
         head_of = heads[codes]
         prefix_base = self._lay_out(
@@ -277,10 +323,8 @@ class ObjectTable:
         for i in empty.tolist():
             t, k = classes[int(codes[i])]
             head_of[i] = self._head(t, device, k, "")
-        self.types.extend(types[codes].tolist())
-        self.devices.extend([device] * n)
-        self.kinds.extend(kinds[codes].tolist())
-        self.inodes.extend(inodes)
+        self._class.extend(class_numbers[codes])
+        self._inodes.extend(np.asarray(inodes, dtype=np.int64))
         self.heads.extend(head_of)
         self._prefix.extend(paths.prefix + prefix_base)
         self._name_start.extend(paths.name_start + names_base)
@@ -588,7 +632,7 @@ class MapBuilder:
         codes: npt.NDArray[np.int64],
         device: str,
         paths: PathColumn,
-        inodes: list[int],
+        inodes: npt.ArrayLike,
     ) -> npt.NDArray[np.int64]:
         """See :meth:`ObjectTable.extend_classes`."""
         return self.objects.extend_classes(classes, codes, device, paths, inodes)
@@ -669,7 +713,7 @@ class MapBuilder:
         else:
             disk = np.zeros(0, np.uint16)
             start = end = obj = file_offset = np.zeros(0, np.int64)
-        codes = np.asarray([TYPE_CODE[t] for t in self.objects.types], dtype=np.uint8)
+        codes = self.objects.type_codes()
         type_code = codes[obj] if len(obj) else np.zeros(0, np.uint8)
         # lexsort: the last key is the primary one.
         order = np.lexsort((obj, _CONTAINER_RANK[type_code], -end, start, disk))

@@ -592,7 +592,7 @@ class _Mapper:
             np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
             self.device,
             paths.take(sel),
-            ino[sel].tolist(),
+            ino[sel],
         )
 
     def _emit_joined(
