@@ -316,10 +316,12 @@ class ObjectTable:
             lambda: self._prefix_texts.extend(paths.prefixes),
         )
         names_base = self._lay_out(paths.names, self._names_size, lambda: self._add_names(paths))
-        prefix_empty = np.fromiter(
-            (not t for t in paths.prefixes), dtype=bool, count=len(paths.prefixes)
-        )
-        empty = np.flatnonzero(prefix_empty[paths.prefix] & (paths.name_len == 0))
+        # An empty path has the head without the trailing space (rare: a walk's prefixes
+        # all start with "/"; `in` scans the list in C).
+        empty = np.zeros(0, dtype=np.int64)
+        if "" in paths.prefixes:
+            prefix_empty = np.array([not t for t in paths.prefixes], dtype=bool)
+            empty = np.flatnonzero(prefix_empty[paths.prefix] & (paths.name_len == 0))
         for i in empty.tolist():
             t, k = classes[int(codes[i])]
             head_of[i] = self._head(t, device, k, "")

@@ -211,7 +211,15 @@ def test_path_columns_give_the_paths_and_ids_of_whole_strings(prefixes, picks, w
             table.extend_classes(
                 classes, codes[half], "/dev/sda2", column.take(half), [13] * len(half)
             )
-            expected = whole + want + [want[i] for i in half.tolist()]
+            # Whole texts as a column (an empty one among them: no path in its ID).
+            table.extend_classes(
+                classes,
+                np.ones(len(whole), dtype=np.int64),  # "m": without a path, no last space
+                "/dev/sda3",
+                PathColumn.of_texts(whole),
+                [14] * len(whole),
+            )
+            expected = whole + want + [want[i] for i in half.tolist()] + whole
             assert table.paths == expected
             assert [column.text(i) for i in range(len(picks))] == want
             ids = [
