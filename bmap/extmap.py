@@ -20,7 +20,8 @@ The Sleuth Kit names them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +32,10 @@ from bmap.errors import Finding, Severity
 from bmap.images import RangeStream
 from bmap.intervals import intersect_length, subtract, union
 from bmap.placement import Placement
+from bmap.worker import Forked
 from parsers.errors import ParserError
 from parsers.ext import structs as S
-from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
+from parsers.ext.filesystem import BlockRuns, BulkEntries, ExtFS, split_names
 
 Array = npt.NDArray[np.int64]
 ORPHAN_DIR = "/$OrphanFiles"
@@ -90,6 +92,7 @@ class _Mapper:
         self.claimed_starts: list[Array] = []
         self.claimed_ends: list[Array] = []
         self._kind_objects: dict[str, int] = {}
+        self.helper: Forked[tuple[Array, BulkEntries, list[ParserError]]] | None = None
 
     # -- output helpers ------------------------------------------------------------------
 
@@ -149,18 +152,46 @@ class _Mapper:
 
     def run(self) -> ExtMapStats:
         fs = self.fs
+        if fs.sb.inodes_count - fs.sb.free_inodes >= HELPER_MIN_INODES:
+            # Forked now, while this process is small (what it writes later into pages it
+            # had at the fork is copied, page by page). The helper finds the directory
+            # blocks itself and parses the last part of them while this process reads the
+            # inodes and their extents (see _helper_work).
+            with Forked(self._helper_work, depth=1) as self.helper:
+                return self._run()
+        return self._run()
+
+    def _run(self) -> ExtMapStats:
         self.static_structures()
-        table = fs.inodes
-        live = table.in_use & (table.links > 0) & (table.dtime == 0) | table.in_use & (
-            table.ino < fs.sb.first_ino
-        )
-        rows = np.flatnonzero(live & (table.mode != 0)).astype(np.int64)
-        runs, tree = self.collect_runs(rows)
+        runs, tree = self.collect_runs(self.live_rows())
         self.special_inodes(runs, tree)
         names = self.walk_directories(runs)
         self.emit_named(names, runs, tree)
         self.free_space()
         return self.stats
+
+    def live_rows(self) -> Array:
+        table = self.fs.inodes
+        live = table.in_use & (table.links > 0) & (table.dtime == 0) | table.in_use & (
+            table.ino < self.fs.sb.first_ino
+        )
+        return np.flatnonzero(live & (table.mode != 0)).astype(np.int64)
+
+    def _helper_work(self) -> Iterator[tuple[Array, BulkEntries, list[ParserError]]]:
+        """In the helper (a forked copy of this mapper): the same inode table and the same
+        extents as the parent finds, for the directories only, hence the same directory
+        blocks; the entries of their last part (HELPER_SHARE) and the problems met there.
+        The blocks go back too: the parent uses the entries only if they are its own."""
+        rows = self.live_rows()
+        table = self.fs.inodes
+        runs, _ = self.collect_runs(rows[(table.mode[rows] & S.S_IFMT) == S.S_IFDIR])
+        blocks, _ = self._directory_blocks(runs)
+        if len(blocks) < HELPER_MIN_BLOCKS:
+            return
+        part = blocks[_helper_cut(len(blocks)) :]
+        before = len(self.fs.problems)
+        bulk = self.fs.bulk_dir_entries(part)
+        yield part, bulk, self.fs.problems[before:]
 
     def static_structures(self) -> None:
         fs, bs = self.fs, self.bs
@@ -433,19 +464,23 @@ class _Mapper:
         directory; the names as one blob, each followed by a NUL."""
         fs = self.fs
         table = fs.inodes
-        bs = self.bs
-        is_dir = (table.mode[runs.row] & S.S_IFMT) == S.S_IFDIR
-        # Only the blocks inside the directory's size hold entries.
-        limit = -(-table.size[runs.row] // bs)
-        length = np.clip(np.minimum(runs.length, limit - runs.logical), 0, None)
-        sel = np.flatnonzero(is_dir & (length > 0))
-        count = length[sel]
-        total = int(count.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        blocks = np.repeat(runs.physical[sel], count) + within
-        block_dir = np.repeat(runs.row[sel], count)
+        blocks, block_dir = self._directory_blocks(runs)
         before = len(fs.problems)
-        bulk = fs.bulk_dir_entries(blocks)
+        bulk = None
+        if self.helper is not None and len(blocks) >= HELPER_MIN_BLOCKS:
+            # The last part in the helper, the rest here, at the same time; the entries and
+            # problems come out in the order of one pass.
+            cut = _helper_cut(len(blocks))
+            first = fs.bulk_dir_entries(blocks[:cut])
+            for part, second, problems in self.helper:
+                if np.array_equal(part, blocks[cut:]):
+                    fs.problems.extend(problems)
+                    bulk = BulkEntries.concat([first, replace(second, block=second.block + cut)])
+            if bulk is None:  # the helper found other blocks (it never should): do them here
+                rest = fs.bulk_dir_entries(blocks[cut:])
+                bulk = BulkEntries.concat([first, replace(rest, block=rest.block + cut)])
+        else:
+            bulk = fs.bulk_dir_entries(blocks)
         dirs = [block_dir[bulk.block]]
         inos = [bulk.inodes]
         blobs = [bulk.names_blob]
@@ -460,6 +495,20 @@ class _Mapper:
             lengths.append(np.array([len(name) for name in entries.names], dtype=np.int64))
         self._drain_problems(before)
         return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs), np.concatenate(lengths)
+
+    def _directory_blocks(self, runs: _Runs) -> tuple[Array, Array]:
+        """Every block of every live directory inside its size, in the order of ``runs``
+        (inode row, then logical block), and the row of the directory it belongs to."""
+        table = self.fs.inodes
+        is_dir = (table.mode[runs.row] & S.S_IFMT) == S.S_IFDIR
+        # Only the blocks inside the directory's size hold entries.
+        limit = -(-table.size[runs.row] // self.bs)
+        length = np.clip(np.minimum(runs.length, limit - runs.logical), 0, None)
+        sel = np.flatnonzero(is_dir & (length > 0))
+        count = length[sel]
+        total = int(count.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        return np.repeat(runs.physical[sel], count) + within, np.repeat(runs.row[sel], count)
 
     def emit_named(
         self,
@@ -688,6 +737,21 @@ class _Mapper:
             self.emit_kind(
                 "volume-slack", [fs_end * bs], [self.device_size], type_="u", claim=False
             )
+
+
+#: A filesystem with this many inodes in use gets a helper process for its directories,
+#: and its directory blocks are split between the two when there are this many. Measured
+#: on the benchmark trees (alternating runs): /usr, 138,679 inodes, 54 ms faster; 72,138
+#: and 40,704 inodes, the same within 7 ms, for 0.07-0.09 s more CPU time.
+HELPER_MIN_INODES = 100_000
+HELPER_MIN_BLOCKS = 4096
+#: The part of the directory blocks (the last ones) that the helper parses.
+HELPER_SHARE = 0.4
+
+
+def _helper_cut(count: int) -> int:
+    """Where the helper's part of ``count`` directory blocks starts."""
+    return count - int(count * HELPER_SHARE)
 
 
 def map_ext(

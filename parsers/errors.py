@@ -17,6 +17,10 @@ class ParserError(Exception):
         where = f"{structure} at {offset:#x}" if offset is not None else structure
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[ParserError], tuple[str, int | None, str]]:
+        # Pickled as its three parts (a problem found in a worker process crosses a pipe).
+        return (type(self), (self.structure, self.offset, self.reason))
+
 
 class NotThisFormat(ParserError):
     """The bytes are not this format at all (no magic, no signature)."""

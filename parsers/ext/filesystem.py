@@ -287,6 +287,17 @@ class BulkEntries:
     def names(self) -> list[bytes]:
         return split_names(self.names_blob, self.name_lengths)
 
+    @classmethod
+    def concat(cls, parts: list[BulkEntries]) -> BulkEntries:
+        """The entries of several parts, in order (their ``block`` columns as they are)."""
+        return cls(
+            block=np.concatenate([p.block for p in parts]),
+            inodes=np.concatenate([p.inodes for p in parts]),
+            names_blob=b"".join(p.names_blob for p in parts),
+            name_lengths=np.concatenate([p.name_lengths for p in parts]),
+            file_types=np.concatenate([p.file_types for p in parts]),
+        )
+
 
 def split_names(blob: bytes, lengths: npt.NDArray[np.int64]) -> list[bytes]:
     """The names of a blob of NUL-terminated names, by their lengths (a name may hold a NUL)."""
@@ -969,13 +980,7 @@ class ExtFS:
             self._dir_chunk(blocks[i : i + DIR_CHUNK_BLOCKS], i)
             for i in range(0, len(blocks), DIR_CHUNK_BLOCKS)
         ] or [self._dir_chunk(blocks[:0], 0)]
-        return BulkEntries(
-            block=np.concatenate([p.block for p in parts]),
-            inodes=np.concatenate([p.inodes for p in parts]),
-            names_blob=b"".join(p.names_blob for p in parts),
-            name_lengths=np.concatenate([p.name_lengths for p in parts]),
-            file_types=np.concatenate([p.file_types for p in parts]),
-        )
+        return BulkEntries.concat(parts)
 
     def _dir_chunk(self, blocks: npt.NDArray[np.int64], base: int) -> BulkEntries:
         """:meth:`bulk_dir_entries` for one chunk of blocks (bounded memory); ``base`` is the

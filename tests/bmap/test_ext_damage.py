@@ -6,6 +6,7 @@ with debugfs or by patching the bytes debugfs locates, and maps it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -16,10 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bmap.errors import BmapError, Severity
+from bmap import extmap
+from bmap.errors import BmapError, ImageError, Severity
 from bmap.images import Image
 from bmap.mapfile import dumps_map
 from bmap.mapper import map_images
+from parsers.ext.filesystem import ExtFS
 from tests import ext_truth as T
 from tests.conftest import tool
 from tests.ext_images import (  # noqa: F401 - pytest fixtures
@@ -246,3 +249,97 @@ def test_names_holding_nul_or_slash_keep_every_other_name_right(ext_image_factor
     assert any("NUL or '/'" in f.message and "2 directory" in f.message for f in bmap.findings)
     text = dumps_map(bmap)
     assert "/d\\x00ta/" in text
+
+
+class _CountingForked(extmap.Forked):
+    """extmap's helper, counting the parts it handed back."""
+
+    parts = 0
+
+    def __next__(self):
+        item = super().__next__()
+        type(self).parts += 1
+        return item
+
+
+def _helper_always(monkeypatch, share: float = extmap.HELPER_SHARE):
+    monkeypatch.setattr(extmap, "HELPER_MIN_INODES", 0)
+    monkeypatch.setattr(extmap, "HELPER_MIN_BLOCKS", 2)
+    monkeypatch.setattr(extmap, "HELPER_SHARE", share)
+    monkeypatch.setattr(extmap, "Forked", _CountingForked)
+    _CountingForked.parts = 0
+
+
+def _damaged(ext_image_factory, tmp_path, name: str, damage: str) -> Path:
+    path = copy_of(ext_image_factory, name, tmp_path)
+    if damage == "bad-rec-len":
+        block = T.debugfs_stat(path, "/")["data_extents"][-1].physical
+        bs = T.dumpe2fs_layout(path)["block_size"]
+        patch(path, block * bs + 4, struct.pack("<H", 0xFFF0))
+    elif damage == "odd-names":
+        patch(path, _entry_offset(path, "/", b"data") + 8, b"d\0t")
+    elif damage == "loop":
+        subprocess.run(
+            [tool("debugfs"), "-w", "-R", "link /data /data/loop", str(path)],
+            capture_output=True,
+            check=True,
+        )
+    return path
+
+
+@pytest.mark.parametrize("share", [0.4, 1.0])
+@pytest.mark.parametrize("damage", ["none", "bad-rec-len", "odd-names", "loop"])
+@pytest.mark.parametrize("name", ["ext4_tree", "ext4_1k", "ext4_inline"])
+def test_directories_split_with_a_helper_process_map_the_same(
+    ext_image_factory, tmp_path, monkeypatch, name, damage, share
+):
+    """Large filesystems parse the last part of their directory blocks in a forked helper:
+    the map, findings included, must be the one a single pass gives, damaged directories too
+    (with every block in the helper, every problem is found there)."""
+    path = _damaged(ext_image_factory, tmp_path, name, damage)
+    monkeypatch.setattr(extmap, "HELPER_MIN_INODES", 10**12)
+    alone, _ = mapping(path)
+    _helper_always(monkeypatch, share)
+    split, _ = mapping(path)
+    assert _CountingForked.parts == 1  # the helper's part was used
+    assert dumps_map(split) == dumps_map(alone)
+    if damage != "none":
+        assert split.findings
+
+
+def test_a_helper_that_found_other_blocks_is_not_believed(
+    ext_image_factory, tmp_path, monkeypatch
+):
+    path = _damaged(ext_image_factory, tmp_path, "ext4_tree", "none")
+    monkeypatch.setattr(extmap, "HELPER_MIN_INODES", 10**12)
+    alone, _ = mapping(path)
+    _helper_always(monkeypatch)
+    real = extmap._Mapper._directory_blocks
+    parent = os.getpid()
+
+    def shifted_in_the_child(self, runs):
+        blocks, owners = real(self, runs)
+        return (blocks + 1 if os.getpid() != parent else blocks), owners
+
+    monkeypatch.setattr(extmap._Mapper, "_directory_blocks", shifted_in_the_child)
+    split, _ = mapping(path)
+    assert _CountingForked.parts == 1
+    assert dumps_map(split) == dumps_map(alone)
+
+
+def test_a_read_error_in_the_helper_process_is_raised_here(
+    ext_image_factory, tmp_path, monkeypatch
+):
+    path = copy_of(ext_image_factory, "ext4_tree", tmp_path)
+    _helper_always(monkeypatch)
+    parent = os.getpid()
+    real = ExtFS.bulk_dir_entries
+
+    def failing_in_the_child(self, blocks):
+        if os.getpid() != parent:
+            raise ImageError(f"{path}: read error at 0x1000: Input/output error")
+        return real(self, blocks)
+
+    monkeypatch.setattr(ExtFS, "bulk_dir_entries", failing_in_the_child)
+    with pytest.raises(ImageError, match="Input/output error"):
+        mapping(path)
