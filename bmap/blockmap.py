@@ -359,25 +359,14 @@ class ObjectTable:
             paths: list[str] = []
             for lo in range(0, len(self), ID_CHUNK):
                 part = slice(lo, lo + ID_CHUNK)
-                text, _ = textcols.assemble(
+                paths += textcols.texts(
                     [
                         textcols.pick(encoded, prefix[part]),
                         textcols.Pieces(names, start[part], length[part]),
-                        b"\0",
                     ]
                 )
-                got = text.decode("utf-8", "surrogateescape").split("\0")[:-1]
-                if len(got) != len(prefix[part]):  # a damaged name holds a NUL
-                    got = [self._path(i) for i in range(lo, min(lo + ID_CHUNK, len(self)))]
-                paths.extend(got)
             self._paths = paths
         return self._paths
-
-    def _path(self, i: int) -> str:
-        _, prefix, start, length = self._columns()
-        s = int(start[i])
-        name = self._names_blob()[s : s + int(length[i])]
-        return self._prefix_texts[int(prefix[i])] + name.decode("utf-8", "surrogateescape")
 
     def id_fields(self, numbers: npt.NDArray[np.int64]) -> list[textcols.Pieces]:
         """``TYPE ID`` of the objects ``numbers`` as the text format writes them (escaped), as
@@ -412,10 +401,9 @@ class ObjectTable:
                     for s, n in zip(start[dirty].tolist(), length[dirty].tolist())
                 ]
             )
-            fields[2] = textcols.Pieces(self._names_array, start, length.copy())
-            fields[2].length[dirty] = 0
             mask = np.zeros(len(numbers), dtype=bool)
             mask[dirty] = True
+            fields[2] = textcols.Pieces(self._names_array, start, np.where(mask, 0, length))
             fields.append(
                 textcols.merge(mask, escaped, textcols.literal(b"", len(numbers) - len(dirty)))
             )

@@ -236,7 +236,7 @@ class _Mapper:
             fs.depth0_extents(extent_rows[i : i + 32768]) for i in range(0, len(extent_rows), 32768)
         ] or [fs.depth0_extents(extent_rows)]
         r, lo, ph, ln, _uw, slow = (np.concatenate(c) for c in zip(*parts))
-        ok = (ln > 0) & (ph >= fs.sb.first_data_block) & (ph + ln <= fs.sb.blocks_count)
+        ok = fs.runs_ok(ph, ln)
         if not ok.all():
             for bad in np.unique(r[~ok]).tolist():
                 self.finding(
@@ -344,8 +344,7 @@ class _Mapper:
         # Each name in the blob is followed by a NUL.
         name_start = (np.cumsum(lengths + 1) - (lengths + 1))[order]
         name_len = lengths[order]
-        nul_inside = blob.count(b"\0") != len(lengths)
-        if nul_inside or b"/" in blob:
+        if blob.count(b"\0") != len(lengths) or b"/" in blob:
             self._odd_names(
                 [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
             )
@@ -358,12 +357,8 @@ class _Mapper:
 
         def names_of(entries: Array) -> list[str]:
             """The names of many entries, decoded in one call."""
-            if nul_inside:
-                return [name(i) for i in entries.tolist()]
-            text, _ = textcols.assemble(
-                [textcols.Pieces(blob_array, name_start[entries], name_len[entries]), b"\0"]
-            )
-            return text.decode("utf-8", "surrogateescape").split("\0")[:-1]
+            pieces = textcols.Pieces(blob_array, name_start[entries], name_len[entries])
+            return textcols.texts([pieces], len(entries))
 
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
@@ -466,19 +461,19 @@ class _Mapper:
         table = fs.inodes
         blocks, block_dir = self._directory_blocks(runs)
         before = len(fs.problems)
-        bulk = None
         if self.helper is not None and len(blocks) >= HELPER_MIN_BLOCKS:
             # The last part in the helper, the rest here, at the same time; the entries and
             # problems come out in the order of one pass.
             cut = _helper_cut(len(blocks))
             first = fs.bulk_dir_entries(blocks[:cut])
-            for part, second, problems in self.helper:
+            second = None
+            for part, theirs, problems in self.helper:
                 if np.array_equal(part, blocks[cut:]):
                     fs.problems.extend(problems)
-                    bulk = BulkEntries.concat([first, replace(second, block=second.block + cut)])
-            if bulk is None:  # the helper found other blocks (it never should): do them here
-                rest = fs.bulk_dir_entries(blocks[cut:])
-                bulk = BulkEntries.concat([first, replace(rest, block=rest.block + cut)])
+                    second = theirs
+            if second is None:  # the helper found other blocks (it never should): do them here
+                second = fs.bulk_dir_entries(blocks[cut:])
+            bulk = BulkEntries.concat([first, replace(second, block=second.block + cut)])
         else:
             bulk = fs.bulk_dir_entries(blocks)
         dirs = [block_dir[bulk.block]]

@@ -12,6 +12,7 @@ per output byte.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -158,6 +159,7 @@ class _Source:
         self.buffer = np.zeros(0, dtype=np.uint8)
         self.front: list[U8] = []
         self.front_starts: list[int] = []
+        self.ramp = np.arange(0, dtype=np.intp)
 
     def lay_out(self, blobs: list[U8]) -> tuple[U8, list[int]]:
         """One array holding every blob, and where each starts in it."""
@@ -186,8 +188,6 @@ class _Source:
                 buffer[at : at + len(blob)] = blob
                 at += len(blob)
         return buffer[:at], starts
-
-    ramp = np.arange(0, dtype=np.intp)
 
     def iota(self, n: int) -> npt.NDArray[np.intp]:
         """``0, 1, ..., n - 1``, a view of a ramp made once."""
@@ -244,6 +244,21 @@ def assemble(fields: Sequence[Pieces | bytes], rows: int | None = None) -> tuple
     index = np.repeat(shift, flat_length)
     index += _source().iota(total)
     return np.take(source, index).tobytes(), row_offsets
+
+
+def texts(fields: Sequence[Pieces | bytes], rows: int | None = None) -> list[str]:
+    """Each row of :func:`assemble` as a ``str`` (UTF-8, ``surrogateescape``, as bmap keeps
+    names): one decode and one split for all rows; a row that holds a NUL (only a damaged
+    name can) makes them cut at the row offsets instead."""
+    text, offsets = assemble([*fields, b"\0"], rows)
+    got = text.decode("utf-8", "surrogateescape").split("\0")[:-1]
+    if len(got) != len(offsets) - 1:
+        bounds = offsets.tolist()
+        got = [
+            text[a : b - 1].decode("utf-8", "surrogateescape")
+            for a, b in itertools.pairwise(bounds)
+        ]
+    return got
 
 
 def rows_of(text: bytes, row_offsets: Int, first: Int, last: Int) -> Pieces:

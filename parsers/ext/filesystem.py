@@ -398,6 +398,14 @@ class ExtFS:
     def block_ok(self, block: int, count: int = 1) -> bool:
         return self.sb.first_data_block <= block and block + count <= self.sb.blocks_count
 
+    def runs_ok(
+        self, physical: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """:meth:`block_ok` for many runs at once (an empty run is not ok)."""
+        sb = self.sb
+        inside = (physical >= sb.first_data_block) & (physical + length <= sb.blocks_count)
+        return (length > 0) & inside
+
     # -- superblock ----------------------------------------------------------------------
 
     def _plausible(self, sb: Superblock) -> Superblock:
@@ -814,12 +822,7 @@ class ExtFS:
                 length = np.where(unwritten, raw - 32768, raw)
                 physical = (entries["start_hi"].astype(np.int64) << 32) | entries["start_lo"]
                 logical = entries["block"].astype(np.int64)
-                sb = self.sb
-                ok = (
-                    (length > 0)
-                    & (physical >= sb.first_data_block)
-                    & (physical + length <= sb.blocks_count)
-                )
+                ok = self.runs_ok(physical, length)
                 for i in np.flatnonzero(~ok).tolist():  # each one reported
                     self._check_run(owner, int(logical[i]), int(physical[i]), int(length[i]))
                 lo.append(logical[ok])

@@ -66,3 +66,15 @@ def test_assemble_is_row_by_row_concatenation(shared, calls):
             assert offsets.tolist() == np.cumsum([0, *map(len, want_rows)]).tolist()
     finally:
         textcols._Source.LARGE = saved
+
+
+@given(st.lists(st.binary(max_size=10), max_size=8))
+def test_texts_decode_each_row_even_with_a_nul_inside(rows):
+    """Rows as bmap keeps names; a NUL inside a row (a damaged name) must not shift others."""
+    blob = b"".join(rows)
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    pieces = textcols.Pieces(
+        np.frombuffer(blob, dtype=np.uint8), np.cumsum(lengths) - lengths, lengths
+    )
+    want = [r.decode("utf-8", "surrogateescape") for r in rows]
+    assert textcols.texts([pieces, b"/"], len(rows)) == [w + "/" for w in want]
