@@ -39,9 +39,13 @@ run: install
 tools:
 	@bash scripts/ensure-tools.sh
 
+LINTED := bmap parsers reports tests bench scripts
+
 lint: install-test
-	$(VENV)/bin/ruff check bmap parsers reports tests
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
+	$(PY) scripts/depgraph.py --check
 
 ## make test: install what the tests need (system tools with apt-get as root), lint, test.
 ## pytest's exit code 5 (no tests collected) is not a failure of the tree.

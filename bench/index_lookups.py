@@ -1,4 +1,4 @@
-"""Point lookups: bmap.index.MapIndex against the intervaltree package.
+"""Point lookups: bmap.store.index.MapIndex against the intervaltree package.
 
     python bench/index_lookups.py [--lines 1000000] [--queries 1000000] [--rounds 5] [--no-write]
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from intervaltree import IntervalTree
 
-from bmap.blockmap import TYPE_CODE
-from bmap.index import MapIndex
+from bmap.model.blockmap import TYPE_CODE
+from bmap.store.index import MapIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["index", "build", "median time for all queries", "queries/s", "hits"]
     rows = [
         [
-            "bmap.index.MapIndex (one vectorised lookup)",
+            "bmap.store.index.MapIndex (one vectorised lookup)",
             report.fmt_seconds(build_mapindex),
             f"{med['MapIndex']:.3f} s",
             f"{qps['MapIndex']:,.0f}",

@@ -32,7 +32,7 @@ between the `bench:` markers below and leaves the rest of this file alone.
   RSS over at least five warm runs (page cache not dropped; one untimed warm-up each).
   Target: `bmap map` (complete, with all metadata) at most 0.5x the pytsk3 walk's time, at
   most 150 MiB peak RSS, cost linear in the number of inodes.
-* **index**: `bmap.index.MapIndex` answering 1,000,000 random point lookups on a synthetic
+* **index**: `bmap.store.index.MapIndex` answering 1,000,000 random point lookups on a synthetic
   map of 1,000,000 lines, against the `intervaltree` package (bench/index_lookups.py).
 
 To rerun: `make bench` (everything), or `.venv/bin/python bench/run.py --help` and

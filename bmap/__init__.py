@@ -1,34 +1,30 @@
 """bmap: which byte ranges of a disk image belong to which partition, structure and file.
 
-The public API in one place; see the README for a tour.
+The public API in one place; see the README for a tour and docs/architecture.md for the
+packages behind it. Importing bmap changes nothing of the process (the ``bmap`` program sets
+its own process up: :mod:`bmap.cli.program`).
 """
 
 from __future__ import annotations
 
-import os
-
-# bmap does no linear algebra; OpenBLAS starting one thread per core makes importing numpy
-# cost twice as much on small machines. Set before numpy is first imported.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-__version__ = "0.1.0"  # before the imports below: bmap.mapfile reads it
-
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
-    from bmap.blockmap import BlockMap, MapBuilder
     from bmap.errors import BmapError, ExitCode, Finding, Severity
     from bmap.images import Image, RangeStream, open_images
-    from bmap.index import MapIndex
-    from bmap.layout import Disk, Partition, discover
-    from bmap.mapfile import read_map, write_map
-    from bmap.mapper import map_images
+    from bmap.layers.mapper import map_images
+    from bmap.layers.partitions import Disk, Partition, discover
+    from bmap.model.blockmap import BlockMap, MapBuilder
+    from bmap.store.index import MapIndex
+    from bmap.store.mapfile import read_map, write_map
 
 #: Where each public name lives. They are imported on first use (PEP 562): the ``bmap``
 #: program imports only what its command needs, which is most of its start-up time.
 _PUBLIC = {
-    "BlockMap": "bmap.blockmap",
-    "MapBuilder": "bmap.blockmap",
+    "BlockMap": "bmap.model.blockmap",
+    "MapBuilder": "bmap.model.blockmap",
     "BmapError": "bmap.errors",
     "ExitCode": "bmap.errors",
     "Finding": "bmap.errors",
@@ -36,13 +32,13 @@ _PUBLIC = {
     "Image": "bmap.images",
     "RangeStream": "bmap.images",
     "open_images": "bmap.images",
-    "MapIndex": "bmap.index",
-    "Disk": "bmap.layout",
-    "Partition": "bmap.layout",
-    "discover": "bmap.layout",
-    "read_map": "bmap.mapfile",
-    "write_map": "bmap.mapfile",
-    "map_images": "bmap.mapper",
+    "MapIndex": "bmap.store.index",
+    "Disk": "bmap.layers.partitions",
+    "Partition": "bmap.layers.partitions",
+    "discover": "bmap.layers.partitions",
+    "read_map": "bmap.store.mapfile",
+    "write_map": "bmap.store.mapfile",
+    "map_images": "bmap.layers.mapper",
 }
 
 __all__ = [

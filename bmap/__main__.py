@@ -1,5 +1,5 @@
 """``python -m bmap``: the same as the ``bmap`` command."""
 
-from bmap.cli import run
+from bmap.cli.program import run
 
 run()

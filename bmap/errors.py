@@ -56,6 +56,12 @@ class MapFormatError(BmapError):
     exit_code = ExitCode.BAD_MAP
 
 
+class ToolMissingError(BmapError):
+    """A program bmap runs (nbdkit) is not installed."""
+
+    exit_code = ExitCode.MISSING_TOOL
+
+
 class Severity(enum.IntEnum):
     """How much a finding matters. WARNING and ERROR mean the input is damaged."""
 

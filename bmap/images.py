@@ -4,6 +4,12 @@ Images are opened ``O_RDONLY`` (and ``O_NOATIME`` where allowed, so that even th
 of the evidence stays as it was); nothing in bmap ever writes to an input. Reads go through
 ``os.pread``, so any number of views share one descriptor without sharing a file position, and
 a view of a sub-range (:class:`RangeStream`) copies nothing.
+
+Every image is identified by its first bytes before anything reads it: :data:`IMAGE_FORMATS`
+is the table of the image formats bmap reads, one line each, tried in order. A format's
+reader wraps the file opened read-only and gives the virtual disk the guest sees. Raw images
+are the only ones today, and the last line (it takes any bytes). Adding a container format: a
+module with its reader, and one line in :data:`IMAGE_FORMATS` before ``raw``.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import io
 import os
 import stat
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -195,12 +201,15 @@ class Image:
     """A disk image opened read-only: a regular file or a block device.
 
     Attributes:
+        format: the image format's name in :data:`IMAGE_FORMATS` (``raw``).
         number: 1-based position among the images given (disk 1, 2, ...).
         path: as given.
         size: in bytes.
         is_block_device: True for a block device.
         sector_size: the device's logical sector size where the kernel knows it, else None.
     """
+
+    format = "raw"
 
     def __init__(self, path: str | os.PathLike[str], number: int = 1) -> None:
         self.path = Path(path)
@@ -286,8 +295,44 @@ class Image:
         self.close()
 
 
+class ImageFormat(NamedTuple):
+    """One image format: how its first bytes are recognised, and how its reader wraps the
+    file (opened read-only) into the virtual disk."""
+
+    name: str
+    recognises: Callable[[bytes], bool]
+    open: Callable[[Image], Image]
+
+
+HEAD_SIZE = 4096
+"""Bytes of an image's start that :data:`IMAGE_FORMATS` are shown."""
+
+#: The image formats, tried in order on an image's first bytes; the first that recognises them
+#: opens the image.
+IMAGE_FORMATS: tuple[ImageFormat, ...] = (ImageFormat("raw", lambda head: True, lambda file: file),)
+
+
+def open_image(path: str | os.PathLike[str], number: int = 1) -> Image:
+    """Open one image read-only, in the first of :data:`IMAGE_FORMATS` that recognises it.
+
+    Raises:
+        ImageError: the path cannot be opened or read.
+    """
+    file = Image(path, number)
+    try:
+        head = file.pread(0, HEAD_SIZE)
+        for image_format in IMAGE_FORMATS:
+            if image_format.recognises(head):
+                return image_format.open(file)
+    except BaseException:
+        file.close()
+        raise
+    file.close()
+    raise ImageError(f"{path}: no image format recognises it")
+
+
 def open_images(paths: Iterable[str | os.PathLike[str]]) -> list[Image]:
-    """Open every image read-only, numbered 1, 2, ... in the order given.
+    """Open every image read-only (:func:`open_image`), numbered 1, 2, ... in the order given.
 
     Raises:
         ImageError: for the first path that cannot be opened; the others are closed again.
@@ -295,7 +340,7 @@ def open_images(paths: Iterable[str | os.PathLike[str]]) -> list[Image]:
     images: list[Image] = []
     try:
         for number, path in enumerate(paths, start=1):
-            images.append(Image(path, number))
+            images.append(open_image(path, number))
     except BaseException:
         for image in images:
             image.close()

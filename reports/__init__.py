@@ -1,5 +1,15 @@
 """Reports over block maps: pandas DataFrames in, CSV / HTML out.
 
 A leaf package: it imports nothing of the project and takes the documented map columns
-(docs/format.md) as its input. Filled by a later issue.
+(docs/format.md) as its input; the CLI joins it to the rest.
+
+Adding a report: a module in this package with ``write(frames, out) -> list[Path]`` (the map,
+the trace and the findings as DataFrames in ``frames``, the files written in ``out``), and one
+line in :data:`REPORTS`. The table is empty until the reports issue fills it: bmap writes no
+report yet.
 """
+
+from __future__ import annotations
+
+#: Report name -> the module that writes it (imported when the report is asked for).
+REPORTS: dict[str, str] = {}

@@ -11,14 +11,18 @@ depth, block maps with indirect blocks), directory entries and the free-block bi
 Everything is in filesystem blocks (``block_size`` bytes) counted from the start of the
 filesystem; the caller turns blocks into bytes on its device. Every walk over on-disk pointers
 is bounded and every pointer is checked against the filesystem's size: damage becomes a
-:class:`~parsers.errors.ParserError` in :attr:`ExtFS.problems` and the walk goes on.
+:class:`~parsers.errors.ParserError` and the walk goes on. The damage of one inode's blocks or
+of some directory blocks comes back with them (:attr:`BlockRuns.problems`,
+:attr:`DirEntries.problems`, :attr:`BulkEntries.problems`); the damage of the filesystem's own
+tables (superblock, group descriptors, static layout, inode tables), found when they are first
+read, is handed over by :meth:`ExtFS.take_problems`.
 """
 
 from __future__ import annotations
 
 import struct
 import uuid as uuid_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -83,10 +87,9 @@ class Superblock:
 
     @property
     def kind(self) -> str:
-        """ext2, ext3 or ext4, as blkid decides."""
-        ext4_incompat = ~(S.INCOMPAT_FILETYPE | 0x4 | S.INCOMPAT_META_BG) & 0xFFFFFFFF
-        ext4_ro = ~(0x1 | 0x2 | 0x4) & 0xFFFFFFFF
-        if self.incompat & ext4_incompat or self.ro_compat & ext4_ro:
+        """ext2, ext3 or ext4, by the features the ext3 driver understood (blkid's rule; the
+        probe, :func:`parsers.ext.probe.probe`, also names journal devices)."""
+        if self.incompat & ~S.EXT3_INCOMPAT_SUPP or self.ro_compat & ~S.EXT3_RO_COMPAT_SUPP:
             return "ext4"
         return "ext3" if self.compat & S.COMPAT_HAS_JOURNAL else "ext2"
 
@@ -254,6 +257,8 @@ class BlockRuns:
     unwritten: npt.NDArray[np.bool_]
     tree_blocks: list[int]
     """Extent-tree nodes outside the inode, or indirect blocks (IND, DIND, TIND)."""
+    problems: list[ParserError] = field(default_factory=list)
+    """Damage met while walking them (the runs it concerns are left out)."""
 
     @classmethod
     def empty(cls) -> BlockRuns:
@@ -268,6 +273,8 @@ class DirEntries:
     inodes: npt.NDArray[np.int64]
     names: list[bytes]
     file_types: npt.NDArray[np.int64]
+    problems: list[ParserError] = field(default_factory=list)
+    """Entries that did not parse (the rest of their block is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +289,8 @@ class BulkEntries:
     says where each name ends."""
     name_lengths: npt.NDArray[np.int64]
     file_types: npt.NDArray[np.int64]
+    problems: list[ParserError] = field(default_factory=list)
+    """Blocks whose entries stopped parsing (the rest of each such block is skipped)."""
 
     @property
     def names(self) -> list[bytes]:
@@ -296,6 +305,7 @@ class BulkEntries:
             names_blob=b"".join(p.names_blob for p in parts),
             name_lengths=np.concatenate([p.name_lengths for p in parts]),
             file_types=np.concatenate([p.file_types for p in parts]),
+            problems=[problem for p in parts for problem in p.problems],
         )
 
 
@@ -365,12 +375,12 @@ class ExtFS:
     def __init__(self, fh: ReadSeek, size: int) -> None:
         self.fh = fh
         self.device_size = size
-        self.problems: list[ParserError] = []
+        self._problems: list[ParserError] = []
         self.sb = self._find_superblock()
         sb = self.sb
         self.block_size = sb.block_size
         if sb.size > size:
-            self.problems.append(
+            self._problems.append(
                 DamagedError(
                     "superblock",
                     sb.offset,
@@ -380,6 +390,13 @@ class ExtFS:
             )
         self.readable_blocks = min(sb.blocks_count, size // sb.block_size)
         self._csum = sb.has(ro_compat=S.RO_COMPAT_GDT_CSUM | S.RO_COMPAT_METADATA_CSUM)
+
+    def take_problems(self) -> list[ParserError]:
+        """The damage of the filesystem's own tables found since the last call (the superblock
+        when the filesystem was opened; the group descriptors, the static layout and the inode
+        tables when they were first read), each handed over once."""
+        taken, self._problems = self._problems, []
+        return taken
 
     # -- reading -------------------------------------------------------------------------
 
@@ -441,7 +458,7 @@ class ExtFS:
             except ParserError:
                 continue
             if sb.block_size == bs and sb.blocks_per_group == 8 * bs:
-                self.problems.append(
+                self._problems.append(
                     DamagedError(
                         "superblock",
                         1024,
@@ -521,7 +538,7 @@ class ExtFS:
         for index in range(n_blocks):
             block = self.descriptor_block(index)
             if not self.block_ok(block):
-                self.problems.append(
+                self._problems.append(
                     DamagedError("group-descriptors", block * self.block_size, "outside the fs")
                 )
                 raw += bytes(self.block_size)
@@ -590,7 +607,7 @@ class ExtFS:
         checked = []
         for kind, block, count in layout:
             if not self.block_ok(block, count) and not (kind == "boot-block" and block == 0):
-                self.problems.append(
+                self._problems.append(
                     DamagedError(
                         kind, block * self.block_size, f"blocks {block}+{count} outside the fs"
                     )
@@ -620,7 +637,7 @@ class ExtFS:
             if self._csum:
                 used = ipg - int(groups["itable_unused"][g])
                 if not 0 <= used <= ipg:
-                    self.problems.append(
+                    self._problems.append(
                         DamagedError(
                             "group-descriptors", None, f"group {g}: {used} used inodes of {ipg}"
                         )
@@ -632,7 +649,7 @@ class ExtFS:
             table = int(groups["inode_table"][g])
             nblocks = -(-used * sb.inode_size // self.block_size)
             if not self.block_ok(table, nblocks):
-                self.problems.append(
+                self._problems.append(
                     DamagedError(
                         "inode-table",
                         table * self.block_size,
@@ -743,10 +760,9 @@ class ExtFS:
         count = u2[:, 1].astype(np.int64)
         fast = (u2[:, 0] == S.EXTENT_HEADER_MAGIC) & (u2[:, 3] == 0) & (count <= 4)
         count = np.where(fast, count, 0)
-        which = np.repeat(np.arange(len(rows)), count)
-        entry = 12 + S.EXTENT_ENTRY_DTYPE.itemsize * (
-            np.arange(len(which)) - np.repeat(np.cumsum(count) - count, count)
-        )
+        # Each inode's used slots of the four, in inode order then slot order.
+        which, slot = np.nonzero(np.arange(4) < count[:, None])
+        entry = 12 + S.EXTENT_ENTRY_DTYPE.itemsize * slot
 
         def column(name: str, width: int) -> npt.NDArray[np.int64]:
             view = u2 if width == 2 else u4
@@ -769,13 +785,19 @@ class ExtFS:
         i_block = self.inodes.i_block[row].tobytes()
         if flags & S.INLINE_DATA_FL:
             return BlockRuns.empty()
+        problems: list[ParserError] = []
         if flags & S.EXTENTS_FL:
-            return self._extent_runs(i_block, owner)
-        return self._mapped_runs(i_block, owner)
+            runs = self._extent_runs(i_block, owner, problems)
+        else:
+            runs = self._mapped_runs(i_block, owner, problems)
+        runs.problems = problems
+        return runs
 
-    def _check_run(self, owner: str, logical: int, physical: int, length: int) -> bool:
+    def _check_run(
+        self, owner: str, logical: int, physical: int, length: int, problems: list[ParserError]
+    ) -> bool:
         if length <= 0 or not self.block_ok(physical, length):
-            self.problems.append(
+            problems.append(
                 DamagedError(
                     owner,
                     None,
@@ -786,7 +808,7 @@ class ExtFS:
             return False
         return True
 
-    def _extent_runs(self, i_block: bytes, owner: str) -> BlockRuns:
+    def _extent_runs(self, i_block: bytes, owner: str, problems: list[ParserError]) -> BlockRuns:
         lo: list[npt.NDArray[np.int64]] = []
         ph: list[npt.NDArray[np.int64]] = []
         ln: list[npt.NDArray[np.int64]] = []
@@ -798,18 +820,18 @@ class ExtFS:
         def node(data: bytes, depth_expected: int | None, where: str) -> None:
             h = S.ExtentHeader.parse(data[:12])
             if h.eh_magic != S.EXTENT_HEADER_MAGIC:
-                self.problems.append(DamagedError(owner, None, f"{where}: no extent header"))
+                problems.append(DamagedError(owner, None, f"{where}: no extent header"))
                 return
             capacity = (len(data) - 12) // 12
             if h.eh_entries > capacity or h.eh_depth > MAX_EXTENT_DEPTH:
-                self.problems.append(
+                problems.append(
                     DamagedError(
                         owner, None, f"{where}: {h.eh_entries} entries, depth {h.eh_depth}"
                     )
                 )
                 return
             if depth_expected is not None and h.eh_depth != depth_expected:
-                self.problems.append(
+                problems.append(
                     DamagedError(
                         owner, None, f"{where}: depth {h.eh_depth}, expected {depth_expected}"
                     )
@@ -824,7 +846,9 @@ class ExtFS:
                 logical = entries["block"].astype(np.int64)
                 ok = self.runs_ok(physical, length)
                 for i in np.flatnonzero(~ok).tolist():  # each one reported
-                    self._check_run(owner, int(logical[i]), int(physical[i]), int(length[i]))
+                    self._check_run(
+                        owner, int(logical[i]), int(physical[i]), int(length[i]), problems
+                    )
                 lo.append(logical[ok])
                 ph.append(physical[ok])
                 ln.append(length[ok])
@@ -833,12 +857,12 @@ class ExtFS:
             for e in entries:
                 child = (int(e["leaf_hi"]) << 32) | int(e["leaf_lo"])
                 if not self.block_ok(child):
-                    self.problems.append(
+                    problems.append(
                         DamagedError(owner, None, f"extent index -> block {child} outside the fs")
                     )
                     continue
                 if child in visited:
-                    self.problems.append(
+                    problems.append(
                         DamagedError(owner, None, f"extent tree visits block {child} twice")
                     )
                     continue
@@ -860,7 +884,7 @@ class ExtFS:
         runs.tree_blocks = tree
         return runs
 
-    def _mapped_runs(self, i_block: bytes, owner: str) -> BlockRuns:
+    def _mapped_runs(self, i_block: bytes, owner: str, problems: list[ParserError]) -> BlockRuns:
         pointers = np.frombuffer(i_block, dtype="<u4").astype(np.int64)
         per = self.block_size // 4
         logical_parts: list[npt.NDArray[np.int64]] = []
@@ -875,12 +899,10 @@ class ExtFS:
 
         def walk(block: int, level: int, first_logical: int) -> None:
             if not self.block_ok(block):
-                self.problems.append(
-                    DamagedError(owner, None, f"indirect block {block} outside the fs")
-                )
+                problems.append(DamagedError(owner, None, f"indirect block {block} outside the fs"))
                 return
             if block in visited:
-                self.problems.append(
+                problems.append(
                     DamagedError(owner, None, f"indirect block {block} referenced twice")
                 )
                 return
@@ -905,7 +927,7 @@ class ExtFS:
         physical = np.concatenate(physical_parts)
         ok = (physical >= self.sb.first_data_block) & (physical < self.sb.blocks_count)
         if not ok.all():
-            self.problems.append(
+            problems.append(
                 DamagedError(
                     owner, None, f"{int((~ok).sum())} block pointers outside the fs; skipped"
                 )
@@ -933,6 +955,7 @@ class ExtFS:
         inodes: list[int] = []
         names: list[bytes] = []
         types: list[int] = []
+        problems: list[ParserError] = []
         filetype = self.sb.has(incompat=S.INCOMPAT_FILETYPE)
         bs = block_size or self.block_size
         unpack = struct.unpack_from
@@ -950,7 +973,7 @@ class ExtFS:
                     name_len |= ftype << 8
                     ftype = 0
                 if rec_len < 8 or rec_len % 4 or pos + rec_len > end or name_len + 8 > rec_len:
-                    self.problems.append(
+                    problems.append(
                         DamagedError(
                             owner,
                             None,
@@ -967,7 +990,10 @@ class ExtFS:
                         types.append(ftype)
                 pos += rec_len
         return DirEntries(
-            np.asarray(inodes, dtype=np.int64), names, np.asarray(types, dtype=np.int64)
+            np.asarray(inodes, dtype=np.int64),
+            names,
+            np.asarray(types, dtype=np.int64),
+            problems,
         )
 
     def bulk_dir_entries(self, blocks: npt.NDArray[np.int64]) -> BulkEntries:
@@ -1004,8 +1030,9 @@ class ExtFS:
             breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
             starts = np.concatenate(([0], breaks))
             ends = np.concatenate((breaks, [n]))
-            gather_into(self.fh, memoryview(raw), blocks[starts] * bs, starts * bs,
-                        (ends - starts) * bs)
+            gather_into(
+                self.fh, memoryview(raw), blocks[starts] * bs, starts * bs, (ends - starts) * bs
+            )
         buf = np.frombuffer(raw, dtype=np.uint8)
         u16 = buf.view("<u2")
         big = bs >= 65536
@@ -1057,20 +1084,21 @@ class ExtFS:
         # "." and ".." are the directory's own bookkeeping.
         dot = (first == 0x2E) & ((name_len == 1) | ((name_len == 2) & (buf[p + 9] == 0x2E)))
         keep = fits & ok & (q < cut[block]) & (ino != 0) & (name_len > 0) & ~dot
-        for b in bad_blocks.tolist():
-            self.problems.append(
-                DamagedError(
-                    "directory-block",
-                    int(blocks[b]) * bs,
-                    "directory entry with a bad rec_len or name_len; rest of the block skipped",
-                )
+        problems: list[ParserError] = [
+            DamagedError(
+                "directory-block",
+                int(blocks[b]) * bs,
+                "directory entry with a bad rec_len or name_len; rest of the block skipped",
             )
+            for b in bad_blocks.tolist()
+        ]
         return BulkEntries(
             block=block[keep] + base,
             inodes=ino[keep],
             names_blob=_gather_names(buf, p[keep] + 8, name_len[keep]),
             name_lengths=name_len[keep],
             file_types=ftype[keep],
+            problems=problems,
         )
 
     def inline_data(self, row: int) -> bytes:
@@ -1107,6 +1135,7 @@ class ExtFS:
             np.concatenate([p.inodes for p in parts]),
             [name for p in parts for name in p.names],
             np.concatenate([p.file_types for p in parts]),
+            [problem for p in parts for problem in p.problems],
         )
 
     # -- free space ----------------------------------------------------------------------

@@ -77,6 +77,7 @@ SUPERBLOCK_FIELDS: list[Field] = [
     (0x30, "s_wtime", "u32", "last write time"),
     (0x38, "s_magic", "u16", "0xEF53"),
     (0x3A, "s_state", "u16", "1 clean, 2 errors, 4 orphans being recovered"),
+    (0x3E, "s_minor_rev_level", "u16", "minor revision"),
     (0x4C, "s_rev_level", "u32", "0 original, 1 dynamic inode sizes"),
     (0x54, "s_first_ino", "u32", "first non-reserved inode"),
     (0x58, "s_inode_size", "u16", "bytes per inode record"),
@@ -107,6 +108,12 @@ SUPERBLOCK_FIELDS: list[Field] = [
     (0x280, "s_orphan_file_inum", "u32", "orphan_file feature"),
 ]
 Superblock = make_struct(SUPERBLOCK_FIELDS, SUPERBLOCK_SIZE)
+#: The superblock up to ``s_flags``: all that content detection reads (a device too small for
+#: the whole superblock can still be named, as blkid names it).
+SUPERBLOCK_HEAD_SIZE = 0x164
+SuperblockHead = make_struct(
+    [f for f in SUPERBLOCK_FIELDS if f[0] < SUPERBLOCK_HEAD_SIZE], SUPERBLOCK_HEAD_SIZE
+)
 
 GROUP_DESC_FIELDS: list[Field] = [
     (0x00, "bg_block_bitmap_lo", "u32", ""),
@@ -168,6 +175,7 @@ COMPAT_RESIZE_INODE = 0x10
 COMPAT_SPARSE_SUPER2 = 0x200
 COMPAT_ORPHAN_FILE = 0x1000
 INCOMPAT_FILETYPE = 0x2
+INCOMPAT_RECOVER = 0x4
 INCOMPAT_JOURNAL_DEV = 0x8
 INCOMPAT_META_BG = 0x10
 INCOMPAT_EXTENTS = 0x40
@@ -176,10 +184,19 @@ INCOMPAT_MMP = 0x100
 INCOMPAT_FLEX_BG = 0x200
 INCOMPAT_INLINE_DATA = 0x8000
 RO_COMPAT_SPARSE_SUPER = 0x1
+RO_COMPAT_LARGE_FILE = 0x2
+RO_COMPAT_BTREE_DIR = 0x4
 RO_COMPAT_HUGE_FILE = 0x8
 RO_COMPAT_GDT_CSUM = 0x10
 RO_COMPAT_BIGALLOC = 0x200
 RO_COMPAT_METADATA_CSUM = 0x400
+
+# What the ext2 and ext3 drivers understood; a filesystem that uses more is ext4 (libblkid's
+# rule for naming an ext filesystem).
+EXT2_RO_COMPAT_SUPP = RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR
+EXT2_INCOMPAT_SUPP = INCOMPAT_FILETYPE | INCOMPAT_META_BG
+EXT3_RO_COMPAT_SUPP = EXT2_RO_COMPAT_SUPP
+EXT3_INCOMPAT_SUPP = EXT2_INCOMPAT_SUPP | INCOMPAT_RECOVER
 
 COMPAT_NAMES = {
     0x1: "dir_prealloc",

@@ -131,18 +131,14 @@ def build_block(spec: tuple, bs: int, filetype: bool) -> bytes:
 def parse_both(fs: ExtFS, blocks: list[int], data: dict[int, bytes]):
     """The bulk answer and the one-block-at-a-time answer, as comparable lists."""
     bulk = fs.bulk_dir_entries(np.array(blocks, dtype=np.int64))
-    bulk_bad = sorted({p.offset // fs.block_size for p in fs.problems})
-    fs.problems.clear()
-    got = list(
-        zip(bulk.block.tolist(), bulk.inodes.tolist(), bulk.names, bulk.file_types.tolist())
-    )
+    bulk_bad = sorted({p.offset // fs.block_size for p in bulk.problems})
+    got = list(zip(bulk.block.tolist(), bulk.inodes.tolist(), bulk.names, bulk.file_types.tolist()))
     want = []
     want_bad = set()
     for index, block in enumerate(blocks):
         entries = fs.dir_entries(data[block], f"block {block}")
-        if fs.problems:
+        if entries.problems:
             want_bad.add(block)
-        fs.problems.clear()
         want += [
             (index, ino, name, ftype)
             for ino, name, ftype in zip(

@@ -1,5 +1,5 @@
 """LVM2 parser: the config language, the CRC, and hostile bytes. The on-disk layout is checked
-against pvcreate/vgcreate/lvcreate images in tests/bmap/test_lvm_map.py."""
+against pvcreate/vgcreate/lvcreate images in tests/bmap/layers/test_lvm_map.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import lvm2
 from parsers.errors import DamagedError, NotThisFormat, ParserError
+from parsers.lvm2 import label, metadata, pv
 
 SAMPLE = r"""vg0 {
 id = "Oh9iP3-PtQV-fDf3-5TQs-enf9-2kOO-7KRqh4"
@@ -54,7 +54,7 @@ float_thing = 1.5
 
 
 def test_config_language():
-    config = lvm2.parse_config(SAMPLE)
+    config = metadata.parse_config(SAMPLE)
     vg = config["vg0"]
     assert vg["seqno"] == 3
     assert vg["status"] == ["RESIZEABLE", "READ", "WRITE"]
@@ -66,16 +66,16 @@ def test_config_language():
 
 
 def test_volume_group_from_the_text():
-    config = lvm2.parse_config(SAMPLE.replace('"odd name"', "lv1"))
-    record = lvm2.MetadataRecord(0, 0, 0, False, SAMPLE, 3, "vg0", config)
-    vg = lvm2.volume_group(record)
+    config = metadata.parse_config(SAMPLE.replace('"odd name"', "lv1"))
+    record = pv.MetadataRecord(0, 0, 0, False, SAMPLE, 3, "vg0", config)
+    vg = metadata.volume_group(record)
     assert vg.extent_size == 8192 * 512
     assert vg.pvs[0].pe_start == 2048 * 512
     (lv,) = vg.lvs
     assert lv.visible and lv.extent_count == 2
     (seg,) = lv.segments
     assert seg.stripe_size == 128 * 512
-    assert seg.stripes == (lvm2.Stripe("pv0", 0), lvm2.Stripe("pv0", 3))
+    assert seg.stripes == (metadata.Stripe("pv0", 0), metadata.Stripe("pv0", 3))
 
 
 @pytest.mark.parametrize(
@@ -92,31 +92,31 @@ def test_volume_group_from_the_text():
 )
 def test_config_errors_are_damage(text, message):
     with pytest.raises(DamagedError, match=message):
-        lvm2.parse_config(text)
+        metadata.parse_config(text)
 
 
 def test_crc_is_lvms_variant():
     # lvm2's calc_crc is the reflected CRC32 table without zlib's inversions.
     data = b"LVM2 metadata"
-    crc = lvm2.INITIAL_CRC
+    crc = label.INITIAL_CRC
     for byte in data:
         crc ^= byte
         for _ in range(8):
             crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
-    assert lvm2.lvm_crc(data) == crc
-    assert lvm2.lvm_crc(data) != zlib.crc32(data)
+    assert label.lvm_crc(data) == crc
+    assert label.lvm_crc(data) != zlib.crc32(data)
 
 
 def test_zeros_are_not_a_pv():
     with pytest.raises(NotThisFormat):
-        lvm2.read_pv(io.BytesIO(bytes(8192)), 8192)
+        pv.read_pv(io.BytesIO(bytes(8192)), 8192)
 
 
 @settings(max_examples=300)
 @given(st.text(max_size=300))
 def test_random_text_raises_only_damage(text):
     try:
-        lvm2.parse_config(text)
+        metadata.parse_config(text)
     except DamagedError:
         pass
 
@@ -128,6 +128,6 @@ def test_random_label_sectors_raise_only_parser_errors(data, sector):
     disk[sector * 512 : sector * 512 + len(data)] = data
     disk[sector * 512 : sector * 512 + 8] = b"LABELONE"
     try:
-        lvm2.read_pv(io.BytesIO(bytes(disk)), len(disk))
+        pv.read_pv(io.BytesIO(bytes(disk)), len(disk))
     except ParserError:
         pass

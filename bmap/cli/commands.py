@@ -1,0 +1,709 @@
+"""The ``bmap`` commands: thin click wrappers over the library.
+
+Every error a user can cause ends in one line on stderr and an exit code from
+:class:`bmap.errors.ExitCode` (docs/cli.md), never a traceback; ``--debug`` shows the
+traceback of an internal error. Calling :func:`main` changes nothing of the process it runs
+in; the ``bmap`` program sets its process up first (:mod:`bmap.cli.program`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from bmap import __version__
+from bmap.cli.render import (
+    describe_hit,
+    disk_dict,
+    disk_tree,
+    hits_table,
+    vg_dict,
+    vg_tree,
+)
+from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
+from bmap.images import Image, open_image, open_images
+from bmap.layers.mapper import map_disks, map_images
+from bmap.layers.partitions import discover
+from bmap.model.units import human_size
+from bmap.store.mapfile import FORMATS, read_map, sniff_format, write_map
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bmap.trace.annotate import Annotator
+    from bmap.trace.logjob import NbdkitLogJob
+    from bmap.trace.output import TraceWriter
+    from bmap.trace.requests import TraceParser
+
+_SUFFIXES = {
+    "": 1,
+    "s": 512,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tib": 1 << 40,
+}
+_NUMBER = re.compile(r"(0x[0-9a-f]+|\d+)([a-z]*)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count or offset: ``1048576``, ``0x100000``, ``1M``, ``4KiB``, ``2048s`` (sectors
+    of 512 bytes). Suffixes are binary (K = 1024).
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = _NUMBER.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an offset: {text!r} (use 1048576, 0x100000, 1M, 2048s)")
+    number, suffix = match.groups()
+    if suffix.lower() not in _SUFFIXES:
+        raise ValueError(f"unknown suffix {suffix!r} in {text!r} (K, M, G, T, KiB, ..., s)")
+    return int(number, 0) * _SUFFIXES[suffix.lower()]
+
+
+def parse_query(text: str) -> tuple[int, int]:
+    """``OFFSET`` or ``OFFSET+LENGTH`` -> ``(start, end)``."""
+    offset, plus, length = text.partition("+")
+    start = parse_size(offset)
+    size = parse_size(length) if plus else 1
+    if size <= 0:
+        raise ValueError(f"empty range: {text!r}")
+    return start, start + size
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    click.echo(f"bmap: {message}", err=True)
+    sys.exit(int(code))
+
+
+class _Group(click.Group):
+    """Turns every error into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except BmapError as exc:
+            _fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERNAL)
+        except BrokenPipeError:
+            # The reader went away (bmap ... | head): not an error of ours.
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            finally:
+                sys.exit(0)
+        except Exception as exc:
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(a bug in bmap; run again with --debug for the traceback and report it)",
+                ExitCode.INTERNAL,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bmap")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def main(debug: bool) -> None:
+    """Map disk images: which bytes belong to which partition, structure and file.
+
+    Exit codes: 0 done; 1 internal error; 2 bad usage; 3 done, but the input is damaged (see
+    the findings); 4 an input cannot be read; 5 an input is not a disk image; 6 a map file is
+    not valid.
+    """
+
+
+def _sector_size_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--sector-size",
+        type=click.Choice(["auto", "512", "4096"]),
+        default="auto",
+        show_default=True,
+        help="Logical sector size; auto finds the GPT header or asks the block device.",
+    )(f)
+
+
+def _sector_size(value: str) -> int | None:
+    return None if value == "auto" else int(value)
+
+
+def _report_findings(findings: Sequence[Finding]) -> None:
+    for f in findings:
+        click.echo(f"bmap: {f}", err=True)
+
+
+def _exit_for(findings: Sequence[Finding]) -> int:
+    damaged = any(f.severity >= Severity.WARNING for f in findings)
+    return int(ExitCode.DAMAGED if damaged else ExitCode.OK)
+
+
+class _LazyProgress:
+    """A progress bar on stderr, shown only on a terminal and only once work takes a moment."""
+
+    DELAY = 0.5
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < self.DELAY:
+                return
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _default_output(first: Path, fmt: str) -> Path:
+    suffix = "bmap" if fmt == "bmap" else fmt
+    if first.is_block_device():
+        return Path.cwd() / f"{first.name}.{suffix}"
+    return first.with_name(f"{first.name}.{suffix}")
+
+
+@main.command("map")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Where to write the map ('-' for stdout). Default: <first image>.bmap.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="bmap (text, default), csv or jsonl; by default taken from the output's extension.",
+)
+@click.option("--sha256", is_flag=True, help="Record each image's SHA-256 in the map header.")
+@_sector_size_option
+def map_command(
+    images: tuple[Path, ...], output: Path | None, fmt: str | None, sha256: bool, sector_size: str
+) -> None:
+    """Map IMAGE... (disk 1, 2, ... in the order given) and write the block map."""
+    if fmt is None:
+        ext = output.suffix.lstrip(".") if output is not None and str(output) != "-" else ""
+        fmt = ext if ext in FORMATS else "bmap"
+    target = output or _default_output(images[0], fmt)
+    opened = open_images(images)
+    try:
+        if str(target) != "-":
+            _refuse_to_overwrite_input(target, opened)
+        progress = _LazyProgress("hashing")
+        try:
+            bmap = map_images(
+                opened,
+                sector_size=_sector_size(sector_size),
+                with_sha256=sha256,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        if str(target) == "-":
+            write_map(bmap, sys.stdout, fmt)
+            sys.stdout.flush()
+        else:
+            try:
+                write_map(bmap, target, fmt)
+            except OSError as exc:
+                raise ImageError(f"{target}: cannot write the map: {exc.strerror or exc}") from None
+        _report_findings(bmap.findings)
+        total = sum(i.size for i in bmap.images)
+        covered = bmap.covered_bytes()
+        where = "stdout" if str(target) == "-" else str(target)
+        click.echo(
+            f"bmap: wrote {where} ({fmt}): {len(bmap.images)} disk(s), "
+            f"{len(bmap.objects)} objects, {len(bmap)} lines, {human_size(covered)} of "
+            f"{human_size(total)} covered, {len(bmap.findings)} finding(s)",
+            err=True,
+        )
+        sys.exit(_exit_for(bmap.findings))
+    finally:
+        for image in opened:
+            image.close()
+
+
+def _refuse_to_overwrite_input(target: Path, images: Sequence[Image]) -> None:
+    if not target.exists():
+        return
+    for image in images:
+        try:
+            if os.path.samefile(target, image.path):
+                raise ImageError(f"{target}: is an input image; refusing to write the map over it")
+        except OSError:
+            continue
+
+
+@main.command("info")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also list table structures and gaps.")
+@_sector_size_option
+def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector_size: str) -> None:
+    """Show the layout of IMAGE...: tables, partitions and what each holds."""
+    from bmap.layers.lvm import assemble, find_pvs
+
+    opened = open_images(images)
+    try:
+        disks = [discover(image, _sector_size(sector_size)) for image in opened]
+        pvs, pv_findings = find_pvs(disks)
+        views, vg_findings = assemble(pvs)
+        findings = [f for d in disks for f in d.findings] + pv_findings + vg_findings
+        findings += [f for v in views for f in v.findings]
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "disks": [disk_dict(d) for d in disks],
+                        "volume_groups": [vg_dict(v) for v in views],
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            for i, disk in enumerate(disks):
+                if i:
+                    click.echo("")
+                for line in disk_tree(disk, show_all):
+                    click.echo(line)
+            for view in views:
+                click.echo("")
+                for line in vg_tree(view):
+                    click.echo(line)
+            _report_findings(findings)
+        if not any(d.recognised for d in disks):
+            _fail(
+                f"{', '.join(str(d.image.path) for d in disks)}: not a disk image: "
+                "no partition table and no recognised content",
+                ExitCode.NOT_A_DISK,
+            )
+        sys.exit(_exit_for(findings))
+    finally:
+        for image in opened:
+            image.close()
+
+
+def _looks_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b"\0" in head
+
+
+def _load_for_lookup(source: Path) -> pd.DataFrame:
+    """A map file as a DataFrame, or an image mapped in memory."""
+    if not source.exists():
+        raise MapFormatError(f"{source}: no such file")
+    if source.is_dir():
+        raise MapFormatError(f"{source}: is a directory, not a map")
+    if source.is_block_device() or _looks_binary(source):
+        with open_image(source) as image:
+            return map_disks([discover(image)]).to_dataframe()
+    try:
+        with open(source, encoding="utf-8", errors="replace") as fh:
+            sniff_format(fh.readline())
+    except MapFormatError as exc:
+        raise MapFormatError(f"{source}: {exc}") from None
+    return read_map(source)
+
+
+@main.command("lookup")
+@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True, metavar="OFFSET[+LENGTH]...")
+@click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Disk number in a multi-disk map.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json: bool) -> None:
+    """What is at each OFFSET of a disk: every object, innermost first, with the offset inside it.
+
+    MAP is a map file (bmap, csv or jsonl) or a disk image, mapped on the fly. OFFSET accepts
+    decimal, 0x hex, K/M/G/T suffixes (binary) and s for 512-byte sectors.
+    """
+    try:
+        ranges = [parse_query(q) for q in queries]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="OFFSET") from None
+    from bmap.store.lookup import hit_record, lookup
+
+    frame = _load_for_lookup(map_file)
+    answers = lookup(frame, disk, ranges, str(map_file))
+    if as_json:
+        out = [
+            {
+                "disk": a.disk,
+                "start": a.start,
+                "end": a.end,
+                "objects": [hit_record(frame.iloc[r], off) for r, off in a.hits],
+            }
+            for a in answers
+        ]
+        click.echo(json.dumps(out, indent=2))
+        return
+    for a in answers:
+        size = a.end - a.start
+        label = f"disk {a.disk} {a.start:#x}" + (f"+{size:#x}" if size > 1 else "")
+        click.echo(f"{label}:")
+        if not a.hits:
+            click.echo("  nothing in the map covers these bytes")
+            continue
+        table = []
+        for r, off in a.hits:
+            row = frame.iloc[r]
+            table.append(
+                (
+                    describe_hit(row),
+                    f"at {off:#x}" if off >= 0 else "at ?",
+                    f"[{int(row['start']):#x}, {int(row['end']):#x})",
+                )
+            )
+        for line in hits_table(table):
+            click.echo(line)
+
+
+class _LogFormatChoice(click.Choice):
+    """``--input-format``: ``auto`` or a format of :data:`bmap.trace.logs.LOG_FORMATS`, looked
+    up only when the option is used (the other commands never import the trace)."""
+
+    def __init__(self) -> None:
+        super().__init__(["auto"])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        from bmap.trace.logs import LOG_FORMATS
+
+        return ["auto", *LOG_FORMATS]
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # always the table's
+
+
+@main.command("trace")
+@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("logs", nargs=-1, required=True, metavar="LOG...")
+@click.option(
+    "--input-format",
+    type=_LogFormatChoice(),
+    default="auto",
+    show_default=True,
+    help="The log's format; auto looks at its first lines.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "jsonl"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--summary", is_flag=True, help="Per object totals instead of the records.")
+@click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Which disk of the map the log is of.",
+)
+@click.option(
+    "--follow", is_flag=True, help="Keep reading the log as it grows, like tail -f; Ctrl-C ends."
+)
+def trace_command(
+    map_file: Path,
+    logs: tuple[str, ...],
+    input_format: str,
+    fmt: str,
+    summary: bool,
+    disk: int,
+    follow: bool,
+) -> None:
+    """Name the objects behind every request of an I/O log (nbdkit log filter, QEMU block
+    trace events, blkparse output, or offset,length CSV).
+
+    MAP is a map file or a disk image (mapped on the fly); LOG may be '-' for stdin.
+    """
+    from bmap.trace.annotate import Annotator
+
+    if follow and len(logs) != 1:
+        raise click.BadParameter("--follow takes one log", param_hint="LOG")
+    # The first log is opened (and its format known) before the map is loaded: a log that
+    # cannot be read fails at once, and an nbdkit log file is scanned in a child process
+    # while the map loads.
+    first = None if follow else _OpenLog(logs[0], input_format)
+    try:
+        frame = _load_for_lookup(map_file)
+        if disk not in set(frame["disk"].unique().tolist()):
+            raise MapFormatError(f"{map_file}: has no disk {disk}")
+        annotator = Annotator(frame, disk)
+        del frame  # the annotator keeps what it needs; its memory is reused for the output
+        writer = _trace_writer(annotator, fmt, summary, live=follow)
+        if follow:
+            try:
+                _follow(writer, logs[0], input_format)
+            except KeyboardInterrupt:
+                pass
+            writer.close()
+            return
+        unparsed = 0
+        for i, log in enumerate(logs):
+            current = first if i == 0 else _OpenLog(log, input_format)
+            assert current is not None
+            if current.job is not None:
+                writer.consume(current.job)
+            else:
+                _trace_lines(writer, current.parser, current.lines)
+            unparsed += current.parser.unparsed
+            for number, text in current.parser.first_unparsed:
+                click.echo(
+                    f"bmap: {log}:{number}: not a {current.parser.name} line: {text!r}", err=True
+                )
+        writer.close()
+    finally:
+        if first is not None:
+            first.close()
+    if unparsed:
+        click.echo(f"bmap: {unparsed} line(s) of no known format were skipped", err=True)
+    if writer.disk_offsets_only:
+        click.echo(
+            "bmap: the map has no offsets inside files (text .bmap): ranges are disk offsets; "
+            "use a csv or jsonl map, or the image, for offsets inside each object",
+            err=True,
+        )
+
+
+class _OpenLog:
+    """A log whose format is known: its lines, or for a file of a format read in blocks
+    (nbdkit's) a job that reads and scans it in a child process from now on."""
+
+    def __init__(self, name: str, input_format: str) -> None:
+        from bmap.trace.logjob import NbdkitLogJob
+        from bmap.trace.logs import LOG_FORMATS, detect_format
+        from bmap.trace.nbdkit import NbdkitParser
+
+        chosen = input_format
+        # A regular file of nbdkit's log is read in blocks by the job; anything else (stdin,
+        # a named pipe, other formats) line by line.
+        try:
+            regular = name != "-" and stat.S_ISREG(os.stat(name).st_mode)
+        except OSError:
+            regular = False  # _log_lines says what is wrong with it
+        lines: Any = iter(())
+        head: list[str] = []
+        if chosen == "auto" or not (chosen == "nbdkit" and regular):
+            lines = _log_lines(name)
+            for line in lines:
+                head.append(line)
+                if len(head) >= 50:
+                    break
+        if chosen == "auto":
+            chosen = detect_format(head) or ""
+            if not chosen:
+                raise MapFormatError(f"{name}: no line in its first 50 is a known trace format")
+        self.parser: TraceParser = LOG_FORMATS[chosen]()
+        self.lines: Iterable[str] = _chain(head, lines)
+        self.job: NbdkitLogJob | None = None
+        if chosen == "nbdkit" and regular:
+            if hasattr(lines, "close"):
+                lines.close()
+            try:
+                fh = open(name, "rb")  # noqa: SIM115 - the job closes it
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+            assert isinstance(self.parser, NbdkitParser)
+            self.job = NbdkitLogJob(fh, name, self.parser)
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.close()
+
+
+def _trace_writer(
+    annotator: Annotator, fmt: str, summary: bool, live: bool, header: bool = True
+) -> TraceWriter:
+    """Records to stdout's bytes (text written to stdout before is flushed first)."""
+    from bmap.trace.output import TraceWriter
+
+    sys.stdout.flush()
+    return TraceWriter(annotator, fmt, summary, sys.stdout.buffer, live=live, header=header)
+
+
+def _follow(writer: TraceWriter, log: str, input_format: str, stop: Any = None) -> None:
+    """Annotate a growing log: every completed request is written as soon as its line is."""
+    from bmap.trace.logs import LOG_FORMATS, detect_format, follow_lines
+
+    source = (line.rstrip("\n") for line in sys.stdin) if log == "-" else follow_lines(log, stop)
+    parser = None
+    waiting: list[str] = []
+    batch: list[Any] = []
+    number = 0
+    for line in source:
+        if line is None:  # nothing more for now: write what is complete
+            writer.requests(batch)
+            batch = []
+            continue
+        if parser is None:
+            chosen = input_format if input_format != "auto" else detect_format([line])
+            if chosen is None:
+                waiting.append(line)
+                if len(waiting) > 50:
+                    raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
+                continue
+            parser = LOG_FORMATS[chosen]()
+            for early in waiting:
+                number += 1
+                batch += parser.feed(number, early)
+            waiting = []
+        number += 1
+        batch += parser.feed(number, line)
+        if log == "-" or len(batch) >= 4096:
+            writer.requests(batch)
+            batch = []
+    if parser is not None:
+        batch += parser.finish()
+    writer.requests(batch)
+
+
+@main.command("serve")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--map",
+    "map_file",
+    type=click.Path(path_type=Path),
+    help="A map of the images (by default they are mapped first, together).",
+)
+@click.option(
+    "--run",
+    "run_cmd",
+    help="Run this client with $uri (the first image) and $uri1, $uri2, ... set; stop when it "
+    "ends.",
+)
+@click.option("--writable", is_flag=True, help="Let the client write (read-only by default).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Listen on this localhost port (the next images on the next ports) instead of Unix "
+    "sockets.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "jsonl"]),
+    default="text",
+    show_default=True,
+)
+def serve_command(
+    images: tuple[Path, ...],
+    map_file: Path | None,
+    run_cmd: str | None,
+    writable: bool,
+    port: int | None,
+    fmt: str,
+) -> None:
+    """Serve IMAGE... with the real nbdkit and name, live, what the client reads.
+
+    Each image gets its own nbdkit; its NBD URI is printed on stderr. Then one record per run
+    of requests, from every disk as its requests complete, until the client disconnects (or
+    the --run command ends, or Ctrl-C). nbdkit is stopped and its socket removed on every
+    way out.
+    """
+    from bmap.trace.annotate import Annotator
+    from bmap.trace.serve import serve_images
+
+    if port is not None and port + len(images) - 1 > 65535:
+        raise click.BadParameter(f"{len(images)} images need ports up to {port + len(images) - 1}")
+    for image in images:
+        open_image(image).close()  # one clear error for a bad path before nbdkit starts
+    if map_file is not None:
+        frame = _load_for_lookup(map_file)
+    else:
+        opened = open_images(list(images))
+        try:
+            frame = map_disks([discover(img) for img in opened]).to_dataframe()
+        finally:
+            for img in opened:
+                img.close()
+    present = set(frame["disk"].unique().tolist())
+    for disk in range(1, len(images) + 1):
+        if disk not in present:
+            raise MapFormatError(f"{map_file}: has no disk {disk} (for {images[disk - 1]})")
+    writers = [
+        _trace_writer(Annotator(frame, disk), fmt, False, live=True, header=disk == 1)
+        for disk in range(1, len(images) + 1)
+    ]
+    del frame
+    code = serve_images(
+        list(images),
+        writers,
+        writable,
+        port,
+        run_cmd,
+        lambda message: click.echo(f"bmap: {message}", err=True),
+    )
+    if code:
+        click.echo(f"bmap: the --run command exited with {code}", err=True)
+
+
+def _trace_lines(writer: TraceWriter, parser: TraceParser, lines: Iterable[str]) -> None:
+    """Any log line by line, annotated a batch of requests at a time."""
+    batch: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        batch += parser.feed(number, line.rstrip("\n"))
+        if len(batch) >= 65536:
+            writer.requests(batch)
+            batch = []
+    writer.requests(batch + parser.finish())
+
+
+def _chain(head: list[str], rest: Any) -> Any:
+    yield from head
+    yield from rest
+
+
+def _log_lines(log: str) -> Any:
+    if log == "-":
+        return iter(sys.stdin)
+    try:
+        return iter(open(log, encoding="utf-8", errors="replace"))
+    except OSError as exc:
+        raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
+

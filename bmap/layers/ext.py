@@ -1,0 +1,704 @@
+"""The ext2/3/4 layer: every structure, directory and file of a filesystem as map lines.
+
+Works in the filesystem's own coordinates (bytes from its first byte) and hands the extents to
+the volume's :class:`~bmap.layers.placement.Placement`, which puts them on the disks. What it
+writes:
+
+- ``m`` lines for the static structures (boot block, superblock and its backups, group
+  descriptors, reserved GDT blocks, bitmaps, inode tables, MMP), the journal, quota inodes,
+  the orphan file, the resize inode's own block, and per object: ``extent-tree``,
+  ``indirect-block``, ``xattr-block`` and ``symlink`` (a target stored in a data block);
+- ``d`` and ``f`` lines for directory and file contents, one set per name (hard links repeat
+  the same ranges under each name); preallocated (unwritten) extents at their physical place;
+  inline data as the inode's own record inside the inode table;
+- ``u unallocated`` from the block bitmaps, ``u cluster-slack`` for the unused blocks of a
+  bigalloc cluster that holds something, ``u unreferenced`` for blocks the bitmaps call used
+  that nothing refers to, ``u volume-slack`` for device bytes after the filesystem's end.
+
+Inodes in use that no directory names are listed as ``/$OrphanFiles/OrphanFile-<inode>``, as
+The Sleuth Kit names them.
+
+Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for ext2, ext3 and ext4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bmap.errors import Finding, Severity
+from bmap.images import RangeStream
+from bmap.layers.content import Volume
+from bmap.model import textcols
+from bmap.model.blockmap import MapBuilder, PathColumn
+from bmap.model.intervals import intersect_length, ragged_ranges, subtract, union
+from parsers.errors import ParserError
+from parsers.ext import structs as S
+from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
+from parsers.ext.filesystem import describe as describe_superblock
+
+Array = npt.NDArray[np.int64]
+ORPHAN_DIR = "/$OrphanFiles"
+#: (type, kind) of a name's data, by code: a directory, a file, a slow symlink's target.
+_DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
+#: (type, kind) of the blocks of a name's block map, by code.
+_TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
+
+
+@dataclass
+class _Runs:
+    """Data runs of many inodes, as columns sorted by inode row."""
+
+    row: Array
+    logical: Array
+    physical: Array
+    length: Array
+
+    def slice_of(self, row: int) -> slice:
+        lo = int(np.searchsorted(self.row, row, side="left"))
+        hi = int(np.searchsorted(self.row, row, side="right"))
+        return slice(lo, hi)
+
+
+class _Mapper:
+    """One filesystem's walk: every structure, name and free run, as lines of ``builder``."""
+
+    def __init__(self, fs: ExtFS, volume: Volume, builder: MapBuilder) -> None:
+        self.fs = fs
+        self.device = volume.device
+        self.builder = builder
+        self.placement = volume.placement
+        self.disk = volume.disk
+        self.device_size = volume.size
+        self.bs = fs.block_size
+        self.findings: list[Finding] = []
+        self.claimed_starts: list[Array] = []
+        self.claimed_ends: list[Array] = []
+        self._kind_objects: dict[str, int] = {}
+        self.special_rows: set[int] = set()
+
+    # -- output helpers ------------------------------------------------------------------
+
+    def finding(self, severity: Severity, offset: int | None, source: str, message: str) -> None:
+        self.findings.append(Finding(severity, self.disk, offset, source, message))
+
+    def report(self, problems: Iterable[ParserError]) -> None:
+        """Damage the parser worked around, as findings."""
+        for problem in problems:
+            # A backup superblock stands in for the primary with nothing lost.
+            recovered = problem.structure == "superblock" and "backup" in problem.reason
+            self.finding(
+                Severity.WARNING if recovered else Severity.ERROR,
+                problem.offset,
+                f"{self.device} {problem.structure}",
+                problem.reason,
+            )
+
+    def kind_object(self, kind: str, type_: str = "m") -> int:
+        obj = self._kind_objects.get(kind)
+        if obj is None:
+            obj = self.builder.add_object(type_, self.device, kind)
+            self._kind_objects[kind] = obj
+        return obj
+
+    def emit(
+        self,
+        obj: int | Array,
+        starts: npt.ArrayLike,
+        ends: npt.ArrayLike,
+        file_offsets: npt.ArrayLike | None = None,
+        claim: bool = True,
+    ) -> None:
+        s = np.asarray(starts, dtype=np.int64)
+        e = np.asarray(ends, dtype=np.int64)
+        self.placement.place(self.builder, obj, s, e, file_offsets)
+        if claim:
+            self.claimed_starts.append(s)
+            self.claimed_ends.append(e)
+
+    def emit_kind(
+        self,
+        kind: str,
+        starts: npt.ArrayLike,
+        ends: npt.ArrayLike,
+        file_offsets: npt.ArrayLike | None = None,
+        type_: str = "m",
+        claim: bool = True,
+    ) -> None:
+        """Lines of the device-wide object ``kind``; none (and no object) when empty.
+
+        A structure's lines carry the offset inside themselves unless told otherwise; unused
+        space has no offset.
+        """
+        s = np.asarray(starts, dtype=np.int64)
+        if len(s) == 0:
+            return
+        if file_offsets is None and type_ == "m":
+            file_offsets = np.zeros(len(s), dtype=np.int64)
+        self.emit(self.kind_object(kind, type_), s, ends, file_offsets, claim=claim)
+
+    def emit_blocks(self, kind: str, blocks: npt.ArrayLike, counts: npt.ArrayLike = 1) -> None:
+        b = np.asarray(blocks, dtype=np.int64)
+        c = np.broadcast_to(np.asarray(counts, dtype=np.int64), b.shape)
+        if len(b):
+            self.emit_kind(kind, b * self.bs, (b + c) * self.bs)
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.report(self.fs.take_problems())  # the superblock's
+        self.static_structures()
+        live = self.live_rows()
+        self.report(self.fs.take_problems())  # the group descriptors' and inode tables'
+        runs, tree = self.collect_runs(live)
+        self.special_inodes(runs, tree)
+        names = self.walk_directories(runs)
+        self.emit_named(names, runs, tree)
+        self.free_space()
+
+    def live_rows(self) -> Array:
+        table = self.fs.inodes
+        live = table.in_use & (table.links > 0) & (table.dtime == 0) | table.in_use & (
+            table.ino < self.fs.sb.first_ino
+        )
+        return np.flatnonzero(live & (table.mode != 0)).astype(np.int64)
+
+    def static_structures(self) -> None:
+        fs, bs = self.fs, self.bs
+        by_kind: dict[str, tuple[list[int], list[int]]] = {}
+        for kind, block, count in fs.static_layout():
+            if kind == "superblock" and bs > 1024 and block == 0:
+                # Block 0 of a large-block filesystem: boot block, then the superblock.
+                self.emit_kind("boot-block", [0], [1024])
+                self.emit_kind("superblock", [1024], [bs])
+                continue
+            blocks, counts = by_kind.setdefault(kind, ([], []))
+            blocks.append(block)
+            counts.append(count)
+        # One call per kind, not per group: a large filesystem has thousands of groups.
+        for kind, (blocks, counts) in by_kind.items():
+            self.emit_blocks(kind, blocks, counts)
+
+    def collect_runs(self, rows: Array) -> tuple[_Runs, dict[int, list[int]]]:
+        """Data runs of every live inode; tree (or indirect) blocks per row."""
+        fs = self.fs
+        table = fs.inodes
+        flags = table.flags[rows]
+        mode = table.mode[rows] & S.S_IFMT
+        has_blocks = (flags & S.INLINE_DATA_FL) == 0
+        # Fast symlinks and device nodes keep other things in i_block.
+        special = (
+            (mode == S.S_IFCHR) | (mode == S.S_IFBLK) | (mode == S.S_IFIFO) | (mode == S.S_IFSOCK)
+        )
+        fast_link = (mode == S.S_IFLNK) & ~self._slow_symlink(rows)
+        # The resize inode's blocks are the reserved GDT blocks, mapped as static structures
+        # (special_inodes adds its double-indirect block): walking its thousands of
+        # indirect entries would add nothing.
+        resize = table.ino[rows] == S.RESIZE_INO
+        candidates = rows[has_blocks & ~special & ~fast_link & ~resize]
+        extent_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) != 0]
+        mapped_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) == 0]
+
+        row_parts, lo_parts, ph_parts, ln_parts = [], [], [], []
+        tree: dict[int, list[int]] = {}
+        # In chunks: the decoded i_block copies stay small.
+        parts = [
+            fs.depth0_extents(extent_rows[i : i + 32768]) for i in range(0, len(extent_rows), 32768)
+        ] or [fs.depth0_extents(extent_rows)]
+        r, lo, ph, ln, _uw, slow = (np.concatenate(c) for c in zip(*parts))
+        ok = fs.runs_ok(ph, ln)
+        if not ok.all():
+            for bad in np.unique(r[~ok]).tolist():
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"inode {int(table.ino[bad])}: an extent lies outside the filesystem; skipped",
+                )
+        row_parts.append(r[ok])
+        lo_parts.append(lo[ok])
+        ph_parts.append(ph[ok])
+        ln_parts.append(ln[ok])
+        for row in list(slow.tolist()) + list(mapped_rows.tolist()):
+            result = self._runs_of(row)
+            row_parts.append(np.full(len(result.logical), row, dtype=np.int64))
+            lo_parts.append(result.logical)
+            ph_parts.append(result.physical)
+            ln_parts.append(result.length)
+            if result.tree_blocks:
+                tree[row] = result.tree_blocks
+        row_all = np.concatenate(row_parts)
+        order = np.lexsort((np.concatenate(lo_parts), row_all))
+        runs = _Runs(
+            row_all[order],
+            np.concatenate(lo_parts)[order],
+            np.concatenate(ph_parts)[order],
+            np.concatenate(ln_parts)[order],
+        )
+        return runs, tree
+
+    def _runs_of(self, row: int) -> BlockRuns:
+        result = self.fs.runs_of(row, f"inode {int(self.fs.inodes.ino[row])}")
+        self.report(result.problems)
+        return result
+
+    def _slow_symlink(self, rows: Array) -> npt.NDArray[np.bool_]:
+        """A symlink whose target is in a data block: it has blocks beyond an xattr block."""
+        table = self.fs.inodes
+        acl_sectors = np.where(table.file_acl[rows] != 0, self.bs // 512, 0)
+        blocks = table.blocks[rows]
+        huge = (table.flags[rows] & S.HUGE_FILE_FL) != 0
+        sectors = np.where(huge, blocks * (self.bs // 512), blocks)
+        return (sectors - acl_sectors) > 0
+
+    def special_inodes(self, runs: _Runs, tree: dict[int, list[int]]) -> None:
+        fs = self.fs
+        sb = fs.sb
+        table = fs.inodes
+        specials: list[tuple[int, str]] = [(S.BAD_BLOCKS_INO, "bad-blocks"), (5, "boot-loader")]
+        if sb.journal_inum:
+            specials.append((sb.journal_inum, "journal"))
+        specials += [(q, "quota") for q in sb.quota_inums]
+        if sb.orphan_file_inum:
+            specials.append((sb.orphan_file_inum, "orphan-file"))
+        for ino, kind in specials:
+            row = table.index_of(ino)
+            if row < 0:
+                continue
+            self.special_rows.add(row)
+            sl = runs.slice_of(row)
+            starts = runs.physical[sl] * self.bs
+            self.emit_kind(
+                kind, starts, starts + runs.length[sl] * self.bs, runs.logical[sl] * self.bs
+            )
+            self.emit_blocks(kind, tree.get(row, []))
+        row = table.index_of(S.RESIZE_INO)
+        if row >= 0 and sb.reserved_gdt_blocks:
+            self.special_rows.add(row)
+            dind = int(np.frombuffer(table.i_block[row].tobytes(), dtype="<u4")[13])
+            if dind and fs.block_ok(dind):
+                self.emit_blocks("resize-inode", [dind])
+
+    def walk_directories(self, runs: _Runs) -> tuple[Array, PathColumn]:
+        """Every name in the tree: inode rows and their paths, level by level from the root.
+
+        The blocks of every directory are parsed in one vectorised pass first; the walk then
+        joins a whole level's names to their parents' paths at once. A path is its
+        directory's prefix and the name's bytes (:class:`PathColumn`): only the
+        directories' own paths become strings here.
+        """
+        fs = self.fs
+        table = fs.inodes
+        root = table.index_of(S.ROOT_INO)
+        if root < 0 or (table.mode[root] & S.S_IFMT) != S.S_IFDIR:
+            self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
+            return np.zeros(0, np.int64), PathColumn.of_texts([])
+        entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
+        order = np.argsort(entry_dir, kind="stable")
+        entry_dir, entry_ino = entry_dir[order], entry_ino[order]
+        # Each name in the blob is followed by a NUL.
+        name_start = (np.cumsum(lengths + 1) - (lengths + 1))[order]
+        name_len = lengths[order]
+        if blob.count(b"\0") != len(lengths) or b"/" in blob:
+            self._odd_names(
+                [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
+            )
+
+        def name(i: int) -> str:
+            start = int(name_start[i])
+            return blob[start : start + int(name_len[i])].decode("utf-8", "surrogateescape")
+
+        blob_array = np.frombuffer(blob, dtype=np.uint8)
+
+        def names_of(entries: Array) -> list[str]:
+            """The names of many entries, decoded in one call."""
+            pieces = textcols.Pieces(blob_array, name_start[entries], name_len[entries])
+            return textcols.texts([pieces], len(entries))
+
+        child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
+        valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
+        is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
+        dirs, first = np.unique(entry_dir, return_index=True)
+        last = np.concatenate((first[1:], [len(entry_dir)])).astype(np.int64)
+
+        # prefixes[prefix_of[row]] is a walked directory's path and a "/".
+        prefixes = ["/"]
+        prefix_of = np.zeros(len(table), dtype=np.int64)
+        seen = np.zeros(len(table), dtype=bool)
+        seen[root] = True
+        zero = np.zeros(1, dtype=np.int64)
+        # The root's path is the prefix "/" and no name.
+        rows: list[Array] = [np.array([root], dtype=np.int64)]
+        path_prefix: list[Array] = [zero]
+        path_start: list[Array] = [zero]
+        path_len: list[Array] = [zero]
+        frontier = np.array([root], dtype=np.int64)
+        while len(frontier):
+            k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
+            has = (k < len(dirs)) & (dirs[k] == frontier) if len(dirs) else k < 0
+            lo, hi = first[k[has]], last[k[has]]
+            idx = ragged_ranges(lo, hi - lo)
+            parent = prefix_of[entry_dir[idx]]
+            ok = valid[idx]
+            for i in np.flatnonzero(~ok)[:20].tolist():
+                self.finding(
+                    Severity.WARNING,
+                    None,
+                    self.device,
+                    f"{prefixes[int(parent[i])] + name(int(idx[i]))!r} names inode "
+                    f"{int(entry_ino[idx[i]])}, which is not in use; skipped",
+                )
+            if (~ok).sum() > 20:
+                self.finding(
+                    Severity.WARNING,
+                    None,
+                    self.device,
+                    f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
+                )
+            rows.append(child[idx[ok]])
+            path_prefix.append(parent[ok])
+            path_start.append(name_start[idx[ok]])
+            path_len.append(name_len[idx[ok]])
+            sub = np.flatnonzero(is_dir[idx])
+            cand = child[idx[sub]]
+            unique, where = np.unique(cand, return_index=True)
+            new = ~seen[unique]
+            fresh = np.zeros(len(cand), dtype=bool)
+            fresh[where[new]] = True
+            for i in np.flatnonzero(~fresh)[:20].tolist():
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"directory inode {int(table.ino[cand[i]])} has a second name "
+                    f"{prefixes[int(parent[sub[i]])] + name(int(idx[sub[i]]))!r} (a loop?); "
+                    "not walked again",
+                )
+            frontier = unique[new]
+            seen[frontier] = True
+            entries = sub[where[new]]
+            prefix_of[frontier] = np.arange(len(prefixes), len(prefixes) + len(frontier))
+            prefixes.extend(
+                [
+                    prefixes[p] + n + "/"
+                    for p, n in zip(parent[entries].tolist(), names_of(idx[entries]))
+                ]
+            )
+        return np.concatenate(rows), PathColumn(
+            prefixes,
+            np.concatenate(path_prefix),
+            blob,
+            np.concatenate(path_start),
+            np.concatenate(path_len),
+        )
+
+    def _odd_names(self, names: list[str]) -> None:
+        """A name with a NUL or a "/" cannot come from the kernel: say so (it is kept as
+        stored; a "/" in it makes its path look deeper than it is)."""
+        odd = [n for n in names if "\0" in n or "/" in n]
+        if odd:
+            shown = ", ".join(repr(n) for n in odd[:5])
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{len(odd)} directory entry name(s) hold a NUL or '/', which no kernel "
+                f"writes (kept as stored): {shown}",
+            )
+
+    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, bytes, Array]:
+        """``(directory row, child inode, names, name lengths)`` of every entry of every live
+        directory; the names as one blob, each followed by a NUL."""
+        fs = self.fs
+        table = fs.inodes
+        blocks, block_dir = self._directory_blocks(runs)
+        bulk = fs.bulk_dir_entries(blocks)
+        problems = list(bulk.problems)
+        dirs = [block_dir[bulk.block]]
+        inos = [bulk.inodes]
+        blobs = [bulk.names_blob]
+        lengths = [bulk.name_lengths]
+        live_dirs = (table.mode & S.S_IFMT) == S.S_IFDIR
+        inline = np.flatnonzero(live_dirs & table.in_use & ((table.flags & S.INLINE_DATA_FL) != 0))
+        for row in inline.tolist():
+            entries = fs.inline_directory(row, f"directory inode {int(table.ino[row])}")
+            problems += entries.problems
+            dirs.append(np.full(len(entries.inodes), row, dtype=np.int64))
+            inos.append(entries.inodes)
+            blobs.extend(name + b"\0" for name in entries.names)
+            lengths.append(np.array([len(name) for name in entries.names], dtype=np.int64))
+        self.report(problems)
+        return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs), np.concatenate(lengths)
+
+    def _directory_blocks(self, runs: _Runs) -> tuple[Array, Array]:
+        """Every block of every live directory inside its size, in the order of ``runs``
+        (inode row, then logical block), and the row of the directory it belongs to."""
+        table = self.fs.inodes
+        is_dir = (table.mode[runs.row] & S.S_IFMT) == S.S_IFDIR
+        # Only the blocks inside the directory's size hold entries.
+        limit = -(-table.size[runs.row] // self.bs)
+        length = np.clip(np.minimum(runs.length, limit - runs.logical), 0, None)
+        sel = np.flatnonzero(is_dir & (length > 0))
+        count = length[sel]
+        return ragged_ranges(runs.physical[sel], count), np.repeat(runs.row[sel], count)
+
+    def emit_named(
+        self,
+        named: tuple[Array, PathColumn],
+        runs: _Runs,
+        tree: dict[int, list[int]],
+    ) -> None:
+        """Lines for every name at once: data, tree blocks, xattr blocks, inline data."""
+        fs = self.fs
+        table = fs.inodes
+        bs = self.bs
+        orphan_rows, orphan_paths = self._orphans(named[0])
+        row = np.concatenate((named[0], orphan_rows))
+        paths = PathColumn.concat([named[1], PathColumn.of_texts(orphan_paths)])
+        if not len(paths):
+            return
+        mode = table.mode[row] & S.S_IFMT
+        flags = table.flags[row]
+        ino = table.ino[row]
+        inline = (flags & S.INLINE_DATA_FL) != 0
+        slow_link = (mode == S.S_IFLNK) & self._slow_symlink(row) & ~inline
+        is_dir = mode == S.S_IFDIR
+        is_file = mode == S.S_IFREG  # a symlink with inline data is a fast one: no line
+        # The first name of each inode claims its blocks; the others repeat them.
+        _, first_index = np.unique(row, return_index=True)
+        first = np.zeros(len(row), dtype=bool)
+        first[first_index] = True
+
+        # Data: directories, files and slow symlinks with blocks.
+        lo = np.searchsorted(runs.row, row, side="left")
+        hi = np.searchsorted(runs.row, row, side="right")
+        has_data = (is_dir | is_file | slow_link) & ~inline & (hi > lo)
+        self._emit_joined(
+            has_data,
+            lo,
+            hi,
+            row,
+            ino,
+            paths,
+            _DATA_CLASSES,
+            np.where(is_dir, 0, np.where(slow_link, 2, 1)),
+            runs.physical * bs,
+            (runs.physical + runs.length) * bs,
+            runs.logical * bs,
+            first,
+        )
+        # Inline data lives in the inode's own record inside the inode table.
+        sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
+        if len(sel):
+            objs = self._objects(sel, _DATA_CLASSES, np.where(is_dir[sel], 0, 1), paths, ino)
+            pos = table.position[row[sel]]
+            self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64), claim=False)
+        # Extent-tree nodes and indirect blocks.
+        if tree:
+            tree_row = np.fromiter(
+                (r for r, blocks in tree.items() for _ in blocks), dtype=np.int64
+            )
+            tree_block = np.fromiter(
+                (b for blocks in tree.values() for b in blocks), dtype=np.int64
+            )
+            order = np.argsort(tree_row, kind="stable")
+            tree_row, tree_block = tree_row[order], tree_block[order]
+            tlo = np.searchsorted(tree_row, row, side="left")
+            thi = np.searchsorted(tree_row, row, side="right")
+            self._emit_joined(
+                thi > tlo,
+                tlo,
+                thi,
+                row,
+                ino,
+                paths,
+                _TREE_CLASSES,
+                np.where((flags & S.EXTENTS_FL) != 0, 0, 1),
+                tree_block * bs,
+                (tree_block + 1) * bs,
+                np.zeros(len(tree_block), np.int64),
+                first,
+            )
+        # External xattr blocks.
+        acl = table.file_acl[row]
+        sel = np.flatnonzero(acl != 0)
+        if len(sel):
+            ok = (acl[sel] >= fs.sb.first_data_block) & (acl[sel] < fs.sb.blocks_count)
+            for i in sel[~ok].tolist():
+                self.finding(
+                    Severity.ERROR,
+                    None,
+                    self.device,
+                    f"{paths.text(i)!r}: xattr block {int(acl[i])} outside the filesystem",
+                )
+            sel = sel[ok]
+            objs = self._objects(sel, [("m", "xattr-block")], 0, paths, ino)
+            self._emit_claiming(
+                objs, acl[sel] * bs, (acl[sel] + 1) * bs, np.zeros(len(sel), np.int64), first[sel]
+            )
+
+    def _orphans(self, named_rows: Array) -> tuple[Array, list[str]]:
+        fs = self.fs
+        table = fs.inodes
+        live = table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
+        live &= table.ino >= fs.sb.first_ino
+        reached = np.zeros(len(table), dtype=bool)
+        reached[named_rows] = True
+        reached[list(self.special_rows)] = True
+        orphans = np.flatnonzero(live & ~reached).astype(np.int64)
+        if len(orphans):
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{len(orphans)} inode(s) in use but named by no directory; listed under "
+                f"{ORPHAN_DIR}",
+            )
+        return orphans, [f"{ORPHAN_DIR}/OrphanFile-{int(i)}" for i in table.ino[orphans].tolist()]
+
+    def _objects(
+        self,
+        sel: Array,
+        classes: list[tuple[str, str]],
+        codes: npt.ArrayLike,
+        paths: PathColumn,
+        ino: Array,
+    ) -> Array:
+        """One object per selected name, of type and kind ``classes[codes[i]]``; returns
+        their numbers."""
+        return self.builder.add_objects(
+            classes,
+            np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
+            self.device,
+            paths.take(sel),
+            ino[sel],
+        )
+
+    def _emit_joined(
+        self,
+        mask: npt.NDArray[np.bool_],
+        lo: Array,
+        hi: Array,
+        row: Array,
+        ino: Array,
+        paths: PathColumn,
+        classes: list[tuple[str, str]],
+        codes: Array,
+        starts: Array,
+        ends: Array,
+        offsets: Array | None,
+        first: npt.NDArray[np.bool_],
+    ) -> None:
+        """Join names with their rows' extents ``[lo, hi)`` and emit one object per name."""
+        sel = np.flatnonzero(mask)
+        if len(sel) == 0:
+            return
+        objs = self._objects(sel, classes, codes[sel], paths, ino)
+        count = hi[sel] - lo[sel]
+        ext = ragged_ranges(lo[sel], count)
+        self._emit_claiming(
+            np.repeat(objs, count),
+            starts[ext],
+            ends[ext],
+            None if offsets is None else offsets[ext],
+            np.repeat(first[sel], count),
+        )
+
+    def _emit_claiming(
+        self,
+        objs: Array,
+        starts: Array,
+        ends: Array,
+        offsets: Array | None,
+        claims: npt.NDArray[np.bool_],
+    ) -> None:
+        self.placement.place(self.builder, objs, starts, ends, offsets)
+        self.claimed_starts.append(starts[claims])
+        self.claimed_ends.append(ends[claims])
+
+    def free_space(self) -> None:
+        fs = self.fs
+        sb = fs.sb
+        bs = self.bs
+        ratio = sb.cluster_ratio
+        first, end = fs.free_clusters()
+        free = (first * ratio + sb.first_data_block, end * ratio + sb.first_data_block)
+        fs_end = sb.blocks_count
+        free = (free[0] * bs, np.minimum(free[1], fs_end) * bs)
+        claimed = union(
+            np.concatenate(self.claimed_starts) if self.claimed_starts else np.zeros(0, np.int64),
+            np.concatenate(self.claimed_ends) if self.claimed_ends else np.zeros(0, np.int64),
+        )
+        overlap = intersect_length(claimed, free)
+        if overlap:
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{overlap:#x} bytes in use by files or structures are free in the block bitmap",
+            )
+        # Groups whose bitmap was never written are free but for their own structures.
+        uninit = np.asarray(fs.uninit_block_groups(), dtype=np.int64)
+        group_start = (sb.first_data_block + uninit * sb.blocks_per_group) * bs
+        group_end = np.minimum(group_start + sb.blocks_per_group * bs, fs_end * bs)
+        free = union(np.concatenate((free[0], group_start)), np.concatenate((free[1], group_end)))
+        free = subtract(free, claimed)
+        self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
+        readable_end = min(fs_end * bs, self.device_size)
+        everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
+        rest = subtract(subtract(everything, claimed), free)
+        if ratio > 1 and len(rest[0]):
+            # bigalloc allocates whole clusters: the unused blocks of a cluster that holds
+            # something are that cluster's slack, not lost space.
+            size = ratio * bs
+            clusters = union((claimed[0] // size) * size, -(-claimed[1] // size) * size)
+            outside = subtract(rest, clusters)
+            slack = subtract(rest, outside)
+            rest = outside
+            if len(slack[0]):
+                self.emit_kind("cluster-slack", slack[0], slack[1], type_="u", claim=False)
+        if len(rest[0]):
+            self.emit_kind("unreferenced", rest[0], rest[1], type_="u", claim=False)
+        if self.device_size > fs_end * bs:
+            self.emit_kind(
+                "volume-slack", [fs_end * bs], [self.device_size], type_="u", claim=False
+            )
+
+
+def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
+    """Map the ext filesystem of ``volume`` into ``builder``; returns the findings.
+
+    A filesystem with no usable superblock is one finding, and nothing of it is mapped; damage
+    met later ends the walk where it stands, with a finding, and what was mapped stays.
+    """
+    try:
+        fs = ExtFS(volume.stream, volume.size)
+    except ParserError as exc:
+        return [
+            Finding(
+                Severity.ERROR,
+                volume.disk,
+                exc.offset,
+                f"{volume.device} {exc.structure}",
+                f"{exc.reason}; the filesystem is not mapped",
+            )
+        ]
+    mapper = _Mapper(fs, volume, builder)
+    try:
+        mapper.run()
+    except ParserError as exc:
+        mapper.report(fs.take_problems())  # what was found before the walk had to stop
+        mapper.finding(Severity.ERROR, exc.offset, f"{volume.device} {exc.structure}", exc.reason)
+    return mapper.findings
+
+
+def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
+    """What the superblock says, for ``bmap info``; None where there is no usable one."""
+    try:
+        return describe_superblock(ExtFS(stream, size))
+    except ParserError:
+        return None

@@ -1,0 +1,204 @@
+"""From images to a block map: the layers walked top-down, every byte accounted for.
+
+For each disk, its first level (:func:`map_disk`): the whole disk, the partition table's
+structures, the partitions, and the gaps between them; then what each partition (or the whole
+disk, without a table) holds, through the content mapper registered for its kind. Then every
+volume manager (LVM) gets all the disks at once, places its volumes and hands each back to
+:func:`map_content`. The walk knows no filesystem and no volume manager by name: it reads
+the tables of :mod:`bmap.layers.registry`.
+
+Each layer reports its extents in its own device's coordinates and places them on the disks
+through the device's :class:`~bmap.layers.placement.Placement`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterable, Sequence
+
+from bmap.errors import Finding, NotADiskError, Severity
+from bmap.images import Image
+from bmap.layers import registry
+from bmap.layers.content import Volume
+from bmap.layers.partitions import Disk, discover
+from bmap.layers.placement import Placement
+from bmap.model.blockmap import BlockMap, ImageInfo, MapBuilder
+from parsers.probe import Content
+
+#: Called as ``progress(done, total)`` in bytes of input handled; the CLI draws a bar with it.
+Progress = Callable[[int, int], None]
+
+
+def gaps(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``[lo, hi)`` that no range in ``ranges`` covers, in order."""
+    result = []
+    pos = lo
+    for start, end in sorted(ranges):
+        start, end = max(start, lo), min(end, hi)
+        if end <= start:
+            continue
+        if start > pos:
+            result.append((pos, start))
+        pos = max(pos, end)
+    if pos < hi:
+        result.append((pos, hi))
+    return result
+
+
+def map_content(
+    volume: Volume, builder: MapBuilder, claimed: Collection[str] = ()
+) -> list[Finding]:
+    """What ``volume`` holds, mapped by the content mapper registered for its kind; a kind no
+    mapper takes is a finding. Kinds in ``claimed`` are left to a volume manager."""
+    content = volume.content
+    if content is None or content.kind == "unknown" or content.kind in claimed:
+        return []
+    kind = content.kind
+    mapper = registry.content_mapper(kind)
+    if mapper is not None:
+        return mapper.map_volume(volume, builder)
+    return [
+        Finding(
+            Severity.INFO,
+            volume.disk,
+            volume.offset,
+            volume.device,
+            f"holds {kind}; mapping the inside of {kind} is not supported yet",
+        )
+    ]
+
+
+def _volume(disk: Disk, device: str, offset: int, size: int, content: Content | None) -> Volume:
+    """A partition (or the whole disk) as a volume: one range of its disk."""
+    return Volume(
+        device=device,
+        disk=disk.number,
+        offset=offset,
+        stream=disk.image.stream().view(offset, size),
+        placement=Placement.contiguous(disk.number, offset, size),
+        content=content,
+    )
+
+
+def map_disk(disk: Disk, builder: MapBuilder) -> None:
+    """Add the lines of one disk's first level and of what its partitions hold: ``v``, table
+    structures, ``p``, the contents, the gaps. Findings go to ``disk.findings``."""
+    n = disk.number
+    claimed = registry.managed_kinds()
+    builder.add_object_extent("v", disk.device, n, 0, disk.size)
+    for s in disk.structures:
+        builder.add_object_extent(
+            "m", s.device, n, s.offset, min(s.offset + s.size, disk.size), kind=s.kind
+        )
+    for p in disk.partitions:
+        if p.mapped_size <= 0:
+            continue
+        builder.add_object_extent("p", p.device, n, p.offset, p.offset + p.mapped_size)
+        volume = _volume(disk, p.device, p.offset, p.mapped_size, p.content)
+        disk.findings.extend(map_content(volume, builder, claimed))
+    if disk.scheme == "none":
+        before = builder.extent_count()
+        volume = _volume(disk, disk.device, 0, disk.size, disk.content)
+        disk.findings.extend(map_content(volume, builder, claimed))
+        kind = getattr(disk.content, "kind", None)
+        if disk.recognised and kind not in claimed and builder.extent_count() == before:
+            # A filesystem bmap cannot map inside (not supported yet, or too damaged): no
+            # partition line covers it, so say that these bytes are not explained.
+            builder.add_object_extent("u", disk.device, n, 0, disk.size, kind="unmapped")
+
+    # What no partition or structure claims is unpartitioned: at the top, and inside each
+    # extended partition around its EBRs and logical partitions.
+    containers = [(disk.device, 0, disk.size)] + [
+        (p.device, p.offset, p.offset + p.mapped_size) for p in disk.partitions if p.is_extended
+    ]
+    for device, lo, hi in containers:
+        parent = None if device == disk.device else device
+        used = [(s.offset, s.offset + s.size) for s in disk.structures if s.device == device]
+        used += [
+            (p.offset, p.offset + p.mapped_size) for p in disk.partitions if p.parent == parent
+        ]
+        if disk.scheme == "none" and parent is None and disk.recognised:
+            continue
+        for start, end in gaps(lo, hi, used):
+            builder.add_object_extent("u", device, n, start, end, kind="unpartitioned")
+
+
+def map_volume_managers(disks: Sequence[Disk], builder: MapBuilder) -> list[Finding]:
+    """Every volume manager whose kind of device is on some disk, given all the disks; the
+    volumes it makes are mapped inside through :func:`map_content`."""
+    findings: list[Finding] = []
+    kinds = {
+        content.kind for disk in disks for *_, content in disk.devices() if content is not None
+    }
+    for entry in registry.VOLUME_MANAGERS:
+        if kinds.isdisjoint(entry.kinds):
+            continue  # its module is not even imported
+        manager = registry.volume_manager(entry)
+        findings += manager.map_disks(disks, builder, lambda v: map_content(v, builder))
+    return findings
+
+
+def sha256_of(image: Image, progress: Progress | None = None, chunk: int = 4 << 20) -> str:
+    """SHA-256 of a whole image, read in chunks."""
+    digest = hashlib.sha256()
+    for offset in range(0, image.size, chunk):
+        digest.update(image.pread(offset, chunk))
+        if progress:
+            progress(min(offset + chunk, image.size), image.size)
+    return digest.hexdigest()
+
+
+def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = None) -> BlockMap:
+    """Build the map of disks already discovered."""
+    builder = MapBuilder()
+    for disk in disks:
+        if not disk.recognised:
+            disk.finding(
+                Severity.INFO,
+                None,
+                disk.device,
+                "no partition table and no recognised content: mapped as unpartitioned",
+            )
+        map_disk(disk, builder)
+    for finding in map_volume_managers(disks, builder):
+        builder.add_finding(finding)
+    for disk in disks:
+        for finding in disk.findings:
+            builder.add_finding(finding)
+    infos = [
+        ImageInfo(d.number, str(d.image.path), d.size, hashes[i] if hashes else None)
+        for i, d in enumerate(disks)
+    ]
+    return builder.build(infos)
+
+
+def map_images(
+    images: Sequence[Image],
+    *,
+    sector_size: int | None = None,
+    with_sha256: bool = False,
+    progress: Progress | None = None,
+) -> BlockMap:
+    """Map every image: the main job of ``bmap map``.
+
+    Raises:
+        NotADiskError: none of the images holds anything bmap recognises.
+    """
+    disks = [discover(image, sector_size) for image in images]
+    if not any(d.recognised for d in disks):
+        names = ", ".join(str(d.image.path) for d in disks)
+        reason = _why_not_recognised(disks[0]) if len(disks) == 1 else ""
+        raise NotADiskError(
+            f"{names}: not a disk image: no partition table and no recognised content{reason}"
+        )
+    hashes = [sha256_of(d.image, progress) for d in disks] if with_sha256 else None
+    return map_disks(disks, hashes=hashes)
+
+
+def _why_not_recognised(disk: Disk) -> str:
+    head = disk.image.pread(0, 1 << 20)
+    if not head.strip(b"\0"):
+        return f" (the first {len(head):#x} bytes are all zero)"
+    if disk.size < 512:
+        return f" (only {disk.size} bytes)"
+    return ""

@@ -1,0 +1,283 @@
+"""LVM2 metadata text: the config language (sections, ``key = value``, lists, strings with
+escapes, numbers, comments), read by a tokenizer and a small recursive-descent parser, and the
+volume group a record describes (lvm2's ``lib/config/config.c`` and ``lib/format_text``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from parsers.errors import DamagedError
+from parsers.lvm2.label import SECTOR
+
+if TYPE_CHECKING:
+    from parsers.lvm2.pv import MetadataRecord
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<comment>\#[^\n]*)
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<number>[-+]?\d+(?:\.\d+)?(?![\w.]))
+  | (?P<ident>[A-Za-z0-9_.+\-/:@]+)
+  | (?P<punct>[={}\[\],])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def tokenize(text: str) -> list[tuple[str, str, int]]:
+    """``(kind, value, offset)`` tokens; comments and white space dropped.
+
+    Raises:
+        DamagedError: a character that starts no token (an unterminated string, say).
+    """
+    tokens = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise DamagedError(
+                "lvm-metadata", None, f"unexpected {text[pos : pos + 10]!r} at text offset {pos}"
+            )
+        kind = m.lastgroup or ""
+        if kind not in ("ws", "comment"):
+            tokens.append((kind, m.group(), pos))
+        pos = m.end()
+    return tokens
+
+
+def _unquote(token: str) -> str:
+    return re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.DOTALL)
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str, int]]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.depth = 0
+
+    def error(self, message: str) -> DamagedError:
+        where = self.tokens[self.pos][2] if self.pos < len(self.tokens) else "the end"
+        return DamagedError("lvm-metadata", None, f"{message} at text offset {where}")
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str, int]:
+        token = self.peek()
+        if token is None or (value is not None and token[1] != value):
+            raise self.error(f"expected {value or 'a token'}")
+        self.pos += 1
+        return token
+
+    def section(self, closing: bool) -> dict[str, Any]:
+        self.depth += 1
+        if self.depth > 32:
+            raise self.error("sections nested too deep")
+        result: dict[str, Any] = {}
+        while True:
+            token = self.peek()
+            if token is None:
+                if closing:
+                    raise self.error("missing }")
+                break
+            if token[1] == "}" and token[0] == "punct":
+                if not closing:
+                    raise self.error("unexpected }")
+                self.pos += 1
+                break
+            kind, name, _ = self.take()
+            if kind == "string":
+                name = _unquote(name)  # a quoted key is a key like any other
+            elif kind not in ("ident", "number"):
+                raise self.error(f"unexpected {name!r}")
+            nxt = self.take()
+            if nxt[1] == "{":
+                result[name] = self.section(closing=True)
+            elif nxt[1] == "=":
+                result[name] = self.value()
+            else:
+                raise self.error(f"expected = or {{ after {name!r}")
+        self.depth -= 1
+        return result
+
+    def value(self) -> Any:
+        kind, text, _ = self.take()
+        if kind == "string":
+            return _unquote(text)
+        if kind == "number":
+            return float(text) if "." in text else int(text)
+        if text == "[":
+            items: list[Any] = []
+            while True:
+                token = self.peek()
+                if token is None:
+                    raise self.error("missing ]")
+                if token[1] == "]":
+                    self.pos += 1
+                    return items
+                items.append(self.value())
+                token = self.peek()
+                if token is not None and token[1] == ",":
+                    self.pos += 1
+        if kind == "ident":
+            return text  # a bare word: kept as it is
+        raise self.error(f"unexpected {text!r}")
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """LVM's config language to nested dicts, lists, strings and numbers. Unknown keys are
+    kept; the order of keys is the text's.
+
+    Raises:
+        DamagedError: text that does not follow the grammar.
+    """
+    return _Parser(tokenize(text)).section(closing=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The volume group described by a metadata record
+
+
+@dataclass(frozen=True)
+class PVRef:
+    name: str
+    """The metadata's own name for the PV (``pv0``)."""
+    uuid: str
+    pe_start: int
+    """Bytes from the start of the PV device to its first extent."""
+    pe_count: int
+    device_hint: str
+    dev_size: int
+
+
+@dataclass(frozen=True)
+class Stripe:
+    pv: str
+    """PV name (``pv0``) or, for mirror/raid legs, a sub-LV name."""
+    start_extent: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_extent: int
+    extent_count: int
+    type: str
+    stripe_size: int
+    """Bytes (0 for linear)."""
+    stripes: tuple[Stripe, ...]
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    name: str
+    uuid: str
+    status: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    visible: bool
+    raw: dict[str, Any]
+
+    @property
+    def extent_count(self) -> int:
+        return max((s.start_extent + s.extent_count for s in self.segments), default=0)
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    name: str
+    uuid: str
+    seqno: int
+    extent_size: int
+    """Bytes."""
+    pvs: tuple[PVRef, ...]
+    lvs: tuple[LogicalVolume, ...]
+
+
+def _int(section: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = section.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DamagedError("lvm-metadata", None, f"{key} is not a number: {value!r}")
+    return value
+
+
+def volume_group(record: MetadataRecord) -> VolumeGroup:
+    """The VG of one metadata record.
+
+    Raises:
+        DamagedError: a field a VG needs is missing or of the wrong kind.
+    """
+    vg = record.config[record.vg_name]
+    extent_size = _int(vg, "extent_size") * SECTOR
+    if extent_size <= 0:
+        raise DamagedError("lvm-metadata", record.offset, "extent size 0")
+    pvs = []
+    for name, pv in (vg.get("physical_volumes") or {}).items():
+        if not isinstance(pv, dict):
+            continue
+        pvs.append(
+            PVRef(
+                name=name,
+                uuid=str(pv.get("id", "")),
+                pe_start=_int(pv, "pe_start", 0) * SECTOR,
+                pe_count=_int(pv, "pe_count", 0),
+                device_hint=str(pv.get("device", "")),
+                dev_size=_int(pv, "dev_size", 0) * SECTOR,
+            )
+        )
+    lvs = []
+    for name, lv in (vg.get("logical_volumes") or {}).items():
+        if not isinstance(lv, dict):
+            continue
+        segments = []
+        for key, seg in lv.items():
+            if not (key.startswith("segment") and isinstance(seg, dict)):
+                continue
+            stripes_raw = (
+                seg.get("stripes")
+                or seg.get("mirrors")
+                or seg.get("raids")
+                or seg.get("raid0_lvs")
+                or []
+            )
+            stripes = []
+            if isinstance(stripes_raw, list):
+                step = 2 if "stripes" in seg or "mirrors" in seg else 1
+                items = stripes_raw
+                for i in range(0, len(items) - step + 1, step):
+                    target = str(items[i])
+                    offset = items[i + 1] if step == 2 and isinstance(items[i + 1], int) else 0
+                    stripes.append(Stripe(target, offset))
+            segments.append(
+                Segment(
+                    start_extent=_int(seg, "start_extent", 0),
+                    extent_count=_int(seg, "extent_count", 0),
+                    type=str(seg.get("type", "")),
+                    stripe_size=_int(seg, "stripe_size", 0) * SECTOR if "stripe_size" in seg else 0,
+                    stripes=tuple(stripes),
+                    raw=seg,
+                )
+            )
+        status = tuple(str(s) for s in lv.get("status", []) if isinstance(s, str))
+        lvs.append(
+            LogicalVolume(
+                name=name,
+                uuid=str(lv.get("id", "")),
+                status=status,
+                segments=tuple(sorted(segments, key=lambda s: s.start_extent)),
+                visible="VISIBLE" in status,
+                raw=lv,
+            )
+        )
+    return VolumeGroup(
+        name=record.vg_name,
+        uuid=str(vg.get("id", "")),
+        seqno=record.seqno,
+        extent_size=extent_size,
+        pvs=tuple(pvs),
+        lvs=tuple(lvs),
+    )
