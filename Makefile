@@ -8,19 +8,24 @@ DEMO_IMG := $(DEMO_DIR)/$(basename $(notdir $(DEMO)))
 
 .PHONY: run test lint tools install install-test samples clean
 
+# pip's own chatter (and setuptools' notes on editable installs) goes to .venv/pip.log, shown
+# only when an install fails.
+PIP_INSTALL = @log=$(VENV)/pip.log; echo "pip install $(1) (log: $$log)"; \
+	$(PY) -m pip install -q $(1) >$$log 2>&1 || { cat $$log; exit 1; }
+
 $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { bash scripts/ensure-tools.sh && $(PYTHON) -m venv $(VENV); }
-	@$(PY) -m pip install -q --upgrade pip
+	$(call PIP_INSTALL,--upgrade pip)
 
 # Stamp files: reinstall only when pyproject.toml changes. The bytecode is compiled as a pip
 # install would (an editable install under PYTHONDONTWRITEBYTECODE never writes it).
 $(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
-	$(PY) -m pip install -q -e .
+	$(call PIP_INSTALL,-e .)
 	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/activate
-	$(PY) -m pip install -q -e '.[test]'
+	$(call PIP_INSTALL,-e '.[test]')
 	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@ $(VENV)/.installed
 
@@ -61,5 +66,5 @@ clean:
 
 ## make bench: time bmap map against pytsk3 and dissect.extfs walks (see bench/README.md).
 bench: install
-	$(PY) -m pip install -q -r bench/requirements.txt
+	$(call PIP_INSTALL,-r bench/requirements.txt)
 	$(PY) bench/run.py

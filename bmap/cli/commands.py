@@ -706,4 +706,3 @@ def _log_lines(log: str) -> Any:
         return iter(open(log, encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
-
