@@ -68,10 +68,6 @@ class Forked(Generic[T]):
         self._reader = threading.Thread(target=self._drain, name="bmap-worker-pipe", daemon=True)
         self._reader.start()
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
     def _drain(self) -> None:
         try:
             while True:
