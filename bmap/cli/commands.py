@@ -461,6 +461,7 @@ def trace_command(
 
     MAP is a map file or a disk image (mapped on the fly); LOG may be '-' for stdin.
     """
+    from bmap.store.lookup import disks_of
     from bmap.trace.annotate import Annotator
 
     if follow and len(logs) != 1:
@@ -471,7 +472,7 @@ def trace_command(
     first = None if follow else _OpenLog(logs[0], input_format)
     try:
         frame = _load_for_lookup(map_file)
-        if disk not in set(frame["disk"].unique().tolist()):
+        if disk not in disks_of(frame):
             raise MapFormatError(f"{map_file}: has no disk {disk}")
         annotator = Annotator(frame, disk)
         del frame  # the annotator keeps what it needs; its memory is reused for the output
@@ -646,6 +647,7 @@ def serve_command(
     the --run command ends, or Ctrl-C). nbdkit is stopped and its socket removed on every
     way out.
     """
+    from bmap.store.lookup import disks_of
     from bmap.trace.annotate import Annotator
     from bmap.trace.serve import serve_images
 
@@ -662,7 +664,7 @@ def serve_command(
         finally:
             for img in opened:
                 img.close()
-    present = set(frame["disk"].unique().tolist())
+    present = disks_of(frame)
     for disk in range(1, len(images) + 1):
         if disk not in present:
             raise MapFormatError(f"{map_file}: has no disk {disk} (for {images[disk - 1]})")
