@@ -14,7 +14,7 @@ from bmap.errors import MapFormatError
 from bmap.model.blockmap import BlockMap
 from bmap.model.frame import COLUMNS, make_frame
 from bmap.store.csvmap import append_record, empty_rows
-from bmap.store.textmap import chunks
+from bmap.store.textmap import line_chunks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,18 +33,12 @@ def write(bmap: BlockMap, fh: IO[str]) -> None:
         for i in range(len(objs))
     ]
     inodes = ["null" if n < 0 else str(n) for n in objs.inodes]
-    for part in chunks(bmap):
+    for lines in line_chunks(bmap):
         fh.write(
             "".join(
                 f'{{"disk":{d},"start":{s},"end":{e},{tail[o]},'
                 f'"file_offset":{"null" if fo < 0 else fo},"inode":{inodes[o]}}}\n'
-                for d, s, e, o, fo in zip(
-                    bmap.disk[part].tolist(),
-                    bmap.start[part].tolist(),
-                    bmap.end[part].tolist(),
-                    bmap.obj[part].tolist(),
-                    bmap.file_offset[part].tolist(),
-                )
+                for d, s, e, o, fo in lines
             )
         )
 

@@ -33,6 +33,19 @@ def chunks(bmap: BlockMap) -> Iterator[slice]:
         yield slice(i, i + LINES_PER_WRITE)
 
 
+def line_chunks(bmap: BlockMap) -> Iterator[Iterator[tuple[int, int, int, int, int]]]:
+    """The map's lines a chunk at a time, each line as ``(disk, start, end, object number,
+    offset inside the object)`` in Python ints: what the table formats write line by line."""
+    for part in chunks(bmap):
+        yield zip(
+            bmap.disk[part].tolist(),
+            bmap.start[part].tolist(),
+            bmap.end[part].tolist(),
+            bmap.obj[part].tolist(),
+            bmap.file_offset[part].tolist(),
+        )
+
+
 def sniff(first_line: str) -> bool:
     return first_line.startswith("#") or _LINE.match(first_line) is not None
 
