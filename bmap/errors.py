@@ -30,6 +30,9 @@ class ExitCode(enum.IntEnum):
     """A map file given to ``lookup`` (or another reader) is not a valid map."""
     MISSING_TOOL = 7
     """A program bmap runs (nbdkit for ``serve``) is not installed."""
+    CONTAINER = 8
+    """An image is a container bmap recognises but cannot read: a format or feature it has no
+    reader for, a backing file that is missing or loops, a header too damaged to read."""
 
 
 class BmapError(Exception):
@@ -60,6 +63,13 @@ class ToolMissingError(BmapError):
     """A program bmap runs (nbdkit) is not installed."""
 
     exit_code = ExitCode.MISSING_TOOL
+
+
+class ContainerError(BmapError):
+    """An image is a container (qcow2, VMDK, an xz file, ...) that bmap cannot read; it is
+    never read as raw instead."""
+
+    exit_code = ExitCode.CONTAINER
 
 
 class Severity(enum.IntEnum):

@@ -30,6 +30,10 @@ tools=(
     nbdfuse:libnbd-bin
     fusermount3:fuse3
     thin_dump:thin-provisioning-tools
+    qemu-nbd:qemu-utils
+    ewfacquire:ewf-tools
+    ewfexport:ewf-tools
+    ewfinfo:ewf-tools
 )
 # A venv needs python3-venv on Debian's own Python; pyenv and other builds carry it.
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

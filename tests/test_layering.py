@@ -40,7 +40,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "reports": ("reports",),
     "bmap.errors": ("bmap.errors", "parsers.errors"),
     "bmap.model": ("bmap.model", "bmap.errors"),
-    "bmap.images": ("bmap.images", "bmap.errors"),
+    "bmap.images": ("bmap.images", "bmap.errors", "parsers"),
     "bmap.layers": ("bmap.layers", "bmap.model", "bmap.images", "bmap.errors", "parsers"),
     "bmap.store": ("bmap.store", "bmap.model", "bmap.errors"),
     "bmap.trace": ("bmap.trace", "bmap.store", "bmap.model", "bmap.errors"),

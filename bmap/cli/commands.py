@@ -30,7 +30,7 @@ from bmap.cli.render import (
     vg_tree,
 )
 from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
-from bmap.images import Image, open_image, open_images
+from bmap.images import DiskImage, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
 from bmap.layers.partitions import discover
 from bmap.model.units import human_size
@@ -254,7 +254,7 @@ def map_command(
             image.close()
 
 
-def _refuse_to_overwrite_input(target: Path, images: Sequence[Image]) -> None:
+def _refuse_to_overwrite_input(target: Path, images: Sequence[DiskImage]) -> None:
     if not target.exists():
         return
     for image in images:

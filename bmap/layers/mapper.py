@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from bmap.errors import Finding, NotADiskError, Severity
-from bmap.images import Image
+from bmap.images import DiskImage
 from bmap.layers import registry
 from bmap.layers.content import Volume
 from bmap.layers.partitions import Disk, discover
@@ -138,7 +138,7 @@ def map_volume_managers(disks: Sequence[Disk], builder: MapBuilder) -> list[Find
     return findings
 
 
-def sha256_of(image: Image, progress: Progress | None = None, chunk: int = 4 << 20) -> str:
+def sha256_of(image: DiskImage, progress: Progress | None = None, chunk: int = 4 << 20) -> str:
     """SHA-256 of a whole image, read in chunks."""
     digest = hashlib.sha256()
     for offset in range(0, image.size, chunk):
@@ -173,7 +173,7 @@ def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = No
 
 
 def map_images(
-    images: Sequence[Image],
+    images: Sequence[DiskImage],
     *,
     sector_size: int | None = None,
     with_sha256: bool = False,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmap.errors import Finding, Severity
-from bmap.images import Image, RangeStream
+from bmap.images import DiskImage, RangeStream
 from bmap.layers.content import describe_content, detect_content
 from parsers import gpt as gptmod
 from parsers import mbr as mbrmod
@@ -85,7 +85,7 @@ class Partition:
 class Disk:
     """One image and what its first level holds."""
 
-    image: Image
+    image: DiskImage
     number: int
     device: str
     size: int
@@ -138,7 +138,7 @@ class Disk:
         self.findings.append(Finding.from_parser_error(exc, self.number, severity))
 
 
-def discover(image: Image, sector_size: int | None = None) -> Disk:
+def discover(image: DiskImage, sector_size: int | None = None) -> Disk:
     """Read the partition table of ``image`` and detect what every partition holds.
 
     Args:
