@@ -20,7 +20,7 @@ import importlib
 import os
 import re
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from bmap.errors import ContainerError, ImageError
 from bmap.images.containers import ChainLink, ContainerInfo, VirtualDisk
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: What the layers read: a raw image, or the virtual disk a container holds.
-DiskImage = Union[Image, VirtualDisk]
+DiskImage = Image | VirtualDisk
 
 
 class ImageFormat(NamedTuple):
