@@ -281,6 +281,7 @@ def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector
         views, vg_findings = assemble(pvs)
         findings = [f for d in disks for f in d.findings] + pv_findings + vg_findings
         findings += [f for v in views for f in v.findings]
+        findings += [f for image in opened for f in image.findings]
         if as_json:
             click.echo(
                 json.dumps(

@@ -13,6 +13,7 @@ from bmap.model.units import human_size
 from parsers.probe import Content
 
 if TYPE_CHECKING:
+    from bmap.images.containers import ContainerInfo
     from bmap.layers.lvm import LVView, VGView
 
 
@@ -67,6 +68,41 @@ def _table_text(disk: Disk) -> str:
     return "no partition table"
 
 
+def container_lines(info: ContainerInfo | None) -> list[str]:
+    """What holds the disk, for a container (nothing for a raw image): its format, virtual and
+    file size, allocation unit, compression, the files under it and its own facts."""
+    if info is None:
+        return []
+    head = (
+        f"   container: {info.format}, virtual size {human_size(info.virtual_size)} "
+        f"({info.virtual_size} bytes), file {human_size(info.file_size)}"
+    )
+    if info.cluster_size:
+        head += f", {human_size(info.cluster_size)} clusters"
+    if info.compression:
+        head += f", compression {info.compression}"
+    lines = [head]
+    for depth, link in enumerate(info.chain, start=1):
+        lines.append(f"   {link.role} {depth}: {escape(link.path)} ({link.format})")
+    for key, value in info.details.items():
+        lines.append(f"   {key}: {escape(str(value))}")
+    return lines
+
+
+def container_dict(info: ContainerInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {
+        "format": info.format,
+        "virtual_size": info.virtual_size,
+        "file_size": info.file_size,
+        "cluster_size": info.cluster_size,
+        "compression": info.compression,
+        "chain": [{"role": c.role, "path": c.path, "format": c.format} for c in info.chain],
+        "details": dict(info.details),
+    }
+
+
 def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
     """The layout of one disk as a tree, like ``mmls`` and ``virt-filesystems --long``.
 
@@ -76,6 +112,7 @@ def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
         f"{disk.device}  {escape(str(disk.image.path))}  {human_size(disk.size)} "
         f"({disk.size} bytes)  {_table_text(disk)}"
     ]
+    lines += container_lines(disk.image.container)
     if disk.scheme == "none":
         lines.append(f"└─ content: {content_text(disk.content) or 'unknown'}")
         lines += filesystem_lines(disk.filesystem, "   ")
@@ -208,6 +245,8 @@ def disk_dict(disk: Disk) -> dict[str, Any]:
     return {
         "number": disk.number,
         "image": str(disk.image.path),
+        "format": disk.image.format,
+        "container": container_dict(disk.image.container),
         "device": disk.device,
         "size": disk.size,
         "sector_size": disk.sector_size,

@@ -98,8 +98,10 @@ IMAGE_FORMATS: tuple[ImageFormat, ...] = (
     ),
     ImageFormat(
         "vmdk",
-        lambda head: head[:4] in (b"KDMV", b"COWD")
-        or head.lstrip(b"\xef\xbb\xbf").startswith(b"# Disk DescriptorFile"),
+        lambda head: (
+            head[:4] in (b"KDMV", b"COWD")
+            or head.lstrip(b"\xef\xbb\xbf").startswith(b"# Disk DescriptorFile")
+        ),
         _reader("bmap.images.libyal", "open_vmdk"),
     ),
     ImageFormat(

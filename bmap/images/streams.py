@@ -176,5 +176,3 @@ class MappedReader:
 
     def stream(self) -> RangeStream:
         return RangeStream(self, 0, self.size)
-
-

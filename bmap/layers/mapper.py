@@ -165,11 +165,18 @@ def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = No
     for disk in disks:
         for finding in disk.findings:
             builder.add_finding(finding)
-    infos = [
-        ImageInfo(d.number, str(d.image.path), d.size, hashes[i] if hashes else None)
-        for i, d in enumerate(disks)
-    ]
-    return builder.build(infos)
+        for finding in disk.image.findings:  # damage the container's reader met
+            builder.add_finding(finding)
+    return builder.build(
+        [image_info(d.image, hashes[i] if hashes else None) for i, d in enumerate(disks)]
+    )
+
+
+def image_info(image: DiskImage, sha256: str | None = None) -> ImageInfo:
+    """The map header's record of one image: its path, virtual size, format and chain."""
+    container = image.container
+    chain = () if container is None else tuple((c.role, c.format, c.path) for c in container.chain)
+    return ImageInfo(image.number, str(image.path), image.size, sha256, image.format, chain)
 
 
 def map_images(

@@ -50,6 +50,10 @@ class ImageInfo:
     path: str
     size: int
     sha256: str | None = None
+    format: str = "raw"
+    """The container format the disk was read through (``raw``, ``qcow2``, ``vmdk``, ...)."""
+    chain: tuple[tuple[str, str, str], ...] = ()
+    """The files the container reads beside itself: ``(role, format, path)`` in order."""
 
 
 class IntColumn:

@@ -56,7 +56,11 @@ def write(bmap: BlockMap, fh: IO[str]) -> None:
         line = f"# image {info.number} {escape(info.path)} size={info.size:#x}"
         if info.sha256:
             line += f" sha256={info.sha256}"
+        if info.format != "raw":
+            line += f" format={info.format}"
         fh.write(line + "\n")
+        for role, fmt, path in info.chain:
+            fh.write(f"# chain {info.number} {role} {fmt} {escape(path)}\n")
     for f in bmap.findings:
         offset = "-" if f.offset is None else f"{f.offset:#x}"
         fh.write(

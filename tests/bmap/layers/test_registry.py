@@ -7,7 +7,7 @@ import pytest
 
 from bmap import images
 from bmap.errors import ImageError, NotADiskError
-from bmap.images import Image, ImageFormat, RangeStream, open_images
+from bmap.images import ContainerInfo, Image, ImageFormat, VirtualDisk, open_images
 from bmap.layers import registry
 from bmap.layers.mapper import map_images
 from bmap.store.mapfile import dumps_map
@@ -65,30 +65,19 @@ class _Skip4K:
         return head.startswith(_Skip4K.MAGIC)
 
     @staticmethod
-    def open(file: Image) -> Image:
-        return _Skipped(file)
+    def open(file: Image) -> VirtualDisk:
+        info = ContainerInfo("skip4k", virtual_size=file.size - 4096, file_size=file.size)
+        return VirtualDisk(_Skipped(file), info, file=file)
 
 
 class _Skipped:
-    """The virtual disk behind the header: what the layers read of an image (its number, path,
-    size, sector size, ``pread``, ``stream``), reads shifted by 4 KiB."""
-
-    format = "skip4k"
+    """The reader of the virtual disk behind the header: reads shifted by 4 KiB."""
 
     def __init__(self, file: Image) -> None:
         self._file = file
-        self.number, self.path, self.sector_size = file.number, file.path, file.sector_size
-        self.size = file.size - 4096
 
     def pread(self, offset: int, size: int) -> bytes:
-        size = min(size, self.size - offset)
-        return self._file.pread(offset + 4096, size) if size > 0 else b""
-
-    def stream(self) -> RangeStream:
-        return RangeStream(self, 0, self.size)
-
-    def close(self) -> None:
-        self._file.close()
+        return self._file.pread(offset + 4096, size)
 
 
 def test_an_image_format_is_a_reader_and_a_registry_line(sample, tmp_path, monkeypatch):
