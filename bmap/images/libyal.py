@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bmap.errors import BmapError, ContainerError, ImageError, Severity
 from bmap.images.containers import ChainLink, ContainerInfo, VirtualDisk
 from bmap.images.files import Image
@@ -298,7 +300,12 @@ def _open_vmdk(file: Image, seen: tuple[Path, ...]) -> VirtualDisk:
             chain=tuple(chain),
             details=details,
         )
-        return _finish(_BindingReader(handle, handle.media_size, "vmdk"), info, file, None, closers)
+        disk = _finish(_BindingReader(handle, handle.media_size, "vmdk"), info, file, None, closers)
+        for extent in [_ReadOnlyFile(file), *objects]:
+            problem = _vmdk_directory_problem(extent.image)
+            if problem:
+                disk.damage(Severity.ERROR, None, "vmdk", f"{extent.image.path.name}: {problem}")
+        return disk
 
     return _guard(file.path, "VMDK", closers, work)  # type: ignore[no-any-return]
 
@@ -323,6 +330,47 @@ def _vmdk_grain(file: Image, extents: list[_ReadOnlyFile]) -> tuple[int | None, 
         if head[:4] == b"COWD" and len(head) >= 20:
             return int.from_bytes(head[16:20], "little") * 512 or None, None
     return None, None
+
+
+_KDMV = struct.Struct("<4sIIQQQQIQQQ")
+_GD_AT_END = 0xFFFFFFFFFFFFFFFF
+#: The most grain-table bytes compared with their copies (a 2 TiB disk of 64 KiB grains).
+_GD_CHECK_LIMIT = 64 << 20
+
+
+def _vmdk_directory_problem(image: Image) -> str | None:
+    """Compare a sparse extent's grain tables with their redundant copies. libvmdk reads
+    through the first directory only; where it is damaged (a bad gdOffset), every grain reads
+    as sparse, zeros with no error. In a healthy file both directories lie inside the file and
+    the tables they point at hold the same entries. Bounded by the file's size, not by the
+    header's counts."""
+    head = image.pread(0, _KDMV.size)
+    if len(head) < _KDMV.size or head[:4] != b"KDMV":
+        return None
+    _, _, _, capacity, grain, _, _, per_table, rgd, gd, _ = _KDMV.unpack(head)
+    if gd == _GD_AT_END or not (grain and per_table and rgd):
+        return None  # streamOptimized keeps its directory in the footer
+    grains = -(-capacity // grain)
+    entries = -(-grains // per_table)
+    table = per_table * 4
+    if entries * table > _GD_CHECK_LIMIT:
+        return None  # a claim this large is left to the reads themselves
+    for name, sector in (("grain directory", gd), ("redundant grain directory", rgd)):
+        if sector * 512 + entries * 4 > image.size:
+            return f"the {name} at sector {sector} lies past the end of the file"
+    primary = np.frombuffer(image.pread(gd * 512, entries * 4), "<u4").tolist()
+    backup = np.frombuffer(image.pread(rgd * 512, entries * 4), "<u4").tolist()
+    differ = sum(
+        image.pread(a * 512, table) != image.pread(b * 512, table)
+        for a, b in zip(primary, backup)
+        if a or b
+    )
+    if differ:
+        return (
+            f"{differ} of {entries} grain tables differ from their redundant copies (the "
+            f"directories at sectors {gd} and {rgd}); read through the first, as libvmdk does"
+        )
+    return None
 
 
 def _open_parent(

@@ -195,6 +195,9 @@ def map_images(
     if not any(d.recognised for d in disks):
         names = ", ".join(str(d.image.path) for d in disks)
         reason = _why_not_recognised(disks[0]) if len(disks) == 1 else ""
+        damage = [f for d in disks for f in d.image.findings]
+        if damage:  # the container's reader met damage: that, not the disk, may be why
+            reason += f" (and the container is damaged: {damage[0].source}: {damage[0].message})"
         raise NotADiskError(
             f"{names}: not a disk image: no partition table and no recognised content{reason}"
         )
