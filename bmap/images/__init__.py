@@ -23,7 +23,15 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from bmap.errors import ContainerError, ImageError
-from bmap.images.containers import ChainLink, ContainerInfo, VirtualDisk
+from bmap.images.containers import (
+    ChainLink,
+    ContainerInfo,
+    HostFile,
+    HostLayout,
+    HostRuns,
+    HostStructure,
+    VirtualDisk,
+)
 from bmap.images.files import Image
 from bmap.images.streams import MappedReader, PositionalReader, RangeStream
 
@@ -34,12 +42,17 @@ __all__ = [
     "ChainLink",
     "ContainerInfo",
     "DiskImage",
+    "HostFile",
+    "HostLayout",
+    "HostRuns",
+    "HostStructure",
     "Image",
     "ImageFormat",
     "MappedReader",
     "PositionalReader",
     "RangeStream",
     "VirtualDisk",
+    "format_of",
     "is_uri",
     "open_image",
     "open_images",
@@ -198,16 +211,24 @@ def open_image(path: str | os.PathLike[str], number: int = 1) -> Image | Virtual
         return open_nbd(str(path), number)
     file = Image(path, number)
     try:
-        head = file.pread(0, HEAD_SIZE)
-        tail = file.pread(max(0, file.size - TAIL_SIZE), TAIL_SIZE)
-        for image_format in IMAGE_FORMATS:
-            if image_format.recognises(tail if image_format.at_end else head):
-                return image_format.open(file)
+        image_format = format_of(file)
+        if image_format is not None:
+            return image_format.open(file)
     except BaseException:
         file.close()
         raise
     file.close()
     raise ImageError(f"{path}: no image format recognises it")
+
+
+def format_of(file: Image) -> ImageFormat | None:
+    """The first of :data:`IMAGE_FORMATS` that recognises the file's bytes."""
+    head = file.pread(0, HEAD_SIZE)
+    tail = file.pread(max(0, file.size - TAIL_SIZE), TAIL_SIZE)
+    for image_format in IMAGE_FORMATS:
+        if image_format.recognises(tail if image_format.at_end else head):
+            return image_format
+    return None
 
 
 def open_images(paths: Iterable[str | os.PathLike[str]]) -> list[Image | VirtualDisk]:

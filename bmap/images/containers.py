@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from bmap.errors import Finding, Severity
 from bmap.images.files import Image
 from bmap.images.streams import RangeStream, gather_by_pread
@@ -53,6 +56,55 @@ class ContainerInfo:
     details: dict[str, str] = field(default_factory=dict)
     """Format-specific facts: the subformat (``monolithicSparse``, ``dynamic``), the version,
     an E01's case metadata and stored hashes."""
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """One file that holds a virtual disk's bytes: the container, a backing file, a data file."""
+
+    path: str
+    format: str
+    size: int
+
+
+@dataclass(frozen=True)
+class HostStructure:
+    """One structure of a container file, where it lies in that file (for ``map --host``)."""
+
+    layer: int
+    """The file (index in :meth:`HostLayout.host_files`)."""
+    kind: str
+    """``qcow2-header``, ``l1-table``, ``l2-table``, ``refcount-table``, ..."""
+    offset: int
+    length: int
+    guest_offset: int = -1
+    """The first virtual-disk offset the structure describes (an L2 table's), or -1."""
+
+
+@dataclass
+class HostRuns:
+    """Where a virtual disk's bytes sit in its files, one row per run in virtual-disk order.
+
+    Runs that no file stores (zero clusters, clusters no layer allocates) are absent: they
+    read as zeros. A compressed run is one cluster; its host range is the compressed bytes.
+    """
+
+    guest_start: npt.NDArray[np.int64]
+    guest_end: npt.NDArray[np.int64]
+    layer: npt.NDArray[np.int64]
+    host_start: npt.NDArray[np.int64]
+    host_length: npt.NDArray[np.int64]
+    compressed: npt.NDArray[np.bool_]
+
+
+class HostLayout(Protocol):
+    """A reader that can say where each byte of the virtual disk sits in its files."""
+
+    def host_files(self) -> list[HostFile]: ...
+
+    def host_structures(self) -> list[HostStructure]: ...
+
+    def host_runs(self) -> HostRuns: ...
 
 
 class DiskReader(Protocol):
@@ -94,10 +146,18 @@ class VirtualDisk:
         self.container = info
         self.format = info.format
         self.number: int = file.number if number is None and file is not None else number  # type: ignore[assignment]
-        self.path: Path = Path(path) if path is not None else file.path  # type: ignore[union-attr]
+        self.path: Path | str
+        if isinstance(path, str) and "://" in path:
+            self.path = path  # an NBD URI stays the text given: a Path would fold its "//"
+        elif path is not None:
+            self.path = Path(path)
+        else:
+            self.path = file.path  # type: ignore[union-attr]
         self.size = info.virtual_size
         self.sector_size = sector_size
         self.findings: list[Finding] = []
+        #: Where each byte sits in the container's files, where the reader can say (qcow2).
+        self.layout: HostLayout | None = None
         self._seen: set[tuple[int | None, str]] = set()
         self._closers = list(closers)
         self._gather = getattr(reader, "gather_into", None)
