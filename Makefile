@@ -17,14 +17,34 @@ $(VENV)/bin/activate:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { bash scripts/ensure-tools.sh && $(PYTHON) -m venv $(VENV); }
 	$(call PIP_INSTALL,--upgrade pip)
 
+# libnbd's Python binding (for NBD URIs) is not on PyPI: Debian's python3-libnbd holds it, built
+# for Debian's python3. Only its two files are linked into the venv (not the whole
+# dist-packages), and only when the venv's Python has the extension's ABI; otherwise NBD URIs
+# say what is missing and their tests skip. Relinked when the package is (re)installed; an
+# order-only prerequisite of the installs, so linking never reinstalls bmap.
+LIBNBD_DIR := /usr/lib/python3/dist-packages
+$(VENV)/.libnbd: $(VENV)/bin/activate $(wildcard $(LIBNBD_DIR)/libnbdmod.*.so)
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	ext=$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
+	if [ -f $(LIBNBD_DIR)/nbd.py ] && [ -f $(LIBNBD_DIR)/libnbdmod$$ext ]; then \
+		ln -sfn $(LIBNBD_DIR)/nbd.py "$$site/nbd.py"; \
+		ln -sfn $(LIBNBD_DIR)/libnbdmod$$ext "$$site/libnbdmod$$ext"; \
+		$(PY) -c 'import nbd; nbd.NBD()' || { echo "libnbd: Debian's binding does not load in $(VENV)"; \
+			rm -f "$$site/nbd.py" "$$site/libnbdmod$$ext"; }; \
+	else \
+		echo "libnbd: no python3-libnbd for libnbdmod$$ext in $(LIBNBD_DIR): NBD URIs will not work" \
+			"(sudo apt-get install python3-libnbd, with a venv of Debian's Python version)"; \
+	fi
+	@touch $@
+
 # Stamp files: reinstall only when pyproject.toml changes. The bytecode is compiled as a pip
 # install would (an editable install under PYTHONDONTWRITEBYTECODE never writes it).
-$(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/activate | $(VENV)/.libnbd
 	$(call PIP_INSTALL,-e .)
 	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/bin/activate
+$(VENV)/.installed-test: pyproject.toml $(VENV)/bin/activate | $(VENV)/.libnbd
 	$(call PIP_INSTALL,-e '.[test]')
 	@$(PY) -m compileall -q bmap parsers reports
 	@touch $@ $(VENV)/.installed

@@ -39,6 +39,11 @@ tools=(
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     tools+=("python3-venv-missing:python3-venv")
 fi
+# libnbd's Python binding (NBD URIs as input) is no command and not on PyPI: Debian's module,
+# linked into the venv by the Makefile.
+if ! ls /usr/lib/python3/dist-packages/libnbdmod.*.so >/dev/null 2>&1; then
+    tools+=("python3-libnbd-missing:python3-libnbd")
+fi
 
 missing=()
 for entry in "${tools[@]}"; do

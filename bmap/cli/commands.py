@@ -30,7 +30,7 @@ from bmap.cli.render import (
     vg_tree,
 )
 from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
-from bmap.images import DiskImage, open_image, open_images
+from bmap.images import DiskImage, Image, format_of, is_uri, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
 from bmap.layers.partitions import discover
 from bmap.model.units import human_size
@@ -183,15 +183,45 @@ class _LazyProgress:
             self.bar.__exit__(None, None, None)
 
 
-def _default_output(first: Path, fmt: str) -> Path:
+class _ImageArg(click.ParamType):
+    """An IMAGE argument: an NBD URI kept as the text given (a Path would fold its ``//``),
+    anything else a Path."""
+
+    name = "image"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str):
+            self.fail(f"not a path or NBD URI: {value!r}", param, ctx)
+        return value if is_uri(value) else Path(value)
+
+
+_IMAGE = _ImageArg()
+
+
+def _uri_stem(uri: str) -> str:
+    """A file name for a map of an NBD export: its export name, else its socket's or host's."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(uri)
+    socket = parse_qs(parts.query).get("socket", [""])[0]
+    name = unquote(parts.path).strip("/") or Path(socket).stem or parts.hostname or ""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return f"nbd-{name}" if name else "nbd"
+
+
+def _default_output(first: Path | str, fmt: str) -> Path:
     suffix = "bmap" if fmt == "bmap" else fmt
+    if isinstance(first, str):  # an NBD URI: the map goes to the current directory
+        return Path.cwd() / f"{_uri_stem(first)}.{suffix}"
     if first.is_block_device():
         return Path.cwd() / f"{first.name}.{suffix}"
     return first.with_name(f"{first.name}.{suffix}")
 
 
 @main.command("map")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @click.option(
     "-o",
     "--output",
@@ -207,9 +237,20 @@ def _default_output(first: Path, fmt: str) -> Path:
     help="bmap (text, default), csv or jsonl; by default taken from the output's extension.",
 )
 @click.option("--sha256", is_flag=True, help="Record each image's SHA-256 in the map header.")
+@click.option(
+    "--host",
+    is_flag=True,
+    help="Write the map in the container files' own coordinates: where each object's bytes "
+    "sit in the qcow2 file and its backing files, with the qcow2's own structures.",
+)
 @_sector_size_option
 def map_command(
-    images: tuple[Path, ...], output: Path | None, fmt: str | None, sha256: bool, sector_size: str
+    images: tuple[Path, ...],
+    output: Path | None,
+    fmt: str | None,
+    sha256: bool,
+    host: bool,
+    sector_size: str,
 ) -> None:
     """Map IMAGE... (disk 1, 2, ... in the order given) and write the block map."""
     if fmt is None:
@@ -230,6 +271,10 @@ def map_command(
             )
         finally:
             progress.close()
+        if host:
+            from bmap.layers.host import host_map
+
+            bmap = host_map(bmap, opened)
         if str(target) == "-":
             write_map(bmap, sys.stdout, fmt)
             sys.stdout.flush()
@@ -258,6 +303,8 @@ def _refuse_to_overwrite_input(target: Path, images: Sequence[DiskImage]) -> Non
     if not target.exists():
         return
     for image in images:
+        if image.format == "nbd":
+            continue  # an NBD export is no file here
         try:
             if os.path.samefile(target, image.path):
                 raise ImageError(f"{target}: is an input image; refusing to write the map over it")
@@ -266,7 +313,7 @@ def _refuse_to_overwrite_input(target: Path, images: Sequence[DiskImage]) -> Non
 
 
 @main.command("info")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Also list table structures and gaps.")
 @_sector_size_option
@@ -324,15 +371,37 @@ def _looks_binary(path: Path) -> bool:
     return b"\0" in head
 
 
-def _load_for_lookup(source: Path) -> pd.DataFrame:
-    """A map file as a DataFrame, or an image mapped in memory."""
+def _is_image(source: Path) -> bool:
+    """A block device, binary bytes, or a file an image format recognises (a VMDK descriptor
+    is text and starts with '#', as a map does)."""
+    if source.is_block_device() or _looks_binary(source):
+        return True
+    try:
+        with Image(source) as file:
+            image_format = format_of(file)
+    except BmapError:
+        return False
+    return image_format is not None and image_format.name != "raw"
+
+
+def _load_for_lookup(source: Path | str) -> pd.DataFrame:
+    """A map file as a DataFrame, or an image (a file, a container, an NBD URI) mapped in
+    memory."""
+    if isinstance(source, str) or _is_image_path(source):
+        with open_image(source) as image:
+            return map_disks([discover(image)]).to_dataframe()
+    return _read_map_file(source)
+
+
+def _is_image_path(source: Path) -> bool:
     if not source.exists():
         raise MapFormatError(f"{source}: no such file")
     if source.is_dir():
         raise MapFormatError(f"{source}: is a directory, not a map")
-    if source.is_block_device() or _looks_binary(source):
-        with open_image(source) as image:
-            return map_disks([discover(image)]).to_dataframe()
+    return _is_image(source)
+
+
+def _read_map_file(source: Path) -> pd.DataFrame:
     try:
         with open(source, encoding="utf-8", errors="replace") as fh:
             sniff_format(fh.readline())
@@ -342,7 +411,7 @@ def _load_for_lookup(source: Path) -> pd.DataFrame:
 
 
 @main.command("lookup")
-@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("map_file", metavar="MAP", type=_IMAGE)
 @click.argument("queries", nargs=-1, required=True, metavar="OFFSET[+LENGTH]...")
 @click.option(
     "-d",
@@ -353,7 +422,9 @@ def _load_for_lookup(source: Path) -> pd.DataFrame:
     help="Disk number in a multi-disk map.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def lookup_command(map_file: Path, queries: tuple[str, ...], disk: int, as_json: bool) -> None:
+def lookup_command(
+    map_file: Path | str, queries: tuple[str, ...], disk: int, as_json: bool
+) -> None:
     """What is at each OFFSET of a disk: every object, innermost first, with the offset inside it.
 
     MAP is a map file (bmap, csv or jsonl) or a disk image, mapped on the fly. OFFSET accepts
@@ -419,7 +490,7 @@ class _LogFormatChoice(click.Choice):
 
 
 @main.command("trace")
-@click.argument("map_file", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("map_file", metavar="MAP", type=_IMAGE)
 @click.argument("logs", nargs=-1, required=True, metavar="LOG...")
 @click.option(
     "--input-format",
@@ -449,7 +520,7 @@ class _LogFormatChoice(click.Choice):
     "--follow", is_flag=True, help="Keep reading the log as it grows, like tail -f; Ctrl-C ends."
 )
 def trace_command(
-    map_file: Path,
+    map_file: Path | str,
     logs: tuple[str, ...],
     input_format: str,
     fmt: str,
@@ -605,7 +676,7 @@ def _follow(writer: TraceWriter, log: str, input_format: str, stop: Any = None) 
 
 
 @main.command("serve")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @click.option(
     "--map",
     "map_file",
@@ -634,7 +705,7 @@ def _follow(writer: TraceWriter, log: str, input_format: str, stop: Any = None) 
     show_default=True,
 )
 def serve_command(
-    images: tuple[Path, ...],
+    images: tuple[Path | str, ...],
     map_file: Path | None,
     run_cmd: str | None,
     writable: bool,
@@ -643,19 +714,25 @@ def serve_command(
 ) -> None:
     """Serve IMAGE... with the real nbdkit and name, live, what the client reads.
 
-    Each image gets its own nbdkit; its NBD URI is printed on stderr. Then one record per run
-    of requests, from every disk as its requests complete, until the client disconnects (or
-    the --run command ends, or Ctrl-C). nbdkit is stopped and its socket removed on every
-    way out.
+    Each image gets its own nbdkit; its NBD URI is printed on stderr. A container (qcow2,
+    VMDK, VHD, VHDX) is read by qemu-nbd behind nbdkit, an NBD URI by nbdkit's nbd plugin: the
+    reads are named in virtual-disk offsets. Then one record per run of requests, from every
+    disk as its requests complete, until the client disconnects (or the --run command ends, or
+    Ctrl-C). Every server is stopped and its socket removed on every way out.
     """
     from bmap.store.lookup import disks_of
     from bmap.trace.annotate import Annotator
-    from bmap.trace.serve import serve_images
+    from bmap.trace.serve import check_servable, serve_images
 
     if port is not None and port + len(images) - 1 > 65535:
         raise click.BadParameter(f"{len(images)} images need ports up to {port + len(images) - 1}")
+    formats = []
     for image in images:
-        open_image(image).close()  # one clear error for a bad path before nbdkit starts
+        # One clear error for a bad path before any server starts; the format bmap sees is
+        # the one the server reads the image as.
+        with open_image(image) as checked:
+            formats.append(checked.format)
+        check_servable(image, formats[-1])
     if map_file is not None:
         frame = _load_for_lookup(map_file)
     else:
@@ -681,6 +758,7 @@ def serve_command(
         port,
         run_cmd,
         lambda message: click.echo(f"bmap: {message}", err=True),
+        formats,
     )
     if code:
         click.echo(f"bmap: the --run command exited with {code}", err=True)

@@ -3,6 +3,7 @@ with one line and exit 8, never read as raw; the map header says what held each 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,3 +91,27 @@ def test_a_raw_disk_whose_sectors_hold_a_container_mark_elsewhere_stays_raw(samp
     with open_image(image) as disk:
         assert disk.format == "raw"
         assert disk.container is None
+
+
+@pytest.mark.parametrize(
+    "args", [("-O", "qcow2"), ("-O", "vmdk", "-o", "subformat=monolithicFlat")]
+)
+def test_lookup_and_trace_take_a_container_as_their_map(args, sample, tmp_path):
+    """A VMDK descriptor is text starting with '#', as a map is: it is still an image."""
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed (Debian: qemu-utils)")
+    raw = sample("gpt-512")
+    image = tmp_path / "disk.img"
+    subprocess.run(
+        ["qemu-img", "convert", "-q", "-f", "raw", *args, str(raw), str(image)], check=True
+    )
+    want = run("lookup", raw, "0xadd800", "--json")
+    got = run("lookup", image, "0xadd800", "--json")
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout) == json.loads(want.stdout)
+    assert "/data/big.bin" in got.stdout
+    log = tmp_path / "reads.csv"
+    log.write_text("0xadd800,4096\n")
+    traced = run("trace", image, log)
+    assert traced.exit_code == 0, traced.stderr
+    assert "/data/big.bin" in traced.stdout
