@@ -34,7 +34,14 @@ tools=(
     ewfacquire:ewf-tools
     ewfexport:ewf-tools
     ewfinfo:ewf-tools
+    qemu-system-x86_64:qemu-system-x86
+    extlinux:extlinux
 )
+# The boot trace test's BIOS files (mbr.bin, the .c32 modules) are no command: syslinux-common,
+# only a Recommends of extlinux, so not brought by --no-install-recommends.
+if [ ! -f /usr/lib/syslinux/mbr/mbr.bin ] || [ ! -f /usr/lib/syslinux/modules/bios/poweroff.c32 ]; then
+    tools+=("syslinux-common-missing:syslinux-common")
+fi
 # A venv needs python3-venv on Debian's own Python; pyenv and other builds carry it.
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     tools+=("python3-venv-missing:python3-venv")
