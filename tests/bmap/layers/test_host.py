@@ -243,3 +243,23 @@ def test_a_raw_image_is_its_own_host(samples_dir):
     gframe = guest.to_dataframe()[g]
     cols = ["start", "end", "type", "device", "kind", "path"]
     assert np.array_equal(frame[cols].to_numpy(), gframe[cols].to_numpy())
+
+
+def test_the_map_of_a_chain_is_the_flat_disks_with_its_chain_in_the_header(chain, tmp_path):
+    """The virtual-disk map of the top image equals the map of qemu-img's flattened copy,
+    line for line; only the header says what held the disk."""
+    top, flat = tmp_path / "top.bmap", tmp_path / "flat.bmap"
+    assert run("map", chain["top"], "-o", top).exit_code == 0
+    assert run("map", chain["flat"], "-o", flat).exit_code == 0
+    body = [line for line in top.read_text().splitlines() if not line.startswith("#")]
+    assert body == [line for line in flat.read_text().splitlines() if not line.startswith("#")]
+    header = [
+        line
+        for line in top.read_text().splitlines()
+        if line.startswith("# image") or line.startswith("# chain")
+    ]
+    assert header == [
+        f"# image 1 {chain['top']} size=0x2000000 format=qcow2",
+        f"# chain 1 backing qcow2 {chain['mid']}",
+        f"# chain 1 backing qcow2 {chain['base']}",
+    ]
