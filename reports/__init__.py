@@ -5,11 +5,11 @@ A leaf package: it imports nothing of the project and takes the documented map c
 
 Adding a report: a module in this package with ``write(frames, out) -> list[Path]`` (the map,
 the trace and the findings as DataFrames in ``frames``, the files written in ``out``), and one
-line in :data:`REPORTS`. The table is empty until the reports issue fills it: bmap writes no
-report yet.
+line in :data:`REPORTS`. Today: ``csv`` (:mod:`reports.csvout`, the tables of
+:mod:`reports.tables` as CSV files).
 """
 
 from __future__ import annotations
 
 #: Report name -> the module that writes it (imported when the report is asked for).
-REPORTS: dict[str, str] = {}
+REPORTS: dict[str, str] = {"csv": "reports.csvout"}

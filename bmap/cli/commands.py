@@ -787,3 +787,145 @@ def _log_lines(log: str) -> Any:
         return iter(open(log, encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
+
+
+@main.command("report")
+@click.argument("sources", nargs=-1, required=True, metavar="MAP...", type=_IMAGE)
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    metavar="LOG",
+    help="An I/O log of a run (nbdkit, qemu, blkparse, CSV); several for several runs.",
+)
+@click.option(
+    "--input-format",
+    type=_LogFormatChoice(),
+    default="auto",
+    show_default=True,
+    help="The logs' format; auto looks at each log's first lines.",
+)
+@click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Which disk of the map the logs are of.",
+)
+@click.option(
+    "--csv",
+    "csv_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write every table into this folder: objects, extents, space, findings (and reads).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the objects table to this .csv file.",
+)
+@click.option(
+    "--no-formula-guard",
+    is_flag=True,
+    help="Write CSV cells that start with = + - @ as they are (by default they are quoted with "
+    "a leading ' so that spreadsheets do not run them as formulas).",
+)
+def report_command(
+    sources: tuple[Path | str, ...],
+    traces: tuple[str, ...],
+    input_format: str,
+    disk: int,
+    csv_dir: Path | None,
+    output: Path | None,
+    no_formula_guard: bool,
+) -> None:
+    """Tables for analysts from MAP... (one map file in any format, or images, mapped first)
+    and, with --trace, what a client read: per object, its size, extents, place and
+    fragmentation, and its bytes read and first access.
+    """
+    from bmap.store.lookup import disks_of
+    from reports import csvout, tables
+
+    if csv_dir is None and output is None:
+        raise click.UsageError("say where the report goes: --csv DIR, or -o FILE.csv")
+    if output is not None and output.suffix.lower() != ".csv":
+        raise click.BadParameter(
+            "only a .csv file (the objects table) can be written with -o today",
+            param_hint="-o",
+        )
+    frame, found = _load_for_report(sources)
+    if traces and disk not in disks_of(frame):
+        raise MapFormatError(f"{sources[0]}: has no disk {disk}")
+    reads = _reads_of(frame, traces, input_format, disk) if traces else None
+    made = {
+        "objects": tables.objects(frame, reads),
+        "extents": tables.extents(frame),
+        "space": tables.space(frame),
+        "findings": tables.findings(found),
+    }
+    if reads is not None:
+        made["reads"] = reads
+    guard = not no_formula_guard
+    written: list[Path] = []
+    try:
+        if csv_dir is not None:
+            written += csvout.write(made, csv_dir, guard=guard)
+        if output is not None:
+            written.append(csvout.write_table(made["objects"], output, guard=guard))
+    except OSError as exc:
+        raise ImageError(f"cannot write the report: {exc.strerror or exc}") from None
+    click.echo(
+        f"bmap: wrote {len(written)} table(s): {len(made['objects'])} objects, "
+        f"{len(frame)} extents, {len(found)} finding(s)"
+        + (f", {len(reads)} read piece(s)" if reads is not None else ""),
+        err=True,
+    )
+
+
+def _load_for_report(
+    sources: Sequence[Path | str],
+) -> tuple[pd.DataFrame, list[tuple[str, int, int | None, str, str]]]:
+    """The map and its findings: images are mapped together (disk 1, 2, ...); a map file is
+    read, with the findings its header records."""
+    from bmap.store.mapfile import read_findings
+
+    images = [s for s in sources if isinstance(s, str) or _is_image_path(s)]
+    if images and len(images) == len(sources):
+        opened = open_images(sources)
+        try:
+            bmap = map_images(opened)
+        finally:
+            for image in opened:
+                image.close()
+        rows = [(str(f.severity), f.disk, f.offset, f.source, f.message) for f in bmap.findings]
+        return bmap.to_dataframe(), rows
+    if images or len(sources) > 1:
+        raise click.UsageError("give images (mapped together), or one map file")
+    source = sources[0]
+    assert isinstance(source, Path)
+    return _read_map_file(source), read_findings(source)
+
+
+def _reads_of(frame: pd.DataFrame, logs: Sequence[str], input_format: str, disk: int) -> Any:
+    """Every request of the logs cut at the map's objects (bmap.trace.reads), numbered on
+    through the logs, with the run (the log's number, from 1) each came from."""
+    import pandas as pd
+
+    from bmap.trace.logs import detect_format, parse
+    from bmap.trace.reads import reads_frame
+
+    parts = []
+    base = 0
+    for run, log in enumerate(logs, start=1):
+        lines = list(_log_lines(log))
+        fmt = input_format if input_format != "auto" else detect_format(lines[:50])
+        if not fmt:
+            raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
+        requests, _ = parse(lines, fmt)
+        part = reads_frame(frame, requests, disk)
+        part["request"] += base
+        part.insert(0, "run", run)
+        base += len(requests)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

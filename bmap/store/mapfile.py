@@ -93,6 +93,22 @@ def read_map(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
+def read_findings(path: str | os.PathLike[str]) -> list[tuple[str, int, int | None, str, str]]:
+    """The findings a map file records (text maps keep them in their header; the table
+    formats have none): ``(severity, disk, offset, source, message)`` each."""
+    from bmap.store.textmap import read_findings as text_findings
+
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            head = fh.readline()
+            if not head.startswith("#"):
+                return []
+            fh.seek(0)
+            return text_findings(fh)
+    except OSError as exc:
+        raise MapFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def dumps_map(bmap: BlockMap, fmt: str = "bmap") -> str:
     """The map as one string (small maps, tests)."""
     buf = io.StringIO()

@@ -165,3 +165,21 @@ def _fill_offsets(frame: pd.DataFrame) -> pd.DataFrame:
     frame.loc[counts.index[counts.to_numpy() == 1], "file_offset"] = 0
     frame.loc[structure, "file_offset"] = 0
     return frame
+
+
+_FINDING = re.compile(r"^# finding (\w+) disk=(\d{1,5}) offset=(-|0x[0-9a-f]{1,16}) (.*?): (.*)$")
+
+
+def read_findings(fh: IO[str]) -> list[tuple[str, int, int | None, str, str]]:
+    """The ``# finding`` lines of a text map's header: ``(severity, disk, offset, source,
+    message)`` each; lines that do not follow the format are left out."""
+    out = []
+    for line in fh:
+        if not line.startswith("#"):
+            break
+        match = _FINDING.match(line.rstrip("\n"))
+        if match:
+            severity, disk, offset, source, message = match.groups()
+            where = None if offset == "-" else int(offset, 16)
+            out.append((severity, int(disk), where, unescape(source), unescape(message)))
+    return out

@@ -1,0 +1,45 @@
+"""The report's tables as CSV files, guarded against spreadsheet formula injection.
+
+Every name in a table came from an image or a log, chosen by whoever made them. A cell that
+begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is read by spreadsheets as a
+formula (OWASP's "CSV injection"); such text cells are written with a leading ``'``, which
+spreadsheets show as text and hide. Numbers are never touched. ``guard=False``
+(``--no-formula-guard``) writes the cells as they are, for tools that are not spreadsheets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def guarded(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would run as a formula quoted."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values):
+            continue
+        text = values.astype("string")
+        risky = text.str.startswith(FORMULA_START, na=False)
+        if risky.any():
+            out[column] = values.where(~risky, "'" + text)
+    return out
+
+
+def write_table(frame: pd.DataFrame, path: Path, *, guard: bool = True) -> Path:
+    """One table to ``path`` (RFC 4180, UTF-8; names that are not UTF-8 as their bytes)."""
+    (guarded(frame) if guard else frame).to_csv(
+        path, index=False, encoding="utf-8", errors="surrogateescape", lineterminator="\r\n"
+    )
+    return path
+
+
+def write(tables: Mapping[str, pd.DataFrame], out: Path, *, guard: bool = True) -> list[Path]:
+    """Every table to ``out/<name>.csv``; the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_table(frame, out / f"{name}.csv", guard=guard) for name, frame in tables.items()]
