@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -24,10 +25,16 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
         values = out[column]
         if values.dtype != object and not pd.api.types.is_string_dtype(values):
             continue
-        text = values.astype("string")
-        risky = text.str.startswith(FORMULA_START, na=False)
+        # Each distinct text is checked once (devices, types and kinds repeat a lot).
+        codes, uniques = pd.factorize(values)
+        risky_unique = np.fromiter(
+            (isinstance(u, str) and u[:1] in FORMULA_START for u in uniques),
+            dtype=bool,
+            count=len(uniques),
+        )
+        risky = np.append(risky_unique, False)[codes]  # code -1 (a missing value) stays
         if risky.any():
-            out[column] = values.where(~risky, "'" + text)
+            out[column] = values.where(~risky, "'" + values[risky].astype(str)).astype(object)
     return out
 
 
