@@ -36,6 +36,7 @@ tools=(
     ewfinfo:ewf-tools
     qemu-system-x86_64:qemu-system-x86
     extlinux:extlinux
+    chromium:chromium
 )
 # The boot trace test's BIOS files (mbr.bin, the .c32 modules) are no command: syslinux-common,
 # only a Recommends of extlinux, so not brought by --no-install-recommends.

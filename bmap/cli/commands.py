@@ -823,7 +823,7 @@ def _log_lines(log: str) -> Any:
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the objects table to this .csv file.",
+    help="Write the HTML report to this .html file (or the objects table to a .csv file).",
 )
 @click.option(
     "--no-formula-guard",
@@ -848,10 +848,11 @@ def report_command(
     from reports import csvout, tables
 
     if csv_dir is None and output is None:
-        raise click.UsageError("say where the report goes: --csv DIR, or -o FILE.csv")
-    if output is not None and output.suffix.lower() != ".csv":
+        raise click.UsageError("say where the report goes: --csv DIR, -o FILE.html or -o FILE.csv")
+    suffix = output.suffix.lower() if output is not None else ""
+    if output is not None and suffix not in (".csv", ".html", ".htm"):
         raise click.BadParameter(
-            "only a .csv file (the objects table) can be written with -o today",
+            "give a .html file (the report) or a .csv file (the objects table)",
             param_hint="-o",
         )
     frame, found = _load_for_report(sources)
@@ -871,16 +872,65 @@ def report_command(
     try:
         if csv_dir is not None:
             written += csvout.write(made, csv_dir, guard=guard)
-        if output is not None:
+        if output is not None and suffix == ".csv":
             written.append(csvout.write_table(made["objects"], output, guard=guard))
+        elif output is not None:
+            from reports import html
+
+            written += html.write(made, output, _report_meta(sources, frame))
     except OSError as exc:
         raise ImageError(f"cannot write the report: {exc.strerror or exc}") from None
     click.echo(
-        f"bmap: wrote {len(written)} table(s): {len(made['objects'])} objects, "
+        f"bmap: wrote {len(written)} file(s): {len(made['objects'])} objects, "
         f"{len(frame)} extents, {len(found)} finding(s)"
         + (f", {len(reads)} read piece(s)" if reads is not None else ""),
         err=True,
     )
+
+
+def _report_meta(sources: Sequence[Path | str], frame: pd.DataFrame) -> dict[str, Any]:
+    """What the HTML report says of its input: the images (path, size, and sha256 where a
+    text map's header records it), the bmap version and the date."""
+    import datetime
+
+    disks = frame[frame["type"] == "v"].groupby("disk")["end"].max()
+    names = [str(s) for s in sources]
+    images: list[dict[str, Any]] = [
+        {
+            "disk": int(disk),
+            "path": names[int(disk) - 1] if len(names) >= int(disk) else names[0],
+            "size": int(size),
+            "sha256": None,
+        }
+        for disk, size in zip(disks.index.tolist(), disks.tolist())
+    ]
+    if len(sources) == 1 and isinstance(sources[0], Path) and not _is_image_path(sources[0]):
+        recorded = _header_images(sources[0])
+        for image in images:
+            image.update(recorded.get(image["disk"], {}))
+    now = datetime.datetime.now(datetime.UTC)
+    return {"images": images, "version": __version__, "date": now.strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _header_images(path: Path) -> dict[int, dict[str, Any]]:
+    """The ``# image N PATH size=.. sha256=..`` lines of a text map's header."""
+    found: dict[int, dict[str, Any]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    break
+                words = line.split()
+                if len(words) < 4 or words[1] != "image" or not words[2].isdigit():
+                    continue
+                fields = dict(w.split("=", 1) for w in words[4:] if "=" in w)
+                entry: dict[str, Any] = {"path": words[3]}
+                if "sha256" in fields:
+                    entry["sha256"] = fields["sha256"]
+                found[int(words[2])] = entry
+    except OSError:
+        pass
+    return found
 
 
 def _load_for_report(
