@@ -300,16 +300,19 @@ def map_command(
 
 
 def _refuse_to_overwrite_input(target: Path, images: Sequence[DiskImage]) -> None:
+    """Refuse a map written over any file an image reads: the image, and the backing files,
+    extents and segments of a container (an NBD URI is no file here: it never matches)."""
     if not target.exists():
         return
     for image in images:
-        if image.format == "nbd":
-            continue  # an NBD export is no file here
-        try:
-            if os.path.samefile(target, image.path):
+        chain = image.container.chain if image.container is not None else ()
+        for path in (image.path, *(link.path for link in chain)):
+            try:
+                same = os.path.samefile(target, path)
+            except OSError:
+                continue
+            if same:
                 raise ImageError(f"{target}: is an input image; refusing to write the map over it")
-        except OSError:
-            continue
 
 
 @main.command("info")
@@ -489,16 +492,43 @@ class _LogFormatChoice(click.Choice):
         pass  # always the table's
 
 
-@main.command("trace")
-@click.argument("map_file", metavar="MAP", type=_IMAGE)
-@click.argument("logs", nargs=-1, required=True, metavar="LOG...")
-@click.option(
+_input_format_option = click.option(
     "--input-format",
     type=_LogFormatChoice(),
     default="auto",
     show_default=True,
-    help="The log's format; auto looks at its first lines.",
+    help="The logs' format; auto looks at each log's first lines.",
 )
+_log_disk_option = click.option(
+    "-d",
+    "--disk",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Which disk of the map the logs are of.",
+)
+
+
+def _detected_format(name: str, head: Sequence[str], chosen: str) -> str:
+    """The log format asked for, or (``auto``) the one its first lines show.
+
+    Raises:
+        MapFormatError: no line of ``head`` is of a known format.
+    """
+    from bmap.trace.logs import detect_format
+
+    if chosen != "auto":
+        return chosen
+    found = detect_format(head)
+    if not found:
+        raise MapFormatError(f"{name}: no line in its first 50 is a known trace format")
+    return found
+
+
+@main.command("trace")
+@click.argument("map_file", metavar="MAP", type=_IMAGE)
+@click.argument("logs", nargs=-1, required=True, metavar="LOG...")
+@_input_format_option
 @click.option(
     "-f",
     "--format",
@@ -508,14 +538,7 @@ class _LogFormatChoice(click.Choice):
     show_default=True,
 )
 @click.option("--summary", is_flag=True, help="Per object totals instead of the records.")
-@click.option(
-    "-d",
-    "--disk",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Which disk of the map the log is of.",
-)
+@_log_disk_option
 @click.option(
     "--follow", is_flag=True, help="Keep reading the log as it grows, like tail -f; Ctrl-C ends."
 )
@@ -589,7 +612,7 @@ class _OpenLog:
 
     def __init__(self, name: str, input_format: str) -> None:
         from bmap.trace.logjob import NbdkitLogJob
-        from bmap.trace.logs import LOG_FORMATS, detect_format
+        from bmap.trace.logs import LOG_FORMATS
         from bmap.trace.nbdkit import NbdkitParser
 
         chosen = input_format
@@ -607,10 +630,7 @@ class _OpenLog:
                 head.append(line)
                 if len(head) >= 50:
                     break
-        if chosen == "auto":
-            chosen = detect_format(head) or ""
-            if not chosen:
-                raise MapFormatError(f"{name}: no line in its first 50 is a known trace format")
+        chosen = _detected_format(name, head, chosen)
         self.parser: TraceParser = LOG_FORMATS[chosen]()
         self.lines: Iterable[str] = _chain(head, lines)
         self.job: NbdkitLogJob | None = None
@@ -798,21 +818,8 @@ def _log_lines(log: str) -> Any:
     metavar="LOG",
     help="An I/O log of a run (nbdkit, qemu, blkparse, CSV); several for several runs.",
 )
-@click.option(
-    "--input-format",
-    type=_LogFormatChoice(),
-    default="auto",
-    show_default=True,
-    help="The logs' format; auto looks at each log's first lines.",
-)
-@click.option(
-    "-d",
-    "--disk",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Which disk of the map the logs are of.",
-)
+@_input_format_option
+@_log_disk_option
 @click.option(
     "--csv",
     "csv_dir",
@@ -962,17 +969,14 @@ def _reads_of(frame: pd.DataFrame, logs: Sequence[str], input_format: str, disk:
     through the logs, with the run (the log's number, from 1) each came from."""
     import pandas as pd
 
-    from bmap.trace.logs import detect_format, parse
+    from bmap.trace.logs import parse
     from bmap.trace.reads import reads_frame
 
     parts = []
     base = 0
     for run, log in enumerate(logs, start=1):
         lines = list(_log_lines(log))
-        fmt = input_format if input_format != "auto" else detect_format(lines[:50])
-        if not fmt:
-            raise MapFormatError(f"{log}: no line in its first 50 is a known trace format")
-        requests, _ = parse(lines, fmt)
+        requests, _ = parse(lines, _detected_format(log, lines[:50], input_format))
         part = reads_frame(frame, requests, disk)
         part["request"] += base
         part.insert(0, "run", run)

@@ -263,3 +263,12 @@ def test_the_map_of_a_chain_is_the_flat_disks_with_its_chain_in_the_header(chain
         f"# chain 1 backing qcow2 {chain['mid']}",
         f"# chain 1 backing qcow2 {chain['base']}",
     ]
+
+
+def test_a_map_is_never_written_over_a_backing_file(chain):
+    """The chain's files are inputs too: writing the map over one is refused like the image."""
+    before = sha256_file(chain["base"])
+    result = run("map", chain["top"], "-o", chain["base"])
+    assert result.exit_code == ExitCode.UNREADABLE
+    one_line_error(result, str(chain["base"]), "is an input image")
+    assert sha256_file(chain["base"]) == before
