@@ -96,6 +96,7 @@ def host_map(guest: BlockMap, images: Sequence[DiskImage]) -> BlockMap:
     builder.objects = guest.objects  # the guest objects keep their numbers
     infos: list[ImageInfo] = []
     disk_of: dict[str, int] = {}
+    used: dict[int, list[tuple[Array, Array]]] = {}
     for image in images:
         layout = layout_of(image)
         numbers = []
@@ -108,20 +109,31 @@ def host_map(guest: BlockMap, images: Sequence[DiskImage]) -> BlockMap:
                 builder.add_object_extent("v", f"host{n}", n, 0, f.size)
             numbers.append(disk_of[key])
         disks = np.asarray(numbers, dtype=np.int64)
-        _add_structures(builder, layout.host_structures(), disks)
+        structures = layout.host_structures()
+        _add_structures(builder, structures, disks)
         runs = layout.host_runs()
         _add_runs(builder, runs, disks)
         _add_guest_lines(builder, guest, image.number, runs, disks)
         for finding in guest.findings:
             if finding.disk == image.number:
                 builder.add_finding(_to_host(finding, int(disks[0])))
-    # What no line uses, per file.
-    built = builder.build(infos)
+        # What the file's bytes hold: its structures and its stored runs (every guest line
+        # lies inside a run).
+        for s in structures:
+            used.setdefault(int(disks[s.layer]), []).append(
+                (np.array([s.offset]), np.array([s.offset + s.length]))
+            )
+        ends = runs.host_start + runs.host_length
+        for layer in np.unique(runs.layer).tolist():
+            pick = runs.layer == layer
+            used.setdefault(int(disks[layer]), []).append((runs.host_start[pick], ends[pick]))
     for info in infos:
-        sel = (built.disk == info.number) & (built.type_code != TYPE_CODE["v"])
+        parts = used.get(info.number, [])
+        starts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        stops = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
         free = intervals.subtract(
             (np.array([0], np.int64), np.array([info.size], np.int64)),
-            intervals.union(built.start[sel], np.minimum(built.end[sel], info.size)),
+            intervals.union(starts, np.minimum(stops, info.size)),
         )
         obj = builder.add_object("u", f"host{info.number}", "unreferenced")
         builder.add_extents(obj, info.number, free[0], free[1])
