@@ -34,6 +34,7 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
         )
         risky = np.append(risky_unique, False)[codes]  # code -1 (a missing value) stays
         if risky.any():
+            values = values.astype(object)
             out[column] = values.where(~risky, "'" + values[risky].astype(str)).astype(object)
     return out
 

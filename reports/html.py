@@ -307,9 +307,10 @@ def timeline_figure(reads: pd.DataFrame) -> tuple[go.Figure, str]:
     else:
         x = reads["request"].to_numpy(float)
         axis = "request (the log has no times)"
+    if len(reads) > MAX_POINTS:
+        every = np.linspace(0, len(reads) - 1, MAX_POINTS).astype(np.int64)
+        reads, x = reads.iloc[every], x[every]
     picked = reads.assign(x=x, cls=read_class(reads))
-    if len(picked) > MAX_POINTS:
-        picked = picked.iloc[np.linspace(0, len(picked) - 1, MAX_POINTS).astype(np.int64)]
     fig = go.Figure()
     multi = "run" in picked and picked["run"].nunique() > 1
     for cls, part in picked.groupby("cls", sort=False):
@@ -352,8 +353,10 @@ def top_directory(path: str) -> str:
 def bytes_by_directory(reads: pd.DataFrame) -> pd.DataFrame:
     """Bytes read per device and top-level directory (files and directories)."""
     named = reads[reads["type"].isin(["f", "d"]) & (reads["op"] == "read")]
+    codes, paths = pd.factorize(named["path"])  # each distinct path's directory found once
+    tops = np.array([top_directory(str(p)) for p in paths], dtype=object)
     out = named.assign(
-        directory=named["path"].astype(str).map(top_directory),
+        directory=tops[codes] if len(codes) else np.array([], dtype=object),
         bytes_read=(named["end"] - named["start"]).astype("int64"),
     )
     grouped = out.groupby(["device", "directory"], sort=False)["bytes_read"].sum().reset_index()

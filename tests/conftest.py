@@ -8,6 +8,7 @@ import lzma
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,59 @@ def loop_device() -> Iterator:
     yield attach
     for dev in attached:
         subprocess.run([tool("losetup"), "--detach", dev], check=False)
+
+
+@pytest.fixture
+def kernel_client(tmp_path: Path) -> Iterator:
+    """nbdkit serving an image, nbdfuse exposing it as a file, a read-only loop device and
+    mount of one partition: the real kernel reads through nbdkit. All undone afterwards."""
+    if not is_root():
+        pytest.skip("needs root for loop devices and mounts")
+    if not Path("/dev/fuse").exists() or not Path("/dev/loop-control").exists():
+        pytest.skip("this machine has no /dev/fuse or no loop devices")
+    undo: list = []
+
+    def start(image: Path, offset: int, size: int) -> tuple[Path, Path]:
+        from bmap.trace.serve import NbdkitServer
+
+        server = NbdkitServer(image).start()
+        undo.append(server.stop)
+        fuse_dir = tmp_path / "fuse"
+        mnt = tmp_path / "mnt"
+        fuse_dir.mkdir()
+        mnt.mkdir()
+        fuse = subprocess.Popen([tool("nbdfuse"), str(fuse_dir), server.uri])
+        undo.append(
+            lambda: (
+                subprocess.run([tool("fusermount3"), "-u", str(fuse_dir)], check=False),
+                fuse.wait(10),
+            )
+        )
+        for _ in range(250):
+            if (fuse_dir / "nbd").exists():
+                break
+            time.sleep(0.02)
+        loop = subprocess.run(
+            [
+                tool("losetup"),
+                "-r",
+                "-f",
+                "--show",
+                "-o",
+                str(offset),
+                "--sizelimit",
+                str(size),
+                str(fuse_dir / "nbd"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        undo.append(lambda: subprocess.run([tool("losetup"), "-d", loop], check=False))
+        subprocess.run(["mount", "-o", "ro,noload", loop, str(mnt)], check=True)
+        undo.append(lambda: subprocess.run(["umount", str(mnt)], check=False))
+        return mnt, server.log
+
+    yield start
+    for step in reversed(undo):
+        step()

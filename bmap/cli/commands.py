@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from bmap.trace.annotate import Annotator
     from bmap.trace.logjob import NbdkitLogJob
     from bmap.trace.output import TraceWriter
-    from bmap.trace.requests import TraceParser
+    from bmap.trace.requests import Columns, TraceParser
 
 _SUFFIXES = {
     "": 1,
@@ -610,7 +610,7 @@ class _OpenLog:
     """A log whose format is known: its lines, or for a file of a format read in blocks
     (nbdkit's) a job that reads and scans it in a child process from now on."""
 
-    def __init__(self, name: str, input_format: str) -> None:
+    def __init__(self, name: str, input_format: str, job: bool = True) -> None:
         from bmap.trace.logjob import NbdkitLogJob
         from bmap.trace.logs import LOG_FORMATS
         from bmap.trace.nbdkit import NbdkitParser
@@ -631,22 +631,45 @@ class _OpenLog:
                 if len(head) >= 50:
                     break
         chosen = _detected_format(name, head, chosen)
+        self.name = name
         self.parser: TraceParser = LOG_FORMATS[chosen]()
         self.lines: Iterable[str] = _chain(head, lines)
         self.job: NbdkitLogJob | None = None
+        self._blocks: IO[bytes] | None = None
         if chosen == "nbdkit" and regular:
             if hasattr(lines, "close"):
                 lines.close()
             try:
-                fh = open(name, "rb")  # noqa: SIM115 - the job closes it
+                fh = open(name, "rb")  # noqa: SIM115 - the job (or columns()) closes it
             except OSError as exc:
                 raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
             assert isinstance(self.parser, NbdkitParser)
-            self.job = NbdkitLogJob(fh, name, self.parser)
+            if job:
+                self.job = NbdkitLogJob(fh, name, self.parser)
+            else:
+                self._blocks = fh
+
+    def columns(self) -> Columns:
+        """Every request of the log, here (made with ``job=False``): an nbdkit log file is
+        read in blocks, anything else line by line."""
+        from bmap.trace.nbdkit import NbdkitParser, nbdkit_log_columns
+        from bmap.trace.requests import Columns
+
+        if self._blocks is not None:
+            assert isinstance(self.parser, NbdkitParser)
+            fh, self._blocks = self._blocks, None
+            return Columns.concat(list(nbdkit_log_columns(fh, self.parser, self.name)))
+        requests = []
+        for number, line in enumerate(self.lines, start=1):
+            requests += self.parser.feed(number, line.rstrip("\n"))
+        requests += self.parser.finish()
+        return Columns.of(requests)
 
     def close(self) -> None:
         if self.job is not None:
             self.job.close()
+        if self._blocks is not None:
+            self._blocks.close()
 
 
 def _trace_writer(
@@ -966,20 +989,43 @@ def _load_for_report(
 
 def _reads_of(frame: pd.DataFrame, logs: Sequence[str], input_format: str, disk: int) -> Any:
     """Every request of the logs cut at the map's objects (bmap.trace.reads), numbered on
-    through the logs, with the run (the log's number, from 1) each came from."""
+    through the logs, with the run (the log's number, from 1) each came from. A log that is
+    ``bmap trace`` output names its disk: that disk is used, unless ``--disk`` says another
+    (an error)."""
     import pandas as pd
 
-    from bmap.trace.logs import parse
+    from bmap.store.lookup import disks_of
     from bmap.trace.reads import reads_frame
 
+    explicit = click.get_current_context().get_parameter_source("disk")
     parts = []
     base = 0
     for run, log in enumerate(logs, start=1):
-        lines = list(_log_lines(log))
-        requests, _ = parse(lines, _detected_format(log, lines[:50], input_format))
-        part = reads_frame(frame, requests, disk)
+        opened = _OpenLog(log, input_format, job=False)
+        try:
+            columns = opened.columns()
+        finally:
+            opened.close()
+        _say_unparsed(log, opened.parser)
+        on = disk
+        named = sorted(getattr(opened.parser, "disks", ()))
+        if len(named) > 1:
+            raise MapFormatError(f"{log}: records of {len(named)} disks; a trace is of one")
+        if named and named[0] != disk:
+            if explicit == click.core.ParameterSource.COMMANDLINE:
+                raise MapFormatError(f"{log}: its records are of disk {named[0]}, not {disk}")
+            on = named[0]
+            if on not in disks_of(frame):
+                raise MapFormatError(f"{log}: its records are of disk {on}, not in the map")
+        part = reads_frame(frame, columns, on, run)
         part["request"] += base
-        part.insert(0, "run", run)
-        base += len(requests)
+        base += len(columns)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def _say_unparsed(log: str, parser: TraceParser) -> None:
+    for number, text in parser.first_unparsed:
+        click.echo(f"bmap: {log}:{number}: not a {parser.name} line: {text!r}", err=True)
+    if parser.unparsed:
+        click.echo(f"bmap: {log}: {parser.unparsed} line(s) of no known format skipped", err=True)

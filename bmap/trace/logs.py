@@ -4,7 +4,9 @@ growing log.
 - ``nbdkit``: the nbdkit ``log`` filter (:mod:`~bmap.trace.nbdkit`);
 - ``qemu``: QEMU's block trace events (:mod:`~bmap.trace.qemu`);
 - ``blkparse``: blkparse's default text output (:mod:`~bmap.trace.blkparse`);
-- ``csv``: ``offset,length[,op[,time]]`` (:mod:`~bmap.trace.csvlog`).
+- ``csv``: ``offset,length[,op[,time]]`` (:mod:`~bmap.trace.csvlog`);
+- ``bmap-csv``, ``bmap-jsonl``: ``bmap trace``'s own output, read back
+  (:mod:`~bmap.trace.records`).
 
 Adding a format: a module with a :class:`~bmap.trace.requests.TraceParser` subclass
 (``feed``, ``recognises``), and one line in :data:`LOG_FORMATS`, at the place where format
@@ -22,10 +24,13 @@ from bmap.trace.blkparse import BlkparseParser
 from bmap.trace.csvlog import CsvParser
 from bmap.trace.nbdkit import NbdkitParser
 from bmap.trace.qemu import QemuParser
+from bmap.trace.records import RecordCsvParser, RecordJsonParser
 from bmap.trace.requests import Request, TraceParser
 
 #: Format name -> its parser; detection asks them in this order, line by line.
 LOG_FORMATS: dict[str, type[TraceParser]] = {
+    "bmap-csv": RecordCsvParser,
+    "bmap-jsonl": RecordJsonParser,
     "nbdkit": NbdkitParser,
     "qemu": QemuParser,
     "blkparse": BlkparseParser,

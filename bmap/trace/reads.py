@@ -4,25 +4,26 @@ completed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
 from bmap.model.blockmap import NO_OFFSET
 from bmap.trace.annotate import Annotator
-from bmap.trace.requests import OPS, Columns, Request
+from bmap.trace.requests import OPS, Columns
 
 
-def reads_frame(frame: pd.DataFrame, requests: Sequence[Request], disk: int = 1) -> pd.DataFrame:
-    """The pieces of ``requests`` (on ``disk`` of the map ``frame``) with their objects.
+def reads_frame(frame: pd.DataFrame, columns: Columns, disk: int = 1, run: int = 1) -> pd.DataFrame:
+    """The pieces of the requests ``columns`` (on ``disk`` of the map ``frame``) with their
+    objects.
 
-    Columns: ``request`` (its number, from 0, in completion order), ``time`` (seconds since
-    the epoch, NaN where the log has none), ``op``, ``status``, ``disk``, ``start``, ``end`` (the
-    piece on the disk), ``type``, ``device``, ``kind``, ``path`` (empty where the map names
-    nothing there), ``file_offset`` (where the piece starts inside its object, or NA).
+    Columns: ``run`` (as given: the log's number), ``request`` (its number, from 0, in
+    completion order), ``time`` (seconds since the epoch, NaN where the log has none), ``op``,
+    ``status``, ``disk``, ``start``, ``end`` (the piece on the disk), ``type``, ``device``,
+    ``kind``, ``path`` (categories; empty where the map names nothing there), ``file_offset``
+    (where the piece starts inside its object, or NA), ``requests`` (how many logged requests
+    the piece's request stands for: 1, or a merged record's count,
+    :attr:`~bmap.trace.requests.Request.stands_for`).
     """
-    columns = Columns.of(requests)
     annotator = Annotator(frame, disk)
     pieces = annotator.pieces(columns, columns.status)
     request = np.cumsum(pieces.request_start) - 1
@@ -30,18 +31,28 @@ def reads_frame(frame: pd.DataFrame, requests: Sequence[Request], disk: int = 1)
     known = row >= 0
     safe = np.maximum(row, 0)
 
-    def take(name: str) -> pd.Series:
-        values = frame[name].to_numpy(dtype=object)[safe] if len(frame) else np.array([], object)
-        return pd.Series(np.where(known, values, ""), dtype=object)
+    def take(name: str) -> pd.Categorical:
+        # Categories: the map's distinct names and "" (nothing in the map); no string per
+        # row, so a million pieces cost their codes.
+        codes, uniques = pd.factorize(frame[name].astype(object).fillna(""))
+        names = list(uniques)
+        if "" not in names:
+            names.append("")
+        empty = names.index("")
+        picked = np.where(known, codes[safe], empty) if len(frame) else np.full(len(row), 0)
+        return pd.Categorical.from_codes(picked, categories=pd.Index(names))
 
     inside = known & pieces.offset_known & (frame["file_offset"].notna().to_numpy()[safe])
     offsets = np.where(inside, pieces.start, NO_OFFSET)
     return pd.DataFrame(
         {
+            "run": np.full(len(row), run, dtype="int64"),
             "request": request.astype("int64"),
             "time": pieces.time,
-            "op": np.asarray(OPS, dtype=object)[pieces.op],
-            "status": np.asarray(columns.status_names, dtype=object)[pieces.status],
+            "op": pd.Categorical.from_codes(pieces.op, categories=pd.Index(OPS)),
+            "status": pd.Categorical.from_codes(
+                pieces.status, categories=pd.Index(columns.status_names)
+            ),
             "disk": np.full(len(row), disk, dtype="int64"),
             "start": pieces.disk_start,
             "end": pieces.disk_end,
@@ -50,5 +61,6 @@ def reads_frame(frame: pd.DataFrame, requests: Sequence[Request], disk: int = 1)
             "kind": take("kind"),
             "path": take("path"),
             "file_offset": pd.Series(offsets, dtype="Int64").mask(offsets < 0),
+            "requests": columns.weights()[request] if len(request) else np.zeros(0, np.int64),
         }
     )

@@ -33,6 +33,9 @@ class Request(NamedTuple):
     """``ok``, ``failed:EIO`` (and the like) or ``unfinished`` (no completion in the log)."""
     connection: int = 0
     line: int = 0
+    stands_for: int = 1
+    """How many logged requests this one stands for: 1, except for a record of ``bmap trace``
+    output read back (consecutive requests to one object, merged)."""
 
 
 @dataclass
@@ -46,6 +49,9 @@ class Columns:
     status_names: list[str]
     offset: Int
     length: Int
+    stands_for: Int | None = None
+    """Per request, how many logged requests it stands for (:attr:`Request.stands_for`); None
+    when every one stands for itself."""
 
     def __len__(self) -> int:
         return len(self.offset)
@@ -53,6 +59,7 @@ class Columns:
     @classmethod
     def of(cls, requests: Sequence[Request]) -> Columns:
         status_names: dict[str, int] = {}
+        merged = any(r.stands_for != 1 for r in requests)
         return cls(
             np.array([np.nan if r.time is None else r.time for r in requests], dtype=float),
             np.fromiter((OP_CODE[r.op] for r in requests), dtype=np.int64, count=len(requests)),
@@ -64,7 +71,16 @@ class Columns:
             list(status_names),
             np.fromiter((r.offset for r in requests), dtype=np.int64, count=len(requests)),
             np.fromiter((r.length for r in requests), dtype=np.int64, count=len(requests)),
+            (
+                np.fromiter((r.stands_for for r in requests), dtype=np.int64, count=len(requests))
+                if merged
+                else None
+            ),
         )
+
+    def weights(self) -> Int:
+        """:attr:`stands_for`, with the ones filled in."""
+        return np.ones(len(self), dtype=np.int64) if self.stands_for is None else self.stands_for
 
     @classmethod
     def concat(cls, parts: Sequence[Columns]) -> Columns:
@@ -82,6 +98,11 @@ class Columns:
             list(names),
             np.concatenate([p.offset for p in parts]) if parts else np.zeros(0, np.int64),
             np.concatenate([p.length for p in parts]) if parts else np.zeros(0, np.int64),
+            (
+                np.concatenate([p.weights() for p in parts])
+                if any(p.stands_for is not None for p in parts)
+                else None
+            ),
         )
 
 

@@ -264,3 +264,85 @@ def test_report_of_a_map_file_names_the_image_and_its_sha256(sample, tmp_path):
     assert sha256_file(image) in text
     assert str(image) in text and "32.0 MiB" in text
     assert run("report", image, "-o", tmp_path / "r.pdf").exit_code == 2
+
+
+def _rows_after(page: Any, heading: str) -> list[list[str]]:
+    """The shown rows of the table under the ``<h3>`` that starts with ``heading``."""
+    table = page.locator(
+        f"xpath=//h3[starts-with(normalize-space(.), '{heading}')]"
+        "/following-sibling::div[contains(@class, 'table')][1]"
+    )
+    return table.evaluate(
+        "t => [...t.querySelectorAll('tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+
+
+def _completed_reads(log: str) -> list[tuple[int, int]]:
+    """The reads of an nbdkit log that completed, ``(start, end)`` in completion order: the
+    test's own reading of the log (two patterns), not bmap's."""
+    import re
+
+    asked: dict[tuple[str, str], tuple[int, int]] = {}
+    done = []
+    pattern = re.compile(
+        r"connection=(\d+) (\.\.\.)?Read id=(\d+) (?:offset=0x([0-9a-f]+) count=0x([0-9a-f]+)"
+        r"|return=0)"
+    )
+    for m in pattern.finditer(log):
+        key = (m[1], m[3])
+        if m[2] is None:
+            offset = int(m[4], 16)
+            asked[key] = (offset, offset + int(m[5], 16))
+        elif key in asked:
+            done.append(asked.pop(key))
+    return done
+
+
+def test_boot_view_of_a_real_kernel_reading_through_nbdkit(
+    browser, sample, tmp_path, kernel_client
+):
+    """The real kernel mounts the root partition through nbdkit's log filter (nbdfuse, a
+    read-only loop device) and reads three files; the report of that log ranks them by their
+    first read and counts their bytes read as the log and debugfs's extents say, and the page
+    is clean."""
+    from tests import ext_truth as T
+    from tests.conftest import sfdisk_json
+
+    image = sample("gpt-512")
+    part = next(p for p in sfdisk_json(image)["partitions"] if p["name"] == "root")
+    offset = part["start"] * 512
+    mnt, log = kernel_client(image, offset, part["size"] * 512)
+    wanted = ["/etc/fstab", "/docs/lorem.txt", "/data/big.bin"]
+    sizes = {path: len((mnt / path.lstrip("/")).read_bytes()) for path in wanted}
+    saved = tmp_path / "nbdkit.log"
+    saved.write_text(log.read_text())
+    # The truth: debugfs's extents of each file against the completed reads of the log.
+    bs = int(T.dumpe2fs_header(image, offset)["Block size"])
+    reads = _completed_reads(saved.read_text())
+    first: dict[str, int] = {}
+    read_bytes: dict[str, int] = {}
+    for path in wanted:
+        extents = [
+            (offset + e.physical * bs, offset + (e.physical + e.length) * bs)
+            for e in T.debugfs_stat(image, path, offset)["data_extents"]
+        ]
+        assert extents, f"{path} has no data blocks"
+        overlaps = [
+            (i, max(0, min(end, e_end) - max(start, e_start)))
+            for i, (start, end) in enumerate(reads)
+            for e_start, e_end in extents
+        ]
+        first[path] = min(i for i, n in overlaps if n)
+        read_bytes[path] = sum(n for _, n in overlaps)
+        assert read_bytes[path] >= sizes[path]
+    report = _report(tmp_path, image, "--trace", saved)
+    opened = Opened(browser, report)
+    page = opened.page
+    assert page.locator("#boot canvas").count() >= 1
+    order = [r[2] for r in _rows_after(page, "Order of first reads of files")]
+    assert [p for p in order if p in wanted] == sorted(wanted, key=first.__getitem__), order
+    shown = {r[1]: int(r[2]) for r in _rows_after(page, "Bytes read per file")}
+    assert {path: shown[path] for path in wanted} == read_bytes
+    _not_blank(page)
+    opened.check_clean()
+    page.close()

@@ -12,6 +12,7 @@ from bmap.images import open_images
 from bmap.layers.mapper import map_images
 from bmap.trace.logs import parse
 from bmap.trace.reads import reads_frame
+from bmap.trace.requests import Columns
 from reports import csvout, tables
 from tests.bmap.cli.test_cli import run
 from tests.conftest import sfdisk_json, sha256_file
@@ -86,7 +87,7 @@ def test_reads_name_each_piece_and_objects_count_them(gpt, tmp_path):
     # a read of big.bin's 3rd KiB, then one across the MBR and the GPT header, then big.bin
     log.write_text(f"{big.start + 0x800},1024\n256,512\n{big.start},4096\n")
     requests, _ = parse(log.read_text().splitlines(), "csv")
-    reads = reads_frame(frame, requests)
+    reads = reads_frame(frame, Columns.of(requests))
     assert list(reads.columns) == tables.READ_COLUMNS
     assert reads[["request", "kind", "path"]].values.tolist() == [
         [0, "file", "/data/big.bin"],
@@ -166,3 +167,32 @@ def test_bmap_report_refuses_what_it_cannot_write(gpt, tmp_path):
     assert result.exit_code == 2 and ".csv" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r.txt").exists()
+
+
+def test_no_control_character_of_an_image_or_a_log_reaches_the_terminal(tmp_path):
+    """Names with ESC, BEL and CR, and a log whose lines carry terminal escapes: what
+    ``bmap report`` prints (stdout and stderr) holds no control character but newlines,
+    while the CSV keeps the names exactly (quoted where CSV needs it)."""
+    from tests.conftest import run_tool, tool
+
+    names = ["\x1b[2Jclear", "bell\x07", "cr\rreturn", "\x1b]0;title\x07"]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in names:
+        (tree / name).write_bytes(b"z" * 5000)
+    image = tmp_path / "ctl.img"
+    with open(image, "wb") as fh:
+        fh.truncate(8 << 20)
+    run_tool(tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "1024", "-d", str(tree), str(image))
+    log = tmp_path / "log.csv"
+    log.write_text("0,1024\n\x1b[31mnot a line\x1b[0m\n\x1b]0;pwned\x07\n2048,1024\n")
+    result = run(
+        "report", image, "--trace", log, "--csv", tmp_path / "out", "-o", tmp_path / "r.html"
+    )
+    assert result.exit_code == 0, result.stderr
+    printed = result.stdout + result.stderr
+    assert "not a csv line" in printed  # the log's bad lines are named, escaped
+    assert not any(ord(c) < 32 and c != "\n" for c in printed), repr(printed)
+    with open(tmp_path / "out" / "objects.csv", newline="", encoding="utf-8") as fh:
+        paths = {row["path"] for row in csv.DictReader(fh)}
+    assert {"/" + n for n in names} <= paths

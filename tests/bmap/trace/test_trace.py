@@ -322,64 +322,6 @@ def test_serve_without_nbdkit_says_how_to_install(sample, tmp_path, monkeypatch)
     assert "apt-get install nbdkit" in result.stderr
 
 
-@pytest.fixture
-def kernel_client(tmp_path):
-    """nbdkit serving an image, nbdfuse exposing it as a file, a read-only loop device and
-    mount of one partition: the real kernel reads through nbdkit. All undone afterwards."""
-    from tests.conftest import is_root
-
-    if not is_root():
-        pytest.skip("needs root for loop devices and mounts")
-    if not Path("/dev/fuse").exists() or not Path("/dev/loop-control").exists():
-        pytest.skip("this machine has no /dev/fuse or no loop devices")
-    undo: list = []
-
-    def start(image: Path, offset: int, size: int) -> tuple[Path, Path]:
-        from bmap.trace.serve import NbdkitServer
-
-        server = NbdkitServer(image).start()
-        undo.append(server.stop)
-        fuse_dir = tmp_path / "fuse"
-        mnt = tmp_path / "mnt"
-        fuse_dir.mkdir()
-        mnt.mkdir()
-        fuse = subprocess.Popen([tool("nbdfuse"), str(fuse_dir), server.uri])
-        undo.append(
-            lambda: (
-                subprocess.run([tool("fusermount3"), "-u", str(fuse_dir)], check=False),
-                fuse.wait(10),
-            )
-        )
-        for _ in range(250):
-            if (fuse_dir / "nbd").exists():
-                break
-            time.sleep(0.02)
-        loop = subprocess.run(
-            [
-                tool("losetup"),
-                "-r",
-                "-f",
-                "--show",
-                "-o",
-                str(offset),
-                "--sizelimit",
-                str(size),
-                str(fuse_dir / "nbd"),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        undo.append(lambda: subprocess.run([tool("losetup"), "-d", loop], check=False))
-        subprocess.run(["mount", "-o", "ro,noload", loop, str(mnt)], check=True)
-        undo.append(lambda: subprocess.run(["umount", str(mnt)], check=False))
-        return mnt, server.log
-
-    yield start
-    for step in reversed(undo):
-        step()
-
-
 def test_a_real_kernel_reading_files_through_nbdkit(sample, tmp_path, kernel_client):
     image = sample("gpt-512")
     part = next(p for p in sfdisk_json(image)["partitions"] if p["name"] == "root")
