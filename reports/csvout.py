@@ -27,11 +27,8 @@ def guarded(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         # Each distinct text is checked once (devices, types and kinds repeat a lot).
         codes, uniques = pd.factorize(values)
-        risky_unique = np.fromiter(
-            (isinstance(u, str) and u[:1] in FORMULA_START for u in uniques),
-            dtype=bool,
-            count=len(uniques),
-        )
+        first = pd.Series(np.asarray(uniques, dtype=object)).str.slice(0, 1)
+        risky_unique = first.isin(FORMULA_START).to_numpy(dtype=bool)  # not text: NaN, False
         risky = np.append(risky_unique, False)[codes]  # code -1 (a missing value) stays
         if risky.any():
             values = values.astype(object)
