@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bmap.errors import MapFormatError
 from bmap.model.blockmap import TYPES, BlockMap
-from bmap.model.frame import COLUMNS, make_frame
+from bmap.model.frame import COLUMNS, MAX_DISK, bounded_int, make_frame
 from bmap.store.textmap import line_chunks
 
 if TYPE_CHECKING:
@@ -65,7 +65,19 @@ def read(fh: IO[str], name: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(
             fh,
-            dtype={"type": object, "device": object, "kind": object, "path": object},
+            # Integers as int64 (nullable where a cell may be empty): a number past int64
+            # fails here, and the line reader names it, rather than wrapping or rounding.
+            dtype={
+                "disk": "int64",
+                "start": "int64",
+                "end": "int64",
+                "type": object,
+                "device": object,
+                "kind": object,
+                "path": object,
+                "file_offset": "Int64",
+                "inode": "Int64",
+            },
             keep_default_na=False,
             na_values={"file_offset": [""], "inode": [""]},
             engine="c",
@@ -82,8 +94,8 @@ def read(fh: IO[str], name: str) -> pd.DataFrame:
                 file_offset=frame["file_offset"].astype("Int64"),
                 inode=frame["inode"].astype("Int64"),
             )
-    except (ValueError, TypeError, pd.errors.ParserError):
-        pass
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+        pass  # the line reader names the first bad line
     fh.seek(0)
     return _read_lines(fh, name)
 
@@ -118,12 +130,19 @@ def append_record(rows: dict[str, list[Any]], rec: list[Any]) -> None:
     disk, start, end, type_, device, kind, path, file_offset, inode = rec
     if str(type_) not in TYPES or len(str(type_)) != 1:
         raise ValueError(f"unknown type {type_!r}")
-    rows["disk"].append(int(disk))
-    rows["start"].append(int(start))
-    rows["end"].append(int(end))
+    d = bounded_int(disk, "disk", 1, MAX_DISK)
+    s = bounded_int(start, "start")
+    e = bounded_int(end, "end")
+    if e < s:
+        raise ValueError(f"end {e} before start {s}")
+    rows["disk"].append(d)
+    rows["start"].append(s)
+    rows["end"].append(e)
     rows["type"].append(str(type_))
     rows["device"].append(str(device))
     rows["kind"].append(str(kind))
     rows["path"].append("" if path is None else str(path))
-    rows["file_offset"].append(None if file_offset in ("", None) else int(file_offset))
-    rows["inode"].append(None if inode in ("", None) else int(inode))
+    rows["file_offset"].append(
+        None if file_offset in ("", None) else bounded_int(file_offset, "file_offset")
+    )
+    rows["inode"].append(None if inode in ("", None) else bounded_int(inode, "inode"))

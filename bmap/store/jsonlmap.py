@@ -53,4 +53,6 @@ def read(fh: IO[str], name: str) -> pd.DataFrame:
             append_record(rows, [rec[c] for c in COLUMNS])
         except (ValueError, KeyError, TypeError) as exc:
             raise MapFormatError(f"{name}:{number}: not a map record: {exc}") from None
+        except RecursionError:
+            raise MapFormatError(f"{name}:{number}: not a map record: nested too deep") from None
     return make_frame(**rows)

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from bmap.errors import MapFormatError
 from bmap.model.blockmap import BlockMap
+from bmap.model.frame import MAX_DISK
 from bmap.store import csvmap, jsonlmap, textmap
 
 if TYPE_CHECKING:
@@ -90,7 +91,31 @@ def read_map(path: str | os.PathLike[str]) -> pd.DataFrame:
             frame = MAP_FORMATS[fmt].read(fh, str(path))
     except OSError as exc:
         raise MapFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    _check_ranges(frame, str(path))
     return frame
+
+
+def _check_ranges(frame: pd.DataFrame, name: str) -> None:
+    """Every row's disk, range, offset and inode within the format's bounds, whichever reader
+    (a fast one for well-formed files) read it.
+
+    Raises:
+        MapFormatError: naming the first row out of bounds.
+    """
+    import numpy as np
+
+    disk = frame["disk"].to_numpy()
+    start = frame["start"].to_numpy()
+    end = frame["end"].to_numpy()
+    bad = (disk < 1) | (disk > MAX_DISK) | (start < 0) | (end < start)
+    for column in ("file_offset", "inode"):
+        bad |= (frame[column].fillna(0) < 0).to_numpy(dtype=bool)
+    if bad.any():
+        row = frame.iloc[int(np.argmax(bad))]
+        raise MapFormatError(
+            f"{name}: map row {int(np.argmax(bad)) + 1} out of bounds: disk {row['disk']}, "
+            f"{row['start']}-{row['end']}, file_offset {row['file_offset']}, inode {row['inode']}"
+        )
 
 
 def read_findings(path: str | os.PathLike[str]) -> list[tuple[str, int, int | None, str, str]]:

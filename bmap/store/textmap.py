@@ -15,7 +15,7 @@ from bmap.errors import MapFormatError
 from bmap.model import textcols
 from bmap.model.blockmap import KIND_OF_TYPE, TYPES, BlockMap
 from bmap.model.escape import escape, unescape
-from bmap.model.frame import COLUMNS, make_frame
+from bmap.model.frame import COLUMNS, MAX_DISK, MAX_OFFSET, make_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,6 +110,10 @@ def _split_id(type_: str, ident: str, where: str) -> tuple[str, str, str]:
     return device, kind, path
 
 
+_DISK = re.compile(r"[0-9]{1,5}")
+_HEX = re.compile(r"[0-9a-f]{1,16}")
+
+
 def read(fh: IO[str], name: str) -> pd.DataFrame:
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     cache: dict[str, tuple[str, str, str]] = {}
@@ -122,11 +126,10 @@ def read(fh: IO[str], name: str) -> pd.DataFrame:
         if len(parts) != 5 or parts[3] not in TYPES or len(parts[3]) != 1:
             raise MapFormatError(f"{where}: not a map line: {line[:80]!r}")
         disk, start, end, type_, ident = parts
-        try:
-            d, s, e = int(disk), int(start, 16), int(end, 16)
-        except ValueError:
-            raise MapFormatError(f"{where}: bad number in {line[:80]!r}") from None
-        if e < s or d < 1:
+        if not (_DISK.fullmatch(disk) and _HEX.fullmatch(start) and _HEX.fullmatch(end)):
+            raise MapFormatError(f"{where}: bad number in {line[:80]!r}")
+        d, s, e = int(disk), int(start, 16), int(end, 16)
+        if e < s or not 1 <= d <= MAX_DISK or e > MAX_OFFSET:
             raise MapFormatError(f"{where}: bad range or disk in {line[:80]!r}")
         key = type_ + ident
         split = cache.get(key)

@@ -103,6 +103,13 @@ def test_jsonl_is_ascii_json():
         assert set(json.loads(line)) == set(COLUMNS)
 
 
+CSV_HEAD = ",".join(COLUMNS) + "\n"
+JSON_ROW = (
+    '{"disk": 1, "start": 0, "end": 10, "type": "v", "device": "/dev/sda", "kind": "disk", '
+    '"path": "", "file_offset": null, "inode": null}\n'
+)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -114,9 +121,28 @@ def test_jsonl_is_ascii_json():
         ("1 0 10 f /dev/sda1 /bad\\q\n", "unknown escape"),
         ("disk,start,end\n", "expected the columns"),
         ('{"disk": 1}\n', "not a map record"),
+        # Numbers out of bounds, in every format: one line and exit 6, never a Python limit.
+        ("1 0 10000000000000005 v /dev/sda\n", "bad number"),  # 17 hex digits: past 2**64
+        ("1 0 8000000000000000 v /dev/sda\n", "bad range or disk"),  # 2**63
+        ("1 0 10 v /dev/sda\n1 -5 10 v /dev/sda\n", "bad number"),
+        ("70000 0 10 v /dev/sda\n", "bad range or disk"),
+        ("0 0 10 v /dev/sda\n", "bad range or disk"),
+        ("1 " + "f" * 5000 + " 10 v /dev/sda\n", "bad number"),
+        (CSV_HEAD + "1,0,18446744073709551621,v,/dev/sda,disk,,,\n", "at most 19 digits"),
+        (CSV_HEAD + "1,0,9223372036854775808,v,/dev/sda,disk,,,\n", "outside"),
+        (CSV_HEAD + "1,-5,10,v,/dev/sda,disk,,,\n", "out of bounds|outside"),
+        (CSV_HEAD + "1,0," + "9" * 5000 + ",v,/dev/sda,disk,,,\n", "at most 19 digits"),
+        (CSV_HEAD + "1,0,10,f,/dev/sda,file,/x,-1,12\n", "out of bounds|outside"),
+        (CSV_HEAD + "99999,0,10,v,/dev/sda,disk,,,\n", "out of bounds|outside"),
+        (JSON_ROW.replace('"end": 10', '"end": 18446744073709551621'), "outside"),
+        (JSON_ROW.replace('"end": 10', '"end": ' + "9" * 5000), "not a map record"),
+        (JSON_ROW.replace('"start": 0', '"start": -1'), "outside"),
+        (JSON_ROW.replace('"start": 0', '"start": true'), "not a number"),
+        ('{"disk": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "not a map record"),
     ],
 )
 def test_bad_maps_raise_map_format_error(tmp_path, content, message):
+    """Each bad map is one MapFormatError (exit 6) naming what is wrong."""
     path = tmp_path / "bad.bmap"
     path.write_text(content)
     with pytest.raises(MapFormatError, match=message):
