@@ -62,22 +62,14 @@ def read(fh: IO[str], name: str) -> pd.DataFrame:
     the first bad line of one that is not."""
     import pandas as pd
 
+    # Integers as int64 (nullable where a cell may be empty): a number past int64 fails
+    # here, and the line reader names it, rather than wrapping or rounding.
+    dtypes: dict[str, Any] = {c: object for c in ("type", "device", "kind", "path")}
+    dtypes.update(disk="int64", start="int64", end="int64", file_offset="Int64", inode="Int64")
     try:
         frame = pd.read_csv(
             fh,
-            # Integers as int64 (nullable where a cell may be empty): a number past int64
-            # fails here, and the line reader names it, rather than wrapping or rounding.
-            dtype={
-                "disk": "int64",
-                "start": "int64",
-                "end": "int64",
-                "type": object,
-                "device": object,
-                "kind": object,
-                "path": object,
-                "file_offset": "Int64",
-                "inode": "Int64",
-            },
+            dtype=dtypes,
             keep_default_na=False,
             na_values={"file_offset": [""], "inode": [""]},
             engine="c",
