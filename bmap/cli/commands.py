@@ -22,7 +22,6 @@ import click
 
 from bmap import __version__
 from bmap.cli.render import (
-    describe_hit,
     disk_dict,
     disk_tree,
     hits_table,
@@ -33,6 +32,7 @@ from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError
 from bmap.images import DiskImage, Image, format_of, is_uri, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
 from bmap.layers.partitions import discover
+from bmap.model.ids import object_name
 from bmap.model.units import human_size
 from bmap.store.mapfile import FORMATS, read_map, sniff_format, write_map
 
@@ -425,8 +425,15 @@ def _read_map_file(source: Path) -> pd.DataFrame:
     help="Disk number in a multi-disk map.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--max-hits",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="At most this many objects per OFFSET, the innermost (0: all); the rest are counted.",
+)
 def lookup_command(
-    map_file: Path | str, queries: tuple[str, ...], disk: int, as_json: bool
+    map_file: Path | str, queries: tuple[str, ...], disk: int, as_json: bool, max_hits: int
 ) -> None:
     """What is at each OFFSET of a disk: every object, innermost first, with the offset inside it.
 
@@ -437,17 +444,20 @@ def lookup_command(
         ranges = [parse_query(q) for q in queries]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="OFFSET") from None
-    from bmap.store.lookup import hit_record, lookup
+    from bmap.store.lookup import Rows, lookup
 
     frame = _load_for_lookup(map_file)
-    answers = lookup(frame, disk, ranges, str(map_file))
+    answers = lookup(frame, disk, ranges, str(map_file), max_hits or None)
+    rows = Rows(frame)
+    del frame
     if as_json:
         out = [
             {
                 "disk": a.disk,
                 "start": a.start,
                 "end": a.end,
-                "objects": [hit_record(frame.iloc[r], off) for r, off in a.hits],
+                "objects": [rows.record(r, off) for r, off in a.hits],
+                "more": a.more,
             }
             for a in answers
         ]
@@ -460,18 +470,17 @@ def lookup_command(
         if not a.hits:
             click.echo("  nothing in the map covers these bytes")
             continue
-        table = []
-        for r, off in a.hits:
-            row = frame.iloc[r]
-            table.append(
-                (
-                    describe_hit(row),
-                    f"at {off:#x}" if off >= 0 else "at ?",
-                    f"[{int(row['start']):#x}, {int(row['end']):#x})",
-                )
+        table = [
+            (
+                object_name(rows.type[r], rows.device[r], rows.kind[r], rows.path[r]),
+                f"at {off:#x}" if off >= 0 else "at ?",
+                f"[{int(rows.start[r]):#x}, {int(rows.end[r]):#x})",
             )
-        for line in hits_table(table):
-            click.echo(line)
+            for r, off in a.hits
+        ]
+        click.echo("\n".join(hits_table(table)))
+        if a.more:
+            click.echo(f"  ... and {a.more} more (--max-hits 0 shows them all)")
 
 
 class _LogFormatChoice(click.Choice):

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from bmap.layers.mapper import gaps
 from bmap.layers.partitions import Disk, Partition
 from bmap.model.escape import escape
-from bmap.model.ids import object_name
 from bmap.model.units import human_size
 from parsers.probe import Content
 
@@ -277,11 +276,6 @@ def disk_dict(disk: Disk) -> dict[str, Any]:
             for f in disk.findings
         ],
     }
-
-
-def describe_hit(row: Any) -> str:
-    """``m /dev/sda1 superblock`` for one row of a map DataFrame."""
-    return object_name(row["type"], row["device"], row["kind"], row["path"])
 
 
 def hits_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:

@@ -112,6 +112,29 @@ def test_lookup_innermost_first_with_offsets(sample, tmp_path):
     ]
 
 
+def test_lookup_of_a_byte_under_many_lines_shows_the_innermost_and_the_containers(tmp_path):
+    """A hostile map stacks 20,000 file lines over one range inside a partition: lookup shows
+    the innermost --max-hits of them, then the partition and the disk, and counts the rest."""
+    lines = ["1 0 100000 v /dev/sda", "1 1000 9000 p /dev/sda1"]
+    lines += [f"1 2000 3000 f /dev/sda1 /f{i}" for i in range(20_000)]
+    lines.append("1 2800 2900 f /dev/sda1 /small")
+    stacked = tmp_path / "stacked.bmap"
+    stacked.write_text("\n".join(lines) + "\n")
+    result = run("lookup", stacked, "0x2880", "--max-hits", "3")
+    assert result.exit_code == 0, result.stderr
+    shown = [line.split()[:3] for line in result.stdout.splitlines()[1:]]
+    assert shown == [
+        ["f", "/dev/sda1", "/small"],
+        ["f", "/dev/sda1", "/f0"],
+        ["f", "/dev/sda1", "/f1"],
+        ["p", "/dev/sda1", "at"],
+        ["v", "/dev/sda", "at"],
+        ["...", "and", "19998"],
+    ]
+    everything = json.loads(run("lookup", stacked, "0x2880", "--json", "--max-hits", "0").stdout)
+    assert len(everything[0]["objects"]) == 20_003 and everything[0]["more"] == 0
+
+
 def test_lookup_on_an_image_maps_it_on_the_fly(sample):
     result = run("lookup", sample("mbr-extended"), "2048s")
     assert result.exit_code == 0
