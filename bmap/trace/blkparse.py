@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from bmap.trace.requests import Request, TraceParser
+from bmap.trace.requests import Request, TraceParser, in_range
 
 _BLKPARSE = re.compile(
     r"^\s*\d+,\d+\s+\d+\s+\d+\s+(?P<time>\d+\.\d+)\s+\d+\s+(?P<act>[A-Za-z])\s+"
-    r"(?P<rwbs>[A-Z]+)\s+(?P<sector>\d+)\s+\+\s+(?P<count>\d+)(?:\s+\[(?P<extra>[^\]]*)\])?"
+    r"(?P<rwbs>[A-Z]+)\s+(?P<sector>\d{1,19})\s+\+\s+(?P<count>\d{1,19})(?!\d)"
+    r"(?:\s+\[(?P<extra>[^\]]*)\])?"
 )
 
 
@@ -41,14 +42,18 @@ class BlkparseParser(TraceParser):
         op = "trim" if "D" in rwbs else "write" if "W" in rwbs else "read" if "R" in rwbs else ""
         if not op:
             return []
+        offset, length = int(m["sector"]) * 512, int(m["count"]) * 512
+        if not in_range(offset, length):
+            self.skip(number, line)
+            return []
         extra = (m["extra"] or "0").strip()
         status = "ok" if extra in ("0", "") else f"failed:{extra}"
         return [
             Request(
                 float(m["time"]),
                 op,
-                int(m["sector"]) * 512,
-                int(m["count"]) * 512,
+                offset,
+                length,
                 status,
                 0,
                 number,

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 
-from bmap.trace.requests import OP_CODE, Request, TraceParser
+from bmap.trace.requests import OP_CODE, Request, TraceParser, in_range, parse_int
 
+_NUMBER = r"0x[0-9a-fA-F]{1,16}|\d{1,19}"  # 64 bits at most: a longer one is no line of ours
 _CSV = re.compile(
-    r"^\s*(?P<offset>0x[0-9a-fA-F]+|\d+)\s*,\s*(?P<length>0x[0-9a-fA-F]+|\d+)"
-    r"(?:\s*,\s*(?P<op>[A-Za-z]*))?(?:\s*,\s*(?P<time>[-+0-9.eE]+))?\s*$"
+    rf"^\s*(?P<offset>{_NUMBER})\s*,\s*(?P<length>{_NUMBER})"
+    r"(?:\s*,\s*(?P<op>[A-Za-z]*))?(?:\s*,\s*(?P<time>[-+0-9.eE]{1,40}))?\s*$"
 )
 
 
@@ -33,5 +34,13 @@ class CsvParser(TraceParser):
         if op not in OP_CODE:
             self.skip(number, line)
             return []
-        time = float(m["time"]) if m["time"] else None
-        return [Request(time, op, int(m["offset"], 0), int(m["length"], 0), "ok", 0, number)]
+        try:
+            time = float(m["time"]) if m["time"] else None
+        except ValueError:  # "1.2.3", "e": the pattern lets them by
+            self.skip(number, line)
+            return []
+        offset, length = parse_int(m["offset"]), parse_int(m["length"])
+        if not in_range(offset, length):
+            self.skip(number, line)
+            return []
+        return [Request(time, op, offset, length, "ok", 0, number)]

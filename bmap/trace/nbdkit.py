@@ -19,7 +19,16 @@ import numpy.typing as npt
 
 from bmap.errors import MapFormatError
 from bmap.trace.nbdkitscan import Scan, days_from_civil, scan
-from bmap.trace.requests import OP_CODE, OPS, Columns, Int, Request, TraceParser, parse_int
+from bmap.trace.requests import (
+    OP_CODE,
+    OPS,
+    Columns,
+    Int,
+    Request,
+    TraceParser,
+    in_range,
+    parse_int,
+)
 
 _NBDKIT_OPS = {"Read": "read", "Write": "write", "Trim": "trim", "Zero": "zero", "Cache": "cache"}
 _NBDKIT_OTHER = (
@@ -34,10 +43,12 @@ _NBDKIT_OTHER = (
 )
 
 _NBDKIT = re.compile(
-    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) (?:connection=(?P<conn>\d+) )?"
-    r"(?P<leave>\.\.\.)?(?P<act>[A-Za-z]+)(?: id=(?P<id>\d+))?(?P<rest>.*)$"
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) (?:connection=(?P<conn>\d{1,18}) )?"
+    r"(?P<leave>\.\.\.)?(?P<act>[A-Za-z]+)(?: id=(?P<id>\d{1,18})(?!\w))?(?P<rest>.*)$"
 )
-_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|-?\d+)")
+#: ``name=number``; a number of more digits than 64 bits take is no number (the field is then
+#: missing, and the line garbage): never converted, whatever its length.
+_FIELD = re.compile(r"(\w+)=(0x[0-9a-fA-F]{1,16}|-?\d{1,19})(?!\w)")
 #: What makes a line of nbdkit's grammar an nbdkit log line for format detection.
 _DETECT = re.compile(r" (Read|Write|Connect|Ready|Trim|Zero)")
 _ERROR = re.compile(r"error=(\w+)|\((E\w+|Other)[^)]*\)")
@@ -111,7 +122,7 @@ class NbdkitParser(TraceParser):
             offset, count = parse_int(fields["offset"]), parse_int(fields["count"])
             # Offsets and counts are 64-bit in NBD; bmap keeps them as int64, so anything at
             # or above 2**63 cannot be a real request of a disk image.
-            if micros is None or offset >= 1 << 63 or count >= 1 << 63:
+            if micros is None or not in_range(offset, count):
                 return _GARBAGE
             request = Request(
                 micros / 1e6,

@@ -323,6 +323,8 @@ def scan(data: bytes) -> Scan | None:
     ok &= cnt_ok & time_ok
     ok &= block.is_text(off_start, b"offset=0x") & block.is_text(cnt_start, b"count=0x")
     ok &= block.is_text(line_end[lines] - 4, b" ...")
+    # A request whose end passes int64 is no request of a disk image (the line code says so).
+    ok &= (offset >= 0) & (count >= 0) & (offset <= np.int64((1 << 63) - 1) - np.maximum(count, 0))
     req, offset, count, micros = req[ok], offset[ok], count[ok], micros[ok]
 
     # Completions: id, return=N, and error=E.

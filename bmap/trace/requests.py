@@ -106,6 +106,16 @@ class Columns:
         )
 
 
+MAX_END = (1 << 63) - 1
+"""No request reaches past this: bmap keeps offsets as int64 (NBD's are 64-bit unsigned)."""
+
+
+def in_range(offset: int, length: int) -> bool:
+    """Whether a request of a log can be one of a disk image: both numbers non-negative and
+    its end within int64. A parser skips (and counts) any other."""
+    return offset >= 0 and length >= 0 and offset + length <= MAX_END
+
+
 def parse_int(text: str) -> int:
     """A log's number: ``0x`` hex or decimal (leading zeros allowed, unlike ``int(x, 0)``)."""
     return int(text[2:], 16) if text[:2] in ("0x", "0X") else int(text, 10)

@@ -8,6 +8,7 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,10 +40,13 @@ hex_number = st.one_of(
     st.integers(0, 2**64 - 1).map(lambda v: f"0x{v:x}"),  # 16 digits: may not fit an int64
     st.integers(0, 2**20).map(lambda v: f"0x{v:X}"),  # upper case
     st.sampled_from(["0x", "0x0", "0x00000000000000001", "0xg1", "12"]),
+    # past int64 together with a count, and of thousands of digits
+    st.sampled_from(["0x7fffffffffffff00", "0x" + "f" * 40, "0x" + "9" * 5000]),
 )
 decimal = st.one_of(
     st.integers(0, 5).map(str),
     st.sampled_from(["01", "007", "", "x", "4294967296", "99999999999", "2147483648"]),
+    st.sampled_from(["9" * 19, "9" * 20, "1" * 5000]),
 )
 
 
@@ -284,3 +288,46 @@ def test_reading_a_file_in_blocks_of_any_size_changes_nothing(lines, block, cut_
         tracelogs.LOG_BLOCK = saved
     assert got == want
     assert parser.unparsed == line_parser.unparsed
+
+
+HUGE = ["1" * 5000, str(2**64), str(2**63), "0x" + "f" * 17, "0x" + "9" * 5000]
+
+
+def _hostile_lines(fmt: str) -> list[str]:
+    """Lines of each format whose numbers are past int64 or thousands of digits long, or
+    whose request ends past int64."""
+    t = "2026-12-01 08:00:00.000001 connection=1"
+    if fmt == "nbdkit":
+        lines = []
+        for i, n in enumerate([*HUGE, "0x7fffffffffffff00"]):
+            n = n if n.startswith("0x") else f"0x{n}"
+            lines += [
+                f"{t} Read id={i} offset={n} count=0x1000 ...",
+                f"{t} ...Read id={i} return=0",
+            ]
+        lines += [f"{t} Read id=99 offset=0x0 count=0x200 ...", f"{t} ...Read id=99 return=0"]
+        return lines
+    if fmt == "qemu":
+        line = "12@1.5:blk_co_preadv blk 0x1 bs 0x2 offset {} bytes {} flags 0x0"
+        return [line.format(n, 512) for n in HUGE[:3]] + [line.format(0, 512)]
+    if fmt == "blkparse":
+        line = "  8,0    1        1     0.000100000  1234  C   R {} + {} [0]"
+        return [line.format(n, 8) for n in [*HUGE[:3], 2**54]] + [line.format(0, 1)]
+    return [f"{n},512" for n in HUGE] + ["9223372036854775807,1", "0,512,read,1.2.3", "0,512"]
+
+
+@pytest.mark.parametrize("fmt", ["nbdkit", "qemu", "blkparse", "csv"])
+def test_numbers_past_int64_are_lines_of_no_known_format(fmt):
+    """Every such line is skipped and counted, never converted past 19 digits (no Python
+    limit error) and never wrapped; the one good request is kept. The nbdkit block scanner
+    agrees with the line parser."""
+    lines = _hostile_lines(fmt)
+    requests, parser = parse(lines, fmt)
+    assert [(r.offset, r.length) for r in requests] == [(0, 512)]
+    expected_bad = {"nbdkit": len(HUGE) + 1, "qemu": 3, "blkparse": 4, "csv": len(HUGE) + 2}
+    assert parser.unparsed == expected_bad[fmt]
+    if fmt == "nbdkit":
+        data = "".join(line + "\n" for line in lines).encode()
+        got, block_parser = _by_blocks(data, [3])
+        assert [(g[2], g[3]) for g in got] == [(0, 512)]
+        assert block_parser.unparsed == parser.unparsed
