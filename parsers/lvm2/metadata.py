@@ -19,7 +19,7 @@ _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
   | (?P<comment>\#[^\n]*)
-  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<string>"[^"\\]*(?:\\.[^"\\]*)*")
   | (?P<number>[-+]?\d+(?:\.\d+)?(?![\w.]))
   | (?P<ident>[A-Za-z0-9_.+\-/:@]+)
   | (?P<punct>[={}\[\],])
@@ -54,6 +54,16 @@ def _unquote(token: str) -> str:
     return re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.DOTALL)
 
 
+MAX_DEPTH = 32
+"""Sections and lists nested deeper than this are damage (lvm2 writes 3 levels of sections
+and flat lists)."""
+MAX_DIGITS = 20
+"""A number of the config language is at most 64 bits: 20 digits. A longer one is damage, and
+never converted (Python refuses to convert more than 4,300 digits)."""
+MAX_VALUE = (1 << 63) - 1
+"""Counts, sizes and offsets are kept as int64; a larger one is damage."""
+
+
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str, int]]) -> None:
         self.tokens = tokens
@@ -76,7 +86,7 @@ class _Parser:
 
     def section(self, closing: bool) -> dict[str, Any]:
         self.depth += 1
-        if self.depth > 32:
+        if self.depth > MAX_DEPTH:
             raise self.error("sections nested too deep")
         result: dict[str, Any] = {}
         while True:
@@ -110,8 +120,14 @@ class _Parser:
         if kind == "string":
             return _unquote(text)
         if kind == "number":
+            if len(text.lstrip("+-").split(".")[0]) > MAX_DIGITS:
+                self.pos -= 1
+                raise self.error(f"a number of {len(text)} digits")
             return float(text) if "." in text else int(text)
         if text == "[":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.error("lists nested too deep")
             items: list[Any] = []
             while True:
                 token = self.peek()
@@ -119,6 +135,7 @@ class _Parser:
                     raise self.error("missing ]")
                 if token[1] == "]":
                     self.pos += 1
+                    self.depth -= 1
                     return items
                 items.append(self.value())
                 token = self.peek()
@@ -198,11 +215,18 @@ class VolumeGroup:
     lvs: tuple[LogicalVolume, ...]
 
 
-def _int(section: dict[str, Any], key: str, default: int | None = None) -> int:
+def _int(section: dict[str, Any], key: str, default: int | None = None, scale: int = 1) -> int:
+    """A count, size or offset times ``scale`` (512 for sectors): in ``0..MAX_VALUE``.
+
+    Raises:
+        DamagedError: missing, not a number, negative or, scaled, past int64.
+    """
     value = section.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool):
         raise DamagedError("lvm-metadata", None, f"{key} is not a number: {value!r}")
-    return value
+    if not 0 <= value * scale <= MAX_VALUE:
+        raise DamagedError("lvm-metadata", None, f"{key} {value} is out of range")
+    return value * scale
 
 
 def volume_group(record: MetadataRecord) -> VolumeGroup:
@@ -212,7 +236,7 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
         DamagedError: a field a VG needs is missing or of the wrong kind.
     """
     vg = record.config[record.vg_name]
-    extent_size = _int(vg, "extent_size") * SECTOR
+    extent_size = _int(vg, "extent_size", scale=SECTOR)
     if extent_size <= 0:
         raise DamagedError("lvm-metadata", record.offset, "extent size 0")
     pvs = []
@@ -223,10 +247,10 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
             PVRef(
                 name=name,
                 uuid=str(pv.get("id", "")),
-                pe_start=_int(pv, "pe_start", 0) * SECTOR,
+                pe_start=_int(pv, "pe_start", 0, SECTOR),
                 pe_count=_int(pv, "pe_count", 0),
                 device_hint=str(pv.get("device", "")),
-                dev_size=_int(pv, "dev_size", 0) * SECTOR,
+                dev_size=_int(pv, "dev_size", 0, SECTOR),
             )
         )
     lvs = []
@@ -251,13 +275,15 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
                 for i in range(0, len(items) - step + 1, step):
                     target = str(items[i])
                     offset = items[i + 1] if step == 2 and isinstance(items[i + 1], int) else 0
+                    if not 0 <= offset <= MAX_VALUE:
+                        raise DamagedError("lvm-metadata", None, f"stripe at extent {offset}")
                     stripes.append(Stripe(target, offset))
             segments.append(
                 Segment(
                     start_extent=_int(seg, "start_extent", 0),
                     extent_count=_int(seg, "extent_count", 0),
                     type=str(seg.get("type", "")),
-                    stripe_size=_int(seg, "stripe_size", 0) * SECTOR if "stripe_size" in seg else 0,
+                    stripe_size=_int(seg, "stripe_size", 0, SECTOR) if "stripe_size" in seg else 0,
                     stripes=tuple(stripes),
                     raw=seg,
                 )

@@ -227,11 +227,13 @@ def _scan_ring(fh: ReadSeek, size: int, area: Area, index: int) -> list[Metadata
     ring_start = area.offset + MDA_HEADER_SIZE
     ring = read_at(fh, ring_start, min(area.size - MDA_HEADER_SIZE, max(0, size - ring_start)))
     found = []
-    for pos in range(0, len(ring), SECTOR):
-        if not _RING_START.match(ring, pos):
-            continue
-        end = ring.find(b"\0", pos)
-        end = len(ring) if end < 0 else end
+    starts = [pos for pos in range(0, len(ring), SECTOR) if _RING_START.match(ring, pos)]
+    # A record ends at its NUL, and never runs into the next record's start: lvm2 writes a
+    # record's top-level ``name {`` line only at its beginning, so a candidate that reaches
+    # the next one was overwritten. Each byte of the ring is parsed at most once.
+    for pos, following in zip(starts, [*starts[1:], len(ring)]):
+        end = ring.find(b"\0", pos, following)
+        end = following if end < 0 else end
         try:
             found.append(_record(ring[pos:end], index, ring_start + pos, end - pos, False))
         except ParserError:

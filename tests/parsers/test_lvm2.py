@@ -4,6 +4,7 @@ against pvcreate/vgcreate/lvcreate images in tests/bmap/layers/test_lvm_map.py."
 from __future__ import annotations
 
 import io
+import re
 import zlib
 
 import pytest
@@ -88,11 +89,58 @@ def test_volume_group_from_the_text():
         ("a b", "expected = or"),
         ("a = =", "unexpected"),
         ("a {" * 40 + "}" * 40, "nested too deep"),
+        # Crafted: never a Python limit (RecursionError, the 4,300-digit conversion limit).
+        ("a = " + "[" * 100_000 + "]" * 100_000, "lists nested too deep"),
+        ("a = [" + "[1], " * 10 + "[[[" * 12 + "]]]" * 12 + "]", "lists nested too deep"),
+        ("a = " + "9" * 5000, "a number of 5000 digits"),
+        ("a = -" + "9" * 21, "digits"),
     ],
 )
 def test_config_errors_are_damage(text, message):
     with pytest.raises(DamagedError, match=message):
         metadata.parse_config(text)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("extent_size", "-8192"),
+        ("extent_size", str(1 << 62)),  # times 512: past int64
+        ("pe_start", "-1"),
+        ("pe_count", str(1 << 63)),
+        ("extent_count", "99999999999999999999"),
+        ("stripe_size", str(1 << 60)),
+    ],
+)
+def test_counts_and_sizes_past_int64_or_negative_are_damage(key, value):
+    text = SAMPLE.replace('"odd name"', "lv1")
+    text = re.sub(rf"(\b{key} = )\S+", lambda m: m[1] + value, text, count=1)
+    assert f"{key} = {value}" in text
+    record = pv.MetadataRecord(0, 0, 0, False, text, 3, "vg0", metadata.parse_config(text))
+    with pytest.raises(DamagedError, match=f"{key} .* out of range"):
+        metadata.volume_group(record)
+
+
+def test_a_string_of_8_mb_is_one_token():
+    """The string pattern is an unrolled loop: one step per escape, not per character (the
+    alternation it replaced kept a backtracking frame per character: 1.7 GB for 8 MB)."""
+    text = 'a { b = "' + "x" * (8 << 20) + '\\" c" }'
+    config = metadata.parse_config(text)
+    assert len(config["a"]["b"]) == (8 << 20) + 3
+
+
+def test_ring_scan_parses_each_byte_once(monkeypatch):
+    """A ring of 2,048 sectors that each start like a record and none ends with a NUL: each
+    candidate runs only to the next, so the text parsed adds up to the ring, not 2,048 times
+    it (a quadratic scan took over a minute on a 64 MiB image)."""
+    ring = (b"vg0 {\n" + b"x" * 506).ljust(512, b" ") * 2048
+    area = pv.Area(0, pv.MDA_HEADER_SIZE + len(ring))
+    disk = io.BytesIO(bytes(pv.MDA_HEADER_SIZE) + ring)
+    parsed = []
+    real = pv.parse_config
+    monkeypatch.setattr(pv, "parse_config", lambda text: parsed.append(len(text)) or real(text))
+    assert pv._scan_ring(disk, len(disk.getvalue()), area, 0) == []
+    assert len(parsed) == 2048 and sum(parsed) <= len(ring)
 
 
 def test_crc_is_lvms_variant():
