@@ -31,7 +31,7 @@ from bmap.model.blockmap import MapBuilder
 from bmap.model.intervals import subtract, union
 from parsers.errors import ParserError
 from parsers.lvm2.label import SECTOR
-from parsers.lvm2.metadata import LogicalVolume, PVRef, VolumeGroup, volume_group
+from parsers.lvm2.metadata import LogicalVolume, VolumeGroup, volume_group
 from parsers.lvm2.metadata import Segment as LVMSegment
 from parsers.lvm2.pv import MetadataRecord, PVLabel, read_pv
 
@@ -214,6 +214,9 @@ class _Placer:
         self.placed: dict[str, _Placed] = {}
         self.legs_of: dict[str, tuple[str | None, list[str]]] = {}
         """LV name -> (the mirror leg its contents are read through, all its legs)."""
+        self.cut_short: dict[str, list[str]] = {}
+        """LV name -> why parts of it were not placed although its PVs are there (a segment
+        past the end of its PV, a stripe size lvm2 never writes)."""
 
     def lv(self, lv: LogicalVolume, depth: int = 0) -> _Placed:
         known = self.placed.get(lv.name)
@@ -233,8 +236,15 @@ class _Placer:
                 placed.complete = False
             else:
                 placed.pieces += pieces
+        if lv.name in self.cut_short:
+            placed.complete = False
         self.placed[lv.name] = placed
         return placed
+
+    def cut(self, lv: LogicalVolume, seg: LVMSegment, why: str) -> None:
+        self.cut_short.setdefault(lv.name, []).append(
+            f"segment at extent {seg.start_extent} ({seg.extent_count} extents): {why}"
+        )
 
     def sub_lv(self, name: str, depth: int) -> list[Piece] | None:
         """The pieces of sub-LV ``name``, or None when it is missing or not all placed."""
@@ -253,8 +263,8 @@ SegmentPlacer = Callable[[_Placer, LogicalVolume, LVMSegment, int, int, int], "l
 def _place_striped(
     placer: _Placer, lv: LogicalVolume, seg: LVMSegment, start: int, size: int, depth: int
 ) -> list[Piece] | None:
-    """linear and striped: straight onto the PVs."""
-    return _striped_pieces(seg, start, size, placer.extent_size, placer.refs, placer.view.pvs)
+    """linear and striped: straight onto the PVs, as far as each PV reaches."""
+    return _striped_pieces(placer, lv, seg, start, size)
 
 
 def _place_raid0(
@@ -339,6 +349,47 @@ def _place_lvs(view: VGView) -> None:
         )
         for message in _notes(lv, placer.legs_of.get(lv.name)):
             view.findings.append(Finding(Severity.INFO, view.disk, None, device, message))
+        for message in placer.cut_short.get(lv.name, []):
+            view.findings.append(Finding(Severity.WARNING, view.disk, None, device, message))
+    _overlapping(view)
+
+
+def _overlapping(view: VGView) -> None:
+    """LVs whose own pieces overlap on a PV (another LV's, or their own): each such LV gets a
+    finding and its contents are not mapped, so every byte's contents are mapped once (a
+    crafted VG may point thousands of LVs at one filesystem). In each PV's ranges sorted by
+    offset (then by the LVs' order in the metadata), a piece that starts before an earlier
+    piece has ended marks its LV."""
+    rows = [
+        (id(p.pv), p.pv_offset, p.pv_offset + p.lv_end - p.lv_start, i)
+        for i, lv in enumerate(view.lvs)
+        for p in lv.own_pieces
+    ]
+    if len(rows) < 2:
+        return
+    table = np.array(rows, dtype=object)
+    pv_key = np.unique(table[:, 0].astype(np.int64), return_inverse=True)[1].reshape(-1)
+    start, end, owner = (table[:, c].astype(np.int64) for c in (1, 2, 3))
+    order = np.lexsort((owner, start, pv_key))
+    pv_key, start, end, owner = pv_key[order], start[order], end[order], owner[order]
+    marked: set[int] = set()
+    for group in np.split(np.arange(len(order)), np.flatnonzero(np.diff(pv_key)) + 1):
+        ends = end[group]
+        before = np.concatenate(([np.iinfo(np.int64).min], np.maximum.accumulate(ends)[:-1]))
+        marked.update(owner[group][start[group] < before].tolist())
+    for i in sorted(marked):
+        lv = view.lvs[i]
+        lv.map_contents = False
+        view.findings.append(
+            Finding(
+                Severity.WARNING,
+                view.disk,
+                None,
+                lv.device,
+                "its extents overlap another LV's (or its own) on a PV: its contents are not "
+                "mapped a second time",
+            )
+        )
 
 
 def _notes(lv: LogicalVolume, legs: tuple[str | None, list[str]] | None) -> list[str]:
@@ -403,10 +454,12 @@ def _sub_striped_pieces(
     """raid0: chunk k of the segment is chunk k // n of sub-LV k % n."""
     n = len(legs)
     chunk = seg.stripe_size
-    if n == 0 or chunk <= 0 or any(leg is None for leg in legs):
+    if n == 0 or chunk < MIN_STRIPE or chunk & (chunk - 1) or any(leg is None for leg in legs):
         return None
     pieces: list[Piece] = []
-    for k in range(-(-seg_len // chunk)):
+    # No row past the longest leg's placed end (the legs are already cut at their PVs' ends).
+    reach = max((p.lv_end for leg in legs if leg for p in leg), default=0)
+    for k in range(min(-(-seg_len // chunk), -(-reach // chunk) * n)):
         leg = legs[k % n]
         assert leg is not None
         leg_start = (k // n) * chunk
@@ -415,40 +468,52 @@ def _sub_striped_pieces(
     return pieces
 
 
+MIN_STRIPE = 4096
+"""lvm2 never writes a stripe size below a page (``STRIPE_SIZE_MIN``), nor one that is not a
+power of two; such a segment is damage, not thousands of 512-byte pieces."""
+
+
 def _striped_pieces(
-    seg: LVMSegment,
-    seg_start: int,
-    seg_len: int,
-    es: int,
-    refs: dict[str, PVRef],
-    pvs: dict[str, PVDevice | None],
+    placer: _Placer, lv: LogicalVolume, seg: LVMSegment, seg_start: int, seg_len: int
 ) -> list[Piece] | None:
-    """Pieces of a linear or striped segment; None when a stripe's PV is missing."""
+    """Pieces of a linear or striped segment, each on its PV and cut at the PV's end; None
+    when a stripe's PV is missing. The chunks looked at grow with the PVs' real size, never
+    with the segment's claimed extent count."""
     stripes = seg.stripes
     if not stripes:
         return None
     devices = []
     for stripe in stripes:
-        ref = refs.get(stripe.pv)
-        dev = pvs.get(stripe.pv)
+        ref = placer.refs.get(stripe.pv)
+        dev = placer.view.pvs.get(stripe.pv)
         if ref is None or dev is None:
             return None
-        devices.append((dev, ref.pe_start + stripe.start_extent * es))
+        devices.append((dev, ref.pe_start + stripe.start_extent * placer.extent_size))
+    # Bytes of each stripe's PV from where the stripe starts on it to the PV's end.
+    room = [max(0, dev.size - base) for dev, base in devices]
     n = len(stripes)
     if n == 1:
-        dev, base = devices[0]
-        return [Piece(seg_start, seg_start + seg_len, dev, base)]
+        (dev, base), length = devices[0], min(seg_len, room[0])
+        if length < seg_len:
+            placer.cut(lv, seg, f"{seg_len - length} of its {seg_len} bytes lie past the PV's end")
+        return [Piece(seg_start, seg_start + length, dev, base)] if length else []
     chunk = seg.stripe_size
-    if chunk <= 0:
-        return None
+    if chunk < MIN_STRIPE or chunk & (chunk - 1):
+        placer.cut(lv, seg, f"stripe size {chunk} bytes (lvm2 writes powers of two from 4 KiB)")
+        return []
     pieces = []
-    chunks = -(-seg_len // chunk)
+    # Chunk k lies on stripe k % n at row k // n; no row past the fullest stripe's room.
+    chunks = min(-(-seg_len // chunk), -(-max(room) // chunk) * n)
     for k in range(chunks):
         dev, base = devices[k % n]
+        row_start = (k // n) * chunk
         start = seg_start + k * chunk
-        pieces.append(
-            Piece(start, min(start + chunk, seg_start + seg_len), dev, base + (k // n) * chunk)
-        )
+        length = min(chunk, seg_start + seg_len - start, room[k % n] - row_start)
+        if length > 0:
+            pieces.append(Piece(start, start + length, dev, base + row_start))
+    placed = sum(p.lv_end - p.lv_start for p in pieces)
+    if placed < seg_len:
+        placer.cut(lv, seg, f"{seg_len - placed} of its {seg_len} bytes lie past its PVs' ends")
     return pieces
 
 
