@@ -645,6 +645,14 @@ class _OpenLog:
         self.lines: Iterable[str] = _chain(head, lines)
         self.job: NbdkitLogJob | None = None
         self._blocks: IO[bytes] | None = None
+        self._records: IO[bytes] | None = None
+        if chosen == "bmap-csv" and regular and not job:
+            if hasattr(lines, "close"):
+                lines.close()
+            try:
+                self._records = open(name, "rb")  # noqa: SIM115 - columns() closes it
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
         if chosen == "nbdkit" and regular:
             if hasattr(lines, "close"):
                 lines.close()
@@ -668,6 +676,17 @@ class _OpenLog:
             assert isinstance(self.parser, NbdkitParser)
             fh, self._blocks = self._blocks, None
             return Columns.concat(list(nbdkit_log_columns(fh, self.parser, self.name)))
+        if self._records is not None:
+            from bmap.trace.records import RecordCsvParser, csv_columns
+
+            with self._records as fh:
+                self._records = None
+                whole = csv_columns(fh)
+            assert isinstance(self.parser, RecordCsvParser)
+            if whole is not None:
+                columns, self.parser.disks = whole
+                return columns
+            self.lines = _log_lines(self.name)  # a record breaks a rule: line by line
         requests = []
         for number, line in enumerate(self.lines, start=1):
             requests += self.parser.feed(number, line.rstrip("\n"))
@@ -679,6 +698,8 @@ class _OpenLog:
             self.job.close()
         if self._blocks is not None:
             self._blocks.close()
+        if self._records is not None:
+            self._records.close()
 
 
 def _trace_writer(

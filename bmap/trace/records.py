@@ -10,25 +10,27 @@ range, 0 on the rest), so per-object request counts come out as the original log
 in a record are not used: the map given with it names the ranges again.
 
 Every number is checked before it is converted: offsets are at most 16 hex digits and below
-2**63, counts at most 18 decimal digits; a record that breaks a rule is skipped, and counted
-as a line of no known format.
+2**63, counts at most 18 decimal digits, a time is any number (a time that is not finite is
+no time); a record that breaks a rule is skipped, and counted as a line of no known format.
+``bmap report`` reads a whole file at once (:func:`csv_columns`, pandas' C parser), by the same
+rules, and reads it line by line only when a record breaks one.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import re
-from typing import Any
+from typing import IO, Any
 
-from bmap.trace.requests import OP_CODE, Request, TraceParser
+from bmap.trace.requests import OP_CODE, Columns, Request, TraceParser
 
 #: The record columns of ``bmap trace -f csv`` (:data:`bmap.trace.output.RECORD_COLUMNS`).
 CSV_HEADER = "time,op,status,disk,type,device,kind,path,ranges,disk_ranges,bytes,requests"
 _COLUMNS = CSV_HEADER.split(",")
 _HEX_RANGE = re.compile(r"([0-9a-f]{1,16})-([0-9a-f]{1,16})")
-_TIME = re.compile(r"-?\d{1,12}(\.\d{1,9})?")
 _COUNT = re.compile(r"\d{1,18}")
 _LIMIT = 1 << 63
 _MAX_PENDING = 1 << 20
@@ -98,8 +100,6 @@ class RecordCsvParser(TraceParser):
             return None
         row = dict(zip(_COLUMNS, fields))
         time_text = row["time"]
-        if time_text and not _TIME.fullmatch(time_text):
-            return None
         if not _COUNT.fullmatch(row["disk"]) or not _COUNT.fullmatch(row["requests"]):
             return None
         pairs = row["disk_ranges"].split()
@@ -110,7 +110,10 @@ class RecordCsvParser(TraceParser):
                 return None
             ranges.append((int(m[1], 16), int(m[2], 16)))
         self.disks.add(int(row["disk"]))
-        time = float(time_text) if time_text else None
+        try:
+            time = float(time_text) if time_text else None
+        except ValueError:
+            return None
         return _requests(time, row["op"], row["status"], ranges, int(row["requests"]))
 
     def finish(self) -> list[Request]:
@@ -184,3 +187,77 @@ def _bounded_int(text: str) -> int:
 
 def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not a number")
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def csv_columns(fh: IO[bytes]) -> tuple[Columns, set[int]] | None:
+    """A whole ``bmap-csv`` file at once (pandas' C parser, then whole-column string work),
+    every field checked as :class:`RecordCsvParser` checks it: the requests and the disks the
+    records name; None when any record breaks a rule (the line parser then reads the file,
+    and counts them)."""
+    import numpy as np
+    import pandas as pd
+
+    if fh.readline().rstrip(b"\r\n") != CSV_HEADER.encode():
+        return None
+    wanted = ["time", "op", "status", "disk", "disk_ranges", "requests"]
+    dtypes: dict[str, Any] = {c: object for c in wanted}
+    dtypes.update(time="float64", disk="int64", requests="int64")
+    try:
+        frame = pd.read_csv(
+            fh,
+            header=None,
+            names=_COLUMNS,
+            usecols=wanted,
+            dtype=dtypes,
+            keep_default_na=False,
+            na_values={"time": [""]},
+        )
+    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    disk, count = frame["disk"].to_numpy(), frame["requests"].to_numpy()
+    if len(frame) and not (
+        (disk >= 0).all()
+        and (disk < 10**18).all()
+        and (count >= 0).all()
+        and (count < 10**18).all()
+    ):
+        return None
+    if frame[["op", "status", "disk_ranges"]].isna().any().any():
+        return None  # a record of fewer fields
+    if not frame["op"].isin(list(OP_CODE)).all():
+        return None
+    # Every record's ranges: "a-b c-d" -> tokens "a-b", "c-d" -> numbers a, b, c, d.
+    ranges = frame["disk_ranges"].to_numpy(dtype=object)
+    per_record = np.fromiter((r.count(" ") + 1 for r in ranges), np.int64, len(ranges))
+    pairs = " ".join(ranges).split(" ") if len(ranges) else []
+    if len(pairs) != per_record.sum() or not all(p.count("-") == 1 for p in pairs):
+        return None
+    numbers = "-".join(pairs).split("-") if pairs else []
+    if numbers and (
+        not set("".join(numbers)) <= _HEX_DIGITS
+        or min(map(len, numbers)) < 1
+        or max(map(len, numbers)) > 16
+    ):
+        return None
+    values = np.fromiter(map(int, numbers, itertools.repeat(16)), np.uint64, len(numbers))
+    start, end = values[0::2], values[1::2]
+    if len(start) and not ((start < end) & (end < np.uint64(_LIMIT))).all():
+        return None
+    record = np.repeat(np.arange(len(frame)), per_record)
+    first = np.concatenate(([True], record[1:] != record[:-1])) if len(record) else record
+    seconds = frame["time"].to_numpy(dtype=float, copy=True)
+    seconds[~np.isfinite(seconds)] = np.nan
+    status, names = pd.factorize(frame["status"])
+    columns = Columns(
+        seconds[record],
+        np.asarray(frame["op"].map(OP_CODE).to_numpy(), dtype=np.int64)[record],
+        status.astype(np.int64)[record],
+        [str(n) for n in names],
+        start.astype(np.int64),
+        (end - start).astype(np.int64),
+        np.where(first, count[record], 0).astype(np.int64),
+    )
+    return columns, set(np.unique(disk).tolist())

@@ -147,7 +147,7 @@ HOSTILE_CSV = [
     "1.5,read,ok,1,f,/dev/sda,file,/x,0-200,200-100,512,1",  # end before start
     "1.5,read,ok," + "9" * 5000 + ",f,/dev/sda,file,/x,0-200,0-200,512,1",  # a 5000-digit disk
     "1.5,read,ok,1,f,/dev/sda,file,/x,0-200,0-200,512," + "9" * 19,  # a 19-digit count
-    "1e999,read,ok,1,f,/dev/sda,file,/x,0-200,0-200,512,1",  # a time of no known form
+    "12:00,read,ok,1,f,/dev/sda,file,/x,0-200,0-200,512,1",  # a time that is no number
     "1.5,steal,ok,1,f,/dev/sda,file,/x,0-200,0-200,512,1",  # no such op
     '1.5,read,ok,1,f,/dev/sda,file,"/x,0-200,0-200,512,1',  # a quote never closed
 ]
@@ -185,3 +185,33 @@ def test_a_report_of_hostile_records_is_a_clean_run(named, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert f"{len(HOSTILE_CSV) - 2} line(s) of no known format skipped" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_whole_file_reader_equals_the_line_parser(named, tmp_path):
+    """bmap report reads a bmap-csv file with pandas at once; it gives what the line parser
+    gives (names with commas, quotes and line breaks included), and gives up (None) on a file
+    with any record the line parser would skip."""
+    import numpy as np
+
+    from bmap.trace.records import csv_columns
+    from bmap.trace.requests import Columns
+
+    out = run("trace", named, _log(tmp_path, named), "-f", "csv").stdout
+    by_lines, parser = parse(out.splitlines(), "bmap-csv")
+    want = Columns.of(by_lines)
+    path = tmp_path / "t.csv"
+    path.write_text(out)
+    with open(path, "rb") as fh:
+        got = csv_columns(fh)
+    assert got is not None
+    columns, disks = got
+    assert disks == parser.disks == {1}
+    for field in ("time", "op", "offset", "length", "stands_for"):
+        assert np.array_equal(getattr(columns, field), getattr(want, field), equal_nan=True)
+    assert [columns.status_names[s] for s in columns.status] == [
+        want.status_names[s] for s in want.status
+    ]
+    for bad in HOSTILE_CSV[2:]:
+        path.write_text(out + bad + "\n")
+        with open(path, "rb") as fh:
+            assert csv_columns(fh) is None, bad
