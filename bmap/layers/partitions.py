@@ -8,7 +8,6 @@ does not stop the discovery becomes a :class:`~bmap.errors.Finding`.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +70,9 @@ class Partition:
     is_logical: bool = False
     parent: str | None = None
     """For a logical partition: the device of the extended partition that holds it."""
+    overlaps: str | None = None
+    """The device of an earlier partition (of the same level) this one overlaps: its contents
+    are those bytes again, so they are not detected nor mapped a second time."""
     content: Content | None = None
     filesystem: dict[str, Any] | None = None
     """What the filesystem's own superblock says, for ``bmap info`` (where its content mapper
@@ -201,7 +203,7 @@ def discover(image: DiskImage, sector_size: int | None = None) -> Disk:
             )
     _check_overlaps(disk)
     for part in disk.partitions:
-        if not part.is_extended and part.mapped_size > 0:
+        if not part.is_extended and part.mapped_size > 0 and part.overlaps is None:
             stream = disk.partition_stream(part)
             part.content = detect_content(stream, part.mapped_size)
             part.filesystem = describe_content(stream, part.mapped_size, part.content)
@@ -355,11 +357,16 @@ def _check_overlaps(disk: Disk) -> None:
         levels.setdefault(p.parent, []).append(p)
     for parts in levels.values():
         parts = sorted(parts, key=lambda q: q.offset)
-        for a, b in itertools.pairwise(parts):
-            if b.offset < a.end:
+        reach: Partition | None = None  # of the partitions so far, the one that ends last
+        for b in parts:
+            if reach is not None and b.offset < reach.end and b.size > 0:
+                b.overlaps = reach.device
                 disk.finding(
                     Severity.ERROR,
                     b.offset,
                     b.device,
-                    f"overlaps {a.device} by {a.end - b.offset:#x} bytes",
+                    f"overlaps {reach.device} by {min(reach.end, b.end) - b.offset:#x} bytes; "
+                    "what it holds is not mapped a second time",
                 )
+            if reach is None or b.end > reach.end:
+                reach = b

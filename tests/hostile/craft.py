@@ -402,9 +402,7 @@ def lvm_8mb_string(bases: Bases, out: Path) -> Case:
         host = 'creation_host = "' + "A" * (8 * MiB) + '"\n'
         return set_lvs(text, lv("lv1", 1, [segment(1, 0, 1, [("pv0", 0)])], extra=host))
 
-    return _lvm_text_case(
-        "lvm_8mb_string", bases, out, edit, "an 8 MiB quoted string", base="big"
-    )
+    return _lvm_text_case("lvm_8mb_string", bases, out, edit, "an 8 MiB quoted string", base="big")
 
 
 def lvm_damaged_ring(bases: Bases, out: Path) -> Case:
@@ -484,7 +482,17 @@ def gpt_headers(img: Path) -> tuple[list, list]:
 
 
 # field indexes in GPT_HEADER
-_H_CRC, _CUR, _BACKUP, _FIRST, _LAST, _ENTRIES_LBA, _NUM, _ESIZE, _ECRC = 3, 5, 6, 7, 8, 10, 11, 12, 13
+_H_CRC, _CUR, _BACKUP, _FIRST, _LAST, _ENTRIES_LBA, _NUM, _ESIZE, _ECRC = (
+    3,
+    5,
+    6,
+    7,
+    8,
+    10,
+    11,
+    12,
+    13,
+)
 
 
 def write_gpt_header(img: Path, fields: list) -> None:

@@ -83,3 +83,25 @@ def test_gpt_with_a_million_claimed_entries_is_bounded(samples_dir):
     assert data[512:520] == b"EFI PART"
     data[512 + 80 : 512 + 84] = (1 << 30).to_bytes(4, "little")
     map_bytes(bytes(data))
+
+
+def test_partitions_over_one_range_map_its_contents_once(samples_dir, tmp_path):
+    """An MBR (no checksum to keep) whose four entries all point at the ext4 of partition 1:
+    four p lines, one finding each for the three that overlap it, and the filesystem's files
+    mapped once, under /dev/sda1."""
+    data = bytearray((samples_dir / "mbr-extended.img").read_bytes())
+    first = data[446:462]
+    for slot in range(1, 4):
+        data[446 + 16 * slot : 462 + 16 * slot] = first
+        data[446 + 16 * slot] = 0  # not bootable: only the range is copied
+    image = tmp_path / "stacked.img"
+    image.write_bytes(bytes(data))
+    with Image(image) as disk:
+        bmap = map_images([disk])
+    frame = bmap.to_dataframe()
+    parts = frame[frame["type"] == "p"]
+    assert len(parts) == 4 and parts["start"].nunique() == 1 and parts["end"].nunique() == 1
+    files = frame[frame["type"].isin(["f", "d"])]
+    assert len(files) > 0 and set(files["device"]) == {"/dev/sda1"}
+    overlap = [f for f in bmap.findings if "overlaps /dev/sda1" in f.message]
+    assert sorted(f.source for f in overlap) == ["/dev/sda2", "/dev/sda3", "/dev/sda4"]
