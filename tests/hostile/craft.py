@@ -405,23 +405,37 @@ def lvm_8mb_string(bases: Bases, out: Path) -> Case:
     return _lvm_text_case("lvm_8mb_string", bases, out, edit, "an 8 MiB quoted string", base="big")
 
 
-def lvm_damaged_ring(bases: Bases, out: Path) -> Case:
-    """The whole 16 MiB ring: every sector starts a record (``vgb {``) that never ends (no
-    NUL, an unterminated string or 500 ``{``); the current record's checksum is wrong, so
-    the ring is scanned for older records."""
+def _damaged_ring(name: str, bases: Bases, out: Path, sector: Callable[[bytes], bytes]) -> Case:
+    """The whole 16 MiB ring of the big-mda base: every 512-byte sector starts a record
+    (``vgb {``) that never ends (no NUL: ``sector(b"vgb {\\n")``); the current record's checksum
+    is wrong, so the ring is scanned for older records."""
     vg = current_text(bases.lvm_big_mda()).split(" ", 1)[0]
-    a = f'{vg} {{\nid = "'.encode()
-    b = f"{vg} {{\n".encode()
-    pattern = a + b"x" * (SECTOR - len(a)) + b + b"{" * (SECTOR - len(b))
+    pattern = sector(f"{vg} {{\n".encode())
+    assert len(pattern) == SECTOR
     return _lvm_text_case(
-        "lvm_damaged_ring",
+        name,
         bases,
         out,
         lambda text: text,
-        "32k broken records, bad current checksum",
+        "32k broken records in a 16 MiB ring, bad current checksum",
         base="big",
         good_checksum=False,
         ring_fill=pattern,
+    )
+
+
+def lvm_damaged_ring(bases: Bases, out: Path) -> Case:
+    """Each broken record: the VG's name, then 506 ``{`` (one token each)."""
+    return _damaged_ring("lvm_damaged_ring", bases, out, lambda head: head.ljust(SECTOR, b"{"))
+
+
+def lvm_damaged_ring_names(bases: Bases, out: Path) -> Case:
+    """Each broken record: ``vgb {``, ``id = "`` and a string that never ends."""
+    return _damaged_ring(
+        "lvm_damaged_ring_names",
+        bases,
+        out,
+        lambda head: (head + b'id = "').ljust(SECTOR, b"x"),
     )
 
 
@@ -788,6 +802,7 @@ CASES: dict[str, Callable[[Bases, Path], Case]] = {
         lvm_stripes_1_sector,
         lvm_8mb_string,
         lvm_damaged_ring,
+        lvm_damaged_ring_names,
         lvm_20000_lvs,
         lvm_negative_pe_start,
         lvm_negative_extents,
