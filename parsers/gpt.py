@@ -11,11 +11,12 @@ inclusive: a partition holds ``last_lba - first_lba + 1`` sectors.
 
 from __future__ import annotations
 
-import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import construct as cs
+import numpy as np
 
 from parsers.errors import DamagedError, NotThisFormat, ParserError, TruncatedError
 from parsers.stream import ReadSeek
@@ -58,6 +59,20 @@ Entry = cs.Struct(
     "name" / cs.Bytes(72) * "UTF-16LE, NUL padded",
 )
 assert Entry.sizeof() == 128
+
+#: :data:`Entry` as a numpy record, for reading a whole array at once (65,536 entries, all
+#: valid, are a legal GPT: each one built by construct took 0.15 ms).
+ENTRY_RECORD = np.dtype(
+    [
+        ("type_guid", "V16"),
+        ("unique_guid", "V16"),
+        ("first_lba", "<u8"),
+        ("last_lba", "<u8"),
+        ("attributes", "<u8"),
+        ("name", "V72"),
+    ]
+)
+assert ENTRY_RECORD.itemsize == Entry.sizeof()
 
 #: Type GUIDs and the names fdisk and sgdisk give them.
 TYPE_NAMES: dict[str, str] = {
@@ -112,18 +127,15 @@ def type_name(type_guid: str) -> str:
 
 def guid_str(raw: bytes) -> str:
     """A GUID as stored on disk (first three fields little-endian), uppercase as sfdisk prints."""
-    return str(uuid.UUID(bytes_le=raw)).upper()
+    return (
+        f"{raw[3::-1].hex()}-{raw[5:3:-1].hex()}-{raw[7:5:-1].hex()}-{raw[8:10].hex()}-"
+        f"{raw[10:16].hex()}"
+    ).upper()
 
 
 def decode_name(raw: bytes) -> str:
     """A partition name: UTF-16LE up to the first NUL; an unpaired surrogate becomes U+FFFD."""
-    units = len(raw) // 2
-    end = units
-    for i in range(units):
-        if raw[2 * i : 2 * i + 2] == b"\0\0":
-            end = i
-            break
-    return raw[: 2 * end].decode("utf-16-le", errors="replace")
+    return raw[: len(raw) // 2 * 2].decode("utf-16-le", errors="replace").split("\0", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -241,24 +253,39 @@ def parse_entries(data: bytes, header: GPTHeader, offset: int) -> tuple[GPTParti
             f"entry array CRC32 mismatch (stored {header.entries_crc32:#010x}, "
             f"computed {crc:#010x})",
         )
-    result = []
-    for slot in range(header.num_entries):
-        raw = data[slot * header.len_entry : slot * header.len_entry + 128]
-        if raw[:16] == b"\0" * 16:
-            continue
-        e = Entry.parse(raw)
-        result.append(
-            GPTPartition(
-                number=slot + 1,
-                type_guid=guid_str(e.type_guid),
-                unique_guid=guid_str(e.unique_guid),
-                first_lba=e.first_lba,
-                last_lba=e.last_lba,
-                attributes=e.attributes,
-                name=decode_name(e.name),
-            )
+    count, size = header.num_entries, header.len_entry
+    slots = np.frombuffer(data, np.uint8, count * size).reshape(count, size)[:, :128]
+    used = np.flatnonzero(slots[:, :16].any(axis=1))
+    entries = np.ascontiguousarray(slots[used]).view(ENTRY_RECORD).reshape(-1)
+    guids: dict[bytes, str] = {}
+    names: dict[bytes, str] = {}
+
+    def text(cache: dict[bytes, str], raw: bytes, decode: Callable[[bytes], str]) -> str:
+        found = cache.get(raw)
+        if found is None:
+            found = cache[raw] = decode(raw)
+        return found
+
+    return tuple(
+        GPTPartition(
+            number=slot + 1,
+            type_guid=text(guids, type_guid, guid_str),
+            unique_guid=text(guids, unique_guid, guid_str),
+            first_lba=first,
+            last_lba=last,
+            attributes=attributes,
+            name=text(names, name, decode_name),
         )
-    return tuple(result)
+        for slot, type_guid, unique_guid, first, last, attributes, name in zip(
+            used.tolist(),
+            entries["type_guid"].tolist(),
+            entries["unique_guid"].tolist(),
+            entries["first_lba"].tolist(),
+            entries["last_lba"].tolist(),
+            entries["attributes"].tolist(),
+            entries["name"].tolist(),
+        )
+    )
 
 
 def _read_at(fh: ReadSeek, offset: int, size: int) -> bytes:

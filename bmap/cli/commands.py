@@ -145,9 +145,17 @@ def _sector_size(value: str) -> int | None:
     return None if value == "auto" else int(value)
 
 
-def _report_findings(findings: Sequence[Finding]) -> None:
-    for f in findings:
+MAX_SHOWN_FINDINGS = 200
+"""Findings printed on stderr; the rest are counted (a map file's header keeps them all, and
+a crafted table can make one per entry: 65,535 for a GPT whose entries all overlap)."""
+
+
+def _report_findings(findings: Sequence[Finding], where: str = "") -> None:
+    for f in findings[:MAX_SHOWN_FINDINGS]:
         click.echo(f"bmap: {f}", err=True)
+    if len(findings) > MAX_SHOWN_FINDINGS:
+        more = len(findings) - MAX_SHOWN_FINDINGS
+        click.echo(f"bmap: ... and {more} more finding(s){where}", err=True)
 
 
 def _exit_for(findings: Sequence[Finding]) -> int:
@@ -283,7 +291,10 @@ def map_command(
                 write_map(bmap, target, fmt)
             except OSError as exc:
                 raise ImageError(f"{target}: cannot write the map: {exc.strerror or exc}") from None
-        _report_findings(bmap.findings)
+        _report_findings(
+            bmap.findings,
+            " (all in the map's header)" if fmt == "bmap" else " (bmap info --json lists them all)",
+        )
         total = sum(i.size for i in bmap.images)
         covered = bmap.covered_bytes()
         where = "stdout" if str(target) == "-" else str(target)
@@ -352,7 +363,7 @@ def info_command(images: tuple[Path, ...], as_json: bool, show_all: bool, sector
                 click.echo("")
                 for line in vg_tree(view):
                     click.echo(line)
-            _report_findings(findings)
+            _report_findings(findings, " (--json lists them all)")
         if not any(d.recognised for d in disks):
             _fail(
                 f"{', '.join(str(d.image.path) for d in disks)}: not a disk image: "

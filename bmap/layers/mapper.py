@@ -94,8 +94,9 @@ def map_disk(disk: Disk, builder: MapBuilder) -> None:
         if p.mapped_size <= 0:
             continue
         builder.add_object_extent("p", p.device, n, p.offset, p.offset + p.mapped_size)
-        volume = _volume(disk, p.device, p.offset, p.mapped_size, p.content)
-        disk.findings.extend(map_content(volume, builder, claimed))
+        if p.content is not None:  # None: nothing there, or the bytes of an earlier partition
+            volume = _volume(disk, p.device, p.offset, p.mapped_size, p.content)
+            disk.findings.extend(map_content(volume, builder, claimed))
     if disk.scheme == "none":
         before = builder.extent_count()
         volume = _volume(disk, disk.device, 0, disk.size, disk.content)
