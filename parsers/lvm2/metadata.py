@@ -6,6 +6,7 @@ volume group a record describes (lvm2's ``lib/config/config.c`` and ``lib/format
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,26 +29,36 @@ _TOKEN = re.compile(
 )
 
 
-def tokenize(text: str) -> list[tuple[str, str, int]]:
-    """``(kind, value, offset)`` tokens; comments and white space dropped.
+Token = tuple[str, str, int]
+"""``(kind, value, offset in the text)``."""
+
+
+def iter_tokens(text: str) -> Iterator[Token]:
+    """The tokens of ``text`` one at a time, comments and white space dropped: the parser
+    pulls them, so text after the first error is never scanned (a metadata ring of 16 MiB of
+    broken records costs what their first bad tokens cost).
 
     Raises:
         DamagedError: a character that starts no token (an unterminated string, say).
     """
-    tokens = []
     pos = 0
     n = len(text)
+    match = _TOKEN.match
     while pos < n:
-        m = _TOKEN.match(text, pos)
+        m = match(text, pos)
         if not m:
             raise DamagedError(
                 "lvm-metadata", None, f"unexpected {text[pos : pos + 10]!r} at text offset {pos}"
             )
         kind = m.lastgroup or ""
-        if kind not in ("ws", "comment"):
-            tokens.append((kind, m.group(), pos))
+        if kind != "ws" and kind != "comment":
+            yield (kind, m.group(), pos)
         pos = m.end()
-    return tokens
+
+
+def tokenize(text: str) -> list[Token]:
+    """Every token of ``text`` (:func:`iter_tokens`)."""
+    return list(iter_tokens(text))
 
 
 def _unquote(token: str) -> str:
@@ -65,23 +76,23 @@ MAX_VALUE = (1 << 63) - 1
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str, int]]) -> None:
-        self.tokens = tokens
-        self.pos = 0
+    def __init__(self, tokens: Iterator[Token]) -> None:
+        self._tokens = tokens
+        self._next: Token | None = next(tokens, None)
         self.depth = 0
 
-    def error(self, message: str) -> DamagedError:
-        where = self.tokens[self.pos][2] if self.pos < len(self.tokens) else "the end"
+    def error(self, message: str, at: int | None = None) -> DamagedError:
+        where = at if at is not None else self._next[2] if self._next else "the end"
         return DamagedError("lvm-metadata", None, f"{message} at text offset {where}")
 
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+    def peek(self) -> Token | None:
+        return self._next
 
-    def take(self, value: str | None = None) -> tuple[str, str, int]:
-        token = self.peek()
+    def take(self, value: str | None = None) -> Token:
+        token = self._next
         if token is None or (value is not None and token[1] != value):
             raise self.error(f"expected {value or 'a token'}")
-        self.pos += 1
+        self._next = next(self._tokens, None)
         return token
 
     def section(self, closing: bool) -> dict[str, Any]:
@@ -98,7 +109,7 @@ class _Parser:
             if token[1] == "}" and token[0] == "punct":
                 if not closing:
                     raise self.error("unexpected }")
-                self.pos += 1
+                self.take()
                 break
             kind, name, _ = self.take()
             if kind == "string":
@@ -116,13 +127,12 @@ class _Parser:
         return result
 
     def value(self) -> Any:
-        kind, text, _ = self.take()
+        kind, text, at = self.take()
         if kind == "string":
             return _unquote(text)
         if kind == "number":
             if len(text.lstrip("+-").split(".")[0]) > MAX_DIGITS:
-                self.pos -= 1
-                raise self.error(f"a number of {len(text)} digits")
+                raise self.error(f"a number of {len(text)} digits", at)
             return float(text) if "." in text else int(text)
         if text == "[":
             self.depth += 1
@@ -134,13 +144,13 @@ class _Parser:
                 if token is None:
                     raise self.error("missing ]")
                 if token[1] == "]":
-                    self.pos += 1
+                    self.take()
                     self.depth -= 1
                     return items
                 items.append(self.value())
                 token = self.peek()
                 if token is not None and token[1] == ",":
-                    self.pos += 1
+                    self.take()
         if kind == "ident":
             return text  # a bare word: kept as it is
         raise self.error(f"unexpected {text!r}")
@@ -153,7 +163,7 @@ def parse_config(text: str) -> dict[str, Any]:
     Raises:
         DamagedError: text that does not follow the grammar.
     """
-    return _Parser(tokenize(text)).section(closing=False)
+    return _Parser(iter_tokens(text)).section(closing=False)
 
 
 # ---------------------------------------------------------------------------------------------
