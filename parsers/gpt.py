@@ -298,6 +298,11 @@ def _array_bytes(header: GPTHeader, sector_size: int) -> int:
     return -(-header.len_array // sector_size) * sector_size
 
 
+def has_signature(fh: ReadSeek, offset: int) -> bool:
+    """Whether the sector at ``offset`` starts with ``EFI PART``."""
+    return _read_at(fh, offset, 8) == SIGNATURE
+
+
 def probe_sector_size(fh: ReadSeek, disk_size: int) -> int | None:
     """The sector size whose LBA 1 holds an ``EFI PART`` signature, or None.
 

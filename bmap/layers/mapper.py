@@ -102,7 +102,13 @@ def map_disk(disk: Disk, builder: MapBuilder) -> None:
         volume = _volume(disk, disk.device, 0, disk.size, disk.content)
         disk.findings.extend(map_content(volume, builder, claimed))
         kind = getattr(disk.content, "kind", None)
-        if disk.recognised and kind not in claimed and builder.extent_count() == before:
+        table_structures = bool(disk.structures)  # a table bmap could not use: gaps below
+        if (
+            disk.recognised
+            and not table_structures
+            and kind not in claimed
+            and builder.extent_count() == before
+        ):
             # A filesystem bmap cannot map inside (not supported yet, or too damaged): no
             # partition line covers it, so say that these bytes are not explained.
             builder.add_object_extent("u", disk.device, n, 0, disk.size, kind="unmapped")
@@ -118,7 +124,7 @@ def map_disk(disk: Disk, builder: MapBuilder) -> None:
         used += [
             (p.offset, p.offset + p.mapped_size) for p in disk.partitions if p.parent == parent
         ]
-        if disk.scheme == "none" and parent is None and disk.recognised:
+        if disk.scheme == "none" and parent is None and disk.recognised and not disk.structures:
             continue
         for start, end in gaps(lo, hi, used):
             builder.add_object_extent("u", device, n, start, end, kind="unpartitioned")

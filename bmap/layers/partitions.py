@@ -110,8 +110,9 @@ class Disk:
 
     @property
     def recognised(self) -> bool:
-        """Whether bmap found anything it knows on this disk."""
-        if self.scheme != "none":
+        """Whether bmap found anything it knows on this disk (a table it could not use counts:
+        its structures and findings are the map)."""
+        if self.scheme != "none" or self.structures:
             return True
         return self.content is not None and self.content.kind != "unknown"
 
@@ -193,6 +194,12 @@ def discover(image: DiskImage, sector_size: int | None = None) -> Disk:
                 "mbr",
                 "protective MBR of a GPT disk, but no usable GPT header was found",
             )
+            # A GPT disk whose table cannot be used is still a GPT disk: its protective MBR and
+            # the headers that carry the signature are named, the rest is unpartitioned.
+            disk.structures.append(Structure("mbr", 0, min(ss, disk.size), disk.device))
+            for kind, at in (("gpt-header", ss), ("gpt-backup-header", image.size - ss)):
+                if at >= ss and gptmod.has_signature(stream, at):
+                    disk.structures.append(Structure(kind, at, ss, disk.device))
         disk.content = detect_content(stream, image.size)
         if image.size < mbrmod.SECTOR_SIZE and mbr_error is not None:
             disk.finding(

@@ -538,7 +538,11 @@ def _gpt_many(name: str, bases: Bases, out: Path, first: int, last: int, note: s
         fields[_NUM], fields[_ESIZE], fields[_ECRC] = count, 128, crc
         fields[_FIRST] = 2 + len(array) // SECTOR
         write_gpt_header(img, fields)
-    return map_case(name, [img], out, note)
+    # Both headers valid by CRC, neither usable: still a GPT disk (its protective MBR and
+    # headers are named, the findings say why), so a map with findings: exit 3, not 5.
+    case = map_case(name, [img], out, note)
+    case.expect_exit = (3,)
+    return case
 
 
 def gpt_65536_entries_one_range(bases: Bases, out: Path) -> Case:
@@ -561,7 +565,11 @@ def _gpt_absurd(name: str, bases: Bases, out: Path, note: str, **changes: int) -
         for key, value in changes.items():
             fields[index[key]] = value
         write_gpt_header(img, fields)
-    return map_case(name, [img], out, note)
+    # Both headers valid by CRC, neither usable: still a GPT disk (its protective MBR and
+    # headers are named, the findings say why), so a map with findings: exit 3, not 5.
+    case = map_case(name, [img], out, note)
+    case.expect_exit = (3,)
+    return case
 
 
 def gpt_absurd_usable(bases: Bases, out: Path) -> Case:
