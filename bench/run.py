@@ -15,7 +15,9 @@
 4. Prints the tables and rewrites the ``bench:ext`` section of BENCHMARKS.md; then runs
    bench/index_lookups.py, which rewrites the ``bench:index`` section, and
    bench/trace_bench.py (``bmap trace`` of a million requests against an intervaltree
-   annotator, and ``--follow`` memory), which rewrites the ``bench:trace`` section.
+   annotator, and ``--follow`` memory), which rewrites the ``bench:trace`` section, and
+   bench/reports_bench.py (``bmap report`` of /usr with and without that log, and the pages
+   in Chromium), which rewrites the ``bench:reports`` section.
 """
 
 from __future__ import annotations
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the images")
     ap.add_argument("--no-index", action="store_true", help="skip bench/index_lookups.py")
     ap.add_argument("--no-trace", action="store_true", help="skip bench/trace_bench.py")
+    ap.add_argument("--no-reports", action="store_true", help="skip bench/reports_bench.py")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     if args.rounds < 5:
@@ -375,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(HERE / "trace_bench.py"), "--rounds", str(args.rounds)]
         if args.no_write:
             cmd.append("--no-write")
+        subprocess.run(cmd, check=True, env=report.child_env())
+    if not args.no_reports and (args.image is None or "full" in args.image):
+        # after trace_bench.py, which makes the 1,000,000-request log the reports use
+        cmd = [sys.executable, str(HERE / "reports_bench.py"), "--rounds", "3"]
+        if not args.no_write:
+            cmd.append("--write")
         subprocess.run(cmd, check=True, env=report.child_env())
     log(f"done in {(time.monotonic() - start) / 60:.1f} min")
     return 0
