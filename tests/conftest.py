@@ -7,6 +7,7 @@ import json
 import lzma
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,16 @@ from pathlib import Path
 import pytest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell that starts the tests in the background (``make test &``) makes them ignore
+    SIGINT, and every child inherits that: ``bmap serve`` and ``trace --follow`` would not stop
+    on the Ctrl-C the tests send. A handler of our own is reset to the default on exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 TRUTH = SAMPLES / "truth"
 
 

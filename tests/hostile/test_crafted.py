@@ -1,7 +1,9 @@
 """bmap on crafted hostile inputs (``tests/hostile/craft.py``), each run in a subprocess.
 
 For every case: (a) the exit code is not 1 (internal error), the process was not killed and
-stderr holds no traceback; (b) it took less than :data:`MAX_SECONDS`; (c) its peak RSS stayed
+stderr holds no traceback; (b) it ended before :data:`KILL_AFTER_SECONDS` (a hang guard: the
+tests assert no wall-clock speed, the project's rule; each case's seconds are printed and kept
+in docs/hostile.md); (c) its peak RSS stayed
 under :data:`MAX_RSS_MIB`; (d) for ``bmap map``, every line of the map lies inside its disk;
 (e) the inputs' sha256 did not change; and, where docs/cli.md prescribes an exit code for the
 input, that one.
@@ -41,8 +43,7 @@ from tests.lvm_images import (  # noqa: F401 - pytest fixtures
 # Thresholds. A real 32-48 MiB image maps in about 0.3 s and 40 MiB; these leave room for a
 # slow shared machine while still catching a quadratic loop or a blow-up of one object per
 # claimed count.
-KILL_AFTER_SECONDS = 60  # wall clock; the whole process group is killed then
-MAX_SECONDS = 10  # (b) a hostile input may cost more than a real one, not minutes
+KILL_AFTER_SECONDS = 60  # (b) wall clock; the whole process group is killed then: a hang
 MAX_RSS_MIB = 600  # (c) peak RSS of the bmap process (ru_maxrss)
 
 XFAIL: dict[str, str] = {}
@@ -217,8 +218,6 @@ def test_crafted(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> N
         problems.append(f"a traceback on stderr: {outcome.first_stderr_line}")
     if case.expect_exit is not None and outcome.code not in case.expect_exit:
         problems.append(f"exit {outcome.code}, docs/cli.md says {case.expect_exit}")
-    if outcome.seconds >= MAX_SECONDS:
-        problems.append(f"took {outcome.seconds:.1f} s (limit {MAX_SECONDS})")
     if outcome.rss_mib >= MAX_RSS_MIB:
         problems.append(f"peak RSS {outcome.rss_mib:.0f} MiB (limit {MAX_RSS_MIB})")
     if case.map_out is not None and case.map_out.exists():
