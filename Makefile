@@ -6,7 +6,7 @@ DEMO ?= samples/gpt-512.img.xz
 DEMO_DIR := build/demo
 DEMO_IMG := $(DEMO_DIR)/$(basename $(notdir $(DEMO)))
 
-.PHONY: run test lint tools install install-test samples clean
+.PHONY: fuzz run test lint tools install install-test samples clean
 
 # pip's own chatter (and setuptools' notes on editable installs) goes to .venv/pip.log, shown
 # only when an install fails.
@@ -83,6 +83,11 @@ samples:
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+## make fuzz: coverage-guided fuzzing of every entry point for untrusted bytes, 10 minutes a
+## target (scripts/fuzz.py; crashers go to tests/fuzz/crashers/ to be kept as regression tests).
+fuzz: install-test
+	$(PY) scripts/fuzz.py --seconds $(or $(FUZZ_SECONDS),600) --keep
 
 ## make bench: time bmap map against pytsk3 and dissect.extfs walks (see bench/README.md).
 bench: install

@@ -1,0 +1,176 @@
+"""Fuzz targets: bmap's entry points for untrusted bytes, each a function of one input.
+
+Every target feeds ``data`` to one entry point and lets only the project's own errors pass
+(:class:`bmap.errors.BmapError`, :class:`parsers.errors.ParserError`): anything else escaping is
+a crash (atheris reports it and keeps the input). Besides not crashing, each checks what must
+hold of its output: map lines inside the disk, ranges not empty, requests inside int64.
+
+- ``image``: the bytes as a disk image file, opened by format detection (raw, qcow2, VHD, ...)
+  and mapped (every table, volume manager and filesystem the mapper knows), the map written.
+- ``lvm_metadata``: LVM2 metadata text to a volume group.
+- ``map_file``: a map file in any of the three formats, read and looked up.
+- ``trace_log``: an I/O log in every log format, and the nbdkit block scanner.
+
+Run by ``scripts/fuzz.py`` (atheris, coverage-guided, seeded by ``seeds()``), and replayed
+by ``tests/fuzz/test_fuzz.py`` on every kept crasher.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+_FILE = SCRATCH / f"bmap-fuzz-{os.getpid()}.img"
+
+MAX_LEN = 1 << 20
+"""Inputs are at most this long (an image of 1 MiB holds an MBR, a GPT, an LVM label and a
+small filesystem)."""
+
+
+def _allowed() -> tuple[type[BaseException], ...]:
+    from bmap.errors import BmapError
+    from parsers.errors import ParserError
+
+    return (BmapError, ParserError)
+
+
+def image(data: bytes) -> None:
+    from bmap.images import open_images
+    from bmap.layers.mapper import map_images
+    from bmap.store.mapfile import dumps_map
+
+    _FILE.write_bytes(data)
+    try:
+        try:
+            opened = open_images([_FILE])
+        except _allowed():
+            return
+        try:
+            bmap = map_images(opened)
+            text = dumps_map(bmap)
+        except _allowed():
+            return
+        finally:
+            for one in opened:
+                one.close()
+        assert text.startswith("# bmap-format")
+        size = opened[0].size
+        assert bool((bmap.end > bmap.start).all()), "an empty or reversed line"
+        assert len(bmap) == 0 or int(bmap.end.max()) <= size, "a line past the disk's end"
+    finally:
+        _FILE.unlink(missing_ok=True)
+
+
+def lvm_metadata(data: bytes) -> None:
+    from parsers.lvm2.metadata import parse_config, volume_group
+    from parsers.lvm2.pv import MetadataRecord
+
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        config = parse_config(text)
+        vgs = [k for k, v in config.items() if isinstance(v, dict) and "seqno" in v]
+        if len(vgs) != 1 or not isinstance(config[vgs[0]]["seqno"], int):
+            return
+        record = MetadataRecord(
+            0, 0, len(data), False, text, config[vgs[0]]["seqno"], vgs[0], config
+        )
+        vg = volume_group(record)
+    except _allowed():
+        return
+    assert vg.extent_size > 0
+    for lv in vg.lvs:
+        for seg in lv.segments:
+            assert seg.start_extent >= 0 and seg.extent_count >= 0
+
+
+def map_file(data: bytes) -> None:
+    from bmap.store.lookup import lookup
+    from bmap.store.mapfile import read_map
+
+    _FILE.write_bytes(data)
+    try:
+        try:
+            frame = read_map(_FILE)
+        except _allowed():
+            return
+        assert bool((frame["end"] >= frame["start"]).all())
+        assert bool((frame["start"] >= 0).all())
+        if len(frame):
+            disk = int(frame["disk"].iloc[0])
+            lookup(frame, disk, [(0, 1), (int(frame["start"].iloc[-1]), 1 << 20)], "fuzz", 100)
+    finally:
+        _FILE.unlink(missing_ok=True)
+
+
+def trace_log(data: bytes) -> None:
+    from bmap.trace.logs import LOG_FORMATS, parse
+    from bmap.trace.nbdkit import NbdkitParser
+    from bmap.trace.requests import Columns
+
+    lines = data.decode("utf-8", "replace").split("\n")
+    for fmt in LOG_FORMATS:
+        try:
+            requests, _ = parse(lines, fmt)
+        except _allowed():
+            continue
+        for r in requests:
+            assert r.offset >= 0 and r.length >= 0 and r.offset + r.length < 1 << 63
+        Columns.of(requests)
+    parser = NbdkitParser()
+    cut = data.rfind(b"\n") + 1
+    try:
+        block = parser.feed_block(data[:cut], 1)
+    except _allowed():
+        return
+    assert bool(((block.offset >= 0) & (block.length >= 0)).all())
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "image": image,
+    "lvm_metadata": lvm_metadata,
+    "map_file": map_file,
+    "trace_log": trace_log,
+}
+
+
+def seeds(target: str) -> Iterator[tuple[str, bytes]]:
+    """Starting inputs: parts of the bundled samples and of the test suite's own texts."""
+    import lzma
+
+    samples = ROOT / "samples"
+    if target == "image":
+        for packed in sorted(samples.glob("*.img.xz")):
+            with lzma.open(packed) as fh:
+                head = fh.read(MAX_LEN)
+            yield packed.name, head
+    elif target == "lvm_metadata":
+        from tests.parsers.test_lvm2 import SAMPLE
+
+        yield "sample", SAMPLE.encode()
+    elif target == "map_file":
+        yield "text", b"# bmap-format 1\n1 0 100000 v /dev/sda\n1 0 200 m /dev/sda mbr\n"
+        yield (
+            "csv",
+            (
+                b"disk,start,end,type,device,kind,path,file_offset,inode\n"
+                b"1,0,1048576,v,/dev/sda,disk,,,\n1,4096,8192,f,/dev/sda1,file,/a,0,12\n"
+            ),
+        )
+        yield (
+            "jsonl",
+            (
+                b'{"disk": 1, "start": 0, "end": 10, "type": "v", "device": "/dev/sda", '
+                b'"kind": "disk", "path": "", "file_offset": null, "inode": null}\n'
+            ),
+        )
+    elif target == "trace_log":
+        from tests.bmap.trace.test_trace import LOG
+
+        yield "nbdkit", LOG.encode()
+        yield "csv", b"0,512\n0x1000,4096,read,1.5\n"
+        yield "qemu", b"12@1.5:blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 512 flags 0x0\n"
+        yield "blkparse", b"  8,0    1        1     0.000100000  1234  C   R 0 + 8 [0]\n"

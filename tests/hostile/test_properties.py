@@ -1,0 +1,165 @@
+"""Hypothesis builds structurally valid hostile inputs with correct checksums: GPTs (both
+headers' and the entry array's CRC32) and LVM2 metadata (lvm2's CRC of the mda header and of
+the text), whose counts, sizes and places are drawn from the absurd as much as the plausible.
+
+Properties, for every example: only the project's own errors escape; every map line lies
+inside its disk and is not empty; the input is not changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bmap.errors import BmapError
+from bmap.images import Image
+from bmap.layers.mapper import map_images
+from bmap.store.mapfile import dumps_map
+from parsers.errors import ParserError
+from tests.hostile import craft
+from tests.lvm_images import (  # noqa: F401 - pytest fixtures
+    lvm_images_cache_fixture,
+    lvm_whole_image_fixture,
+)
+
+SECTOR = 512
+DISK = 4 << 20  # a 4 MiB GPT disk: 8192 sectors
+LAST_LBA = DISK // SECTOR - 1
+
+# Numbers as an attacker picks them: small, at the edges, past the disk, past int64.
+in_disk = st.integers(0, LAST_LBA + 2)
+lba = st.one_of(  # three times in (or just past) the disk to once absurd
+    in_disk, in_disk, in_disk, st.sampled_from([2**31, 2**32 - 1, 2**63 - 1, 2**63, 2**64 - 1])
+)
+count = st.one_of(st.integers(0, 300), st.sampled_from([4096, 65_536, 2**31, 2**32 - 1]))
+
+
+def _check_map(path: Path) -> None:
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        with Image(path) as image:
+            bmap = map_images([image])
+            dumps_map(bmap)
+    except (BmapError, ParserError):
+        return
+    finally:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    frame = bmap.to_dataframe()
+    size = path.stat().st_size
+    assert (frame["end"] > frame["start"]).all()
+    assert frame["start"].min() >= 0 and frame["end"].max() <= size
+
+
+@st.composite
+def gpt_disk(draw: st.DrawFn) -> bytes:
+    """A 4 MiB disk: a protective MBR, a primary and a backup GPT header, an entry array; the
+    header fields and the entries are drawn, the three CRC32s are right."""
+    disk = bytearray(DISK)
+    # protective MBR: one 0xEE entry over the disk
+    disk[446 : 446 + 16] = struct.pack("<B3sB3sII", 0, b"\0\x02\0", 0xEE, b"\xff" * 3, 1, LAST_LBA)
+    disk[510:512] = b"\x55\xaa"
+    entries = draw(st.lists(st.tuples(lba, lba, st.integers(0, 3)), max_size=24))
+    stored = draw(st.sampled_from([128, 128, 128, 256, 8, 0, 2**31]))
+    num = draw(st.one_of(st.just(max(len(entries), 1)), st.just(128), count))
+    array = bytearray()
+    for i, (first, last, kind) in enumerate(entries):
+        type_guid = craft.LINUX_FS if kind else bytes(16)  # an unused slot now and then
+        raw = craft.gpt_entry(first, last, i, type_guid)
+        array += raw.ljust(stored, b"\0")[: max(stored, 0)] if stored <= 1024 else raw
+    entries_lba = draw(st.one_of(st.just(2), st.just(2), lba))
+    room = max(0, min(len(array), DISK - min(entries_lba, DISK // SECTOR) * SECTOR))
+    at = min(entries_lba, DISK // SECTOR) * SECTOR
+    disk[at : at + room] = array[:room]
+    array_len = num * stored if 0 < num * stored <= 1 << 24 else len(array)
+    array_crc = zlib.crc32(bytes(disk[at : at + array_len])) if at < DISK else 0
+    first_usable = draw(st.one_of(st.just(34), st.just(34), lba))
+    last_usable = draw(st.one_of(st.just(LAST_LBA - 33), st.just(LAST_LBA - 33), lba))
+    for current, other in ((1, LAST_LBA), (LAST_LBA, 1)):
+        fields = [
+            b"EFI PART", 0x00010000, 92, 0, 0, current, other, first_usable, last_usable,
+            bytes(range(16)), entries_lba, num % 2**32, stored % 2**32, array_crc,
+        ]  # fmt: skip
+        fields[3] = 0
+        raw = bytearray(craft.GPT_HEADER.pack(*fields))
+        fields[3] = zlib.crc32(raw[:92])
+        raw = craft.GPT_HEADER.pack(*fields)
+        disk[current * SECTOR : current * SECTOR + len(raw)] = raw
+    return bytes(disk)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(gpt_disk())
+def test_crafted_gpt_with_valid_crcs(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("gpt") / "disk.img"
+    path.write_bytes(data)
+    _check_map(path)
+
+
+# LVM2: metadata text from drawn numbers, written with good checksums into a real PV.
+
+number = st.one_of(
+    st.integers(-3, 300),
+    st.sampled_from([2**31, 2**32, 2**40, 2**62, 2**63 - 1, 2**63, 2**64, 10**30]),
+)
+
+
+@st.composite
+def lvm_text(draw: st.DrawFn, base: str) -> str:
+    """The base PV's metadata with its extent size, PV fields and LVs replaced by drawn ones:
+    linear and striped segments at drawn extents, counts, stripe sizes, PVs (some missing)."""
+    text = base
+    text = craft.set_field(text, "extent_size", draw(st.one_of(st.just(8192), number)))
+    text = craft.set_field(text, "pe_start", draw(st.one_of(st.just(2048), number)))
+    text = craft.set_field(text, "pe_count", draw(st.one_of(st.just(15), number)))
+    lvs = []
+    for n in range(draw(st.integers(0, 6))):
+        segments = []
+        start = 0
+        for k in range(draw(st.integers(1, 3))):
+            extents = draw(number)
+            stripes = draw(st.integers(1, 3))
+            pvs = [draw(st.sampled_from(["pv0", "pv0", "pv9"])) for _ in range(stripes)]
+            segments.append(
+                craft.segment(
+                    k + 1,
+                    start,
+                    extents,
+                    [(pv, draw(number)) for pv in pvs],
+                    stripe_size=draw(st.one_of(st.just(128), number)) if stripes > 1 else None,
+                )
+            )
+            start = start + extents if isinstance(extents, int) and extents >= 0 else 0
+        lvs.append(craft.lv(f"lv{n}", n, segments))
+    return craft.set_lvs(text, "\n".join(lvs))
+
+
+@pytest.fixture(scope="module")
+def lvm_scratch(lvm_whole_image, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of a real whole-disk PV (pvcreate, vgcreate, lvcreate) and its metadata text."""
+    src = lvm_whole_image.images[0]
+    path = tmp_path_factory.mktemp("lvm") / src.name
+    shutil.copyfile(src, path)
+    return path, craft.current_text(path)
+
+
+def test_crafted_lvm_metadata_with_valid_checksums(lvm_scratch):
+    path, base = lvm_scratch
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(lvm_text(base))
+    def check(text: str) -> None:
+        craft.write_metadata(path, text)
+        _check_map(path)
+
+    check()
