@@ -56,7 +56,8 @@ _SUFFIXES = {
     "t": 1 << 40,
     "tib": 1 << 40,
 }
-_NUMBER = re.compile(r"(0x[0-9a-f]+|\d+)([a-z]*)", re.IGNORECASE)
+_NUMBER = re.compile(r"(0x[0-9a-f]{1,16}|\d{1,19})([a-z]*)", re.IGNORECASE)
+_MAX_OFFSET = (1 << 63) - 1
 
 
 def parse_size(text: str) -> int:
@@ -68,11 +69,17 @@ def parse_size(text: str) -> int:
     """
     match = _NUMBER.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"not an offset: {text!r} (use 1048576, 0x100000, 1M, 2048s)")
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ValueError(f"not an offset: {shown!r} (use 1048576, 0x100000, 1M, 2048s)")
     number, suffix = match.groups()
     if suffix.lower() not in _SUFFIXES:
         raise ValueError(f"unknown suffix {suffix!r} in {text!r} (K, M, G, T, KiB, ..., s)")
-    return int(number, 0) * _SUFFIXES[suffix.lower()]
+    value = (int(number, 16) if number[:2].lower() == "0x" else int(number)) * _SUFFIXES[
+        suffix.lower()
+    ]
+    if value > _MAX_OFFSET:
+        raise ValueError(f"{text!r} is past the largest offset a disk can have (2**63 - 1)")
+    return value
 
 
 def parse_query(text: str) -> tuple[int, int]:
@@ -82,6 +89,8 @@ def parse_query(text: str) -> tuple[int, int]:
     size = parse_size(length) if plus else 1
     if size <= 0:
         raise ValueError(f"empty range: {text!r}")
+    if start + size > _MAX_OFFSET:
+        raise ValueError(f"{text!r} ends past the largest offset a disk can have (2**63 - 1)")
     return start, start + size
 
 
@@ -992,7 +1001,7 @@ def _header_images(path: Path) -> dict[int, dict[str, Any]]:
                 if not line.startswith("#"):
                     break
                 words = line.split()
-                if len(words) < 4 or words[1] != "image" or not words[2].isdigit():
+                if len(words) < 4 or words[1] != "image" or not re.fullmatch(r"\d{1,5}", words[2]):
                     continue
                 fields = dict(w.split("=", 1) for w in words[4:] if "=" in w)
                 entry: dict[str, Any] = {"path": words[3]}

@@ -1,6 +1,7 @@
 """ "What is at this offset?": an index over a map, answered innermost first, many at once.
 
-The lines of a map nest (disk, partition, file) and may repeat a range (hard links), so no
+Each disk has its own index. The lines of a map nest (disk, partition, file) and may repeat a
+range (hard links), so no
 single sorted array answers a query. The index peels the lines into *layers* in which no two
 lines overlap: each pass over the lines, in start order, keeps every line that starts after
 all earlier lines of the pass have ended, and leaves the rest for the next pass. The passes
@@ -24,11 +25,12 @@ from bmap.model.intervals import ragged_ranges
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Offsets live below 2**50 (1 PiB); the disk number sits above them in one sortable key.
-_DISK_SHIFT = 50
 #: Passes beyond this go to one last layer that is scanned line by line (only a hostile map,
 #: with lines nested thousands deep, gets there).
 _MAX_LAYERS = 64
+
+Layer = tuple["npt.NDArray[np.int64]", "npt.NDArray[np.int64]", "npt.NDArray[np.int64]"]
+"""``(starts, ends, rows)`` of lines that do not overlap, both columns sorted."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,12 @@ class MapIndex:
             if file_offset is None
             else np.asarray(file_offset, dtype=np.int64)
         )
-        if np.any(self.start > (1 << _DISK_SHIFT)) or np.any(self.end > (1 << _DISK_SHIFT)):
-            raise ValueError("offsets beyond 1 PiB are not supported by the index")
-        key_start = (self.disk << _DISK_SHIFT) | self.start
-        key_end = (self.disk << _DISK_SHIFT) | self.end
-        self.layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.rest: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._build(key_start, key_end)
+        # One set of layers per disk: offsets take all 63 bits, so the disk cannot share one
+        # key with them (packed above 2**50 once, a query at 1 PiB aliased offset 0).
+        self.by_disk: dict[int, tuple[list[Layer], npt.NDArray[np.int64]]] = {}
+        order = np.argsort(self.disk, kind="stable")
+        for rows in np.split(order, np.flatnonzero(np.diff(self.disk[order])) + 1) if n else []:
+            self.by_disk[int(self.disk[rows[0]])] = self._build(rows)
 
     @classmethod
     def from_blockmap(cls, bmap: BlockMap) -> MapIndex:
@@ -95,20 +96,19 @@ class MapIndex:
         fo = frame["file_offset"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
         return cls(frame["disk"], frame["start"], frame["end"], codes, fo)
 
-    def _build(self, key_start: np.ndarray, key_end: np.ndarray) -> None:
-        order = np.lexsort((-key_end, key_start))
-        remaining = order
-        while len(remaining) and len(self.layers) < _MAX_LAYERS:
-            s = key_start[remaining]
-            e = key_end[remaining]
+    def _build(self, rows: npt.NDArray[np.int64]) -> tuple[list[Layer], npt.NDArray[np.int64]]:
+        """The layers of the lines ``rows`` (all on one disk), and the rest past the last."""
+        remaining = rows[np.lexsort((-self.end[rows], self.start[rows]))]
+        layers: list[Layer] = []
+        while len(remaining) and len(layers) < _MAX_LAYERS:
+            s = self.start[remaining]
+            e = self.end[remaining]
             ended_before = np.concatenate(([np.iinfo(np.int64).min], np.maximum.accumulate(e)[:-1]))
             keep = s >= ended_before
-            rows = remaining[keep]
-            self.layers.append((key_start[rows], key_end[rows], rows))
+            kept = remaining[keep]
+            layers.append((self.start[kept], self.end[kept], kept))
             remaining = remaining[~keep]
-        self.rest = remaining
-        self._key_start = key_start
-        self._key_end = key_end
+        return layers, remaining
 
     def __len__(self) -> int:
         return len(self.start)
@@ -125,25 +125,30 @@ class MapIndex:
             np.asarray(end, dtype=np.int64),
         )
         d, s, e = d.ravel(), s.ravel(), e.ravel()
-        e = np.maximum(e, s + 1)
-        qs = (d << _DISK_SHIFT) | s
-        qe = (d << _DISK_SHIFT) | e
+        e = np.maximum(e, np.minimum(s, np.iinfo(np.int64).max - 1) + 1)
         queries: list[np.ndarray] = []
         rows: list[np.ndarray] = []
-        for layer_start, layer_end, layer_rows in self.layers:
-            lo = np.searchsorted(layer_end, qs, side="right")
-            hi = np.searchsorted(layer_start, qe, side="left")
-            count = np.maximum(hi - lo, 0)
-            if not count.any():
+        for disk_number in np.unique(d).tolist():
+            found = self.by_disk.get(disk_number)
+            if found is None:
                 continue
-            queries.append(np.repeat(np.arange(len(qs)), count))
-            rows.append(layer_rows[ragged_ranges(lo, count)])
-        if len(self.rest):
-            rs, re_ = self._key_start[self.rest], self._key_end[self.rest]
-            for i in range(len(qs)):
-                hit = self.rest[(rs < qe[i]) & (re_ > qs[i])]
-                queries.append(np.full(len(hit), i, dtype=np.int64))
-                rows.append(hit)
+            layers, rest = found
+            asked = np.flatnonzero(d == disk_number)
+            qs, qe = s[asked], e[asked]
+            for layer_start, layer_end, layer_rows in layers:
+                lo = np.searchsorted(layer_end, qs, side="right")
+                hi = np.searchsorted(layer_start, qe, side="left")
+                count = np.maximum(hi - lo, 0)
+                if not count.any():
+                    continue
+                queries.append(np.repeat(asked, count))
+                rows.append(layer_rows[ragged_ranges(lo, count)])
+            if len(rest):
+                rs, re_ = self.start[rest], self.end[rest]
+                for i, query in enumerate(asked.tolist()):
+                    hit = rest[(rs < qe[i]) & (re_ > qs[i])]
+                    queries.append(np.full(len(hit), query, dtype=np.int64))
+                    rows.append(hit)
         if not queries:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)

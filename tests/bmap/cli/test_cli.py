@@ -135,6 +135,19 @@ def test_lookup_of_a_byte_under_many_lines_shows_the_innermost_and_the_container
     assert len(everything[0]["objects"]) == 20_003 and everything[0]["more"] == 0
 
 
+@pytest.mark.parametrize(
+    "query", ["0x" + "f" * 17, "9" * 5000, "0x7ffffffffffffffe+4", "8191P", "9223372036854775807"]
+)
+def test_lookup_offsets_past_int64_are_usage_errors(tmp_path, query):
+    stacked = tmp_path / "m.bmap"
+    stacked.write_text("1 0 80000000000000 v /dev/sda\n")  # a disk of 2**55 bytes
+    result = run("lookup", stacked, query)
+    assert result.exit_code == 2, result.stderr
+    assert "Invalid value for OFFSET" in result.stderr and len(result.stderr) < 400
+    past = run("lookup", stacked, "0x40000000000000")  # 2**54: past 1 PiB, inside the disk
+    assert past.exit_code == 0 and "v /dev/sda" in past.stdout
+
+
 def test_lookup_on_an_image_maps_it_on_the_fly(sample):
     result = run("lookup", sample("mbr-extended"), "2048s")
     assert result.exit_code == 0

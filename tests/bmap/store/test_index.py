@@ -80,13 +80,13 @@ def test_identical_ranges_all_answer():
     hits = index.lookup(1, 15)
     assert sorted(hits.row.tolist()[:3]) == [1, 2, 3]
     assert hits.row.tolist()[3] == 0
-    assert len(index.layers) == 4
+    assert len(index.by_disk[1][0]) == 4
 
 
 def test_deep_nesting_falls_back_to_a_scan():
     n = 200
     index = MapIndex(np.ones(n), np.arange(n), 1000 - np.arange(n), np.full(n, TYPE_CODE["f"]))
-    assert len(index.rest) > 0
+    assert len(index.by_disk[1][1]) > 0
     hits = index.lookup(1, 500)
     assert len(hits) == n
     assert hits.row[0] == n - 1  # the smallest range first
@@ -101,3 +101,19 @@ def test_a_million_queries_in_one_call():
     queries = rng.integers(0, 1 << 30, 1_000_000)
     rows = index.innermost(1, queries)
     assert np.array_equal(rows, queries >> 12)
+
+
+def test_offsets_past_1_pib_and_disks_never_alias():
+    """Each disk has its own layers: a line past 2**50 is indexed, a query at 2**50 on disk 1
+    finds nothing at offset 0 of disk 1 (the key once packed the disk above bit 50), and the
+    same range on two disks answers per disk."""
+    v, f = TYPE_CODE["v"], TYPE_CODE["f"]
+    big = 1 << 55
+    index = MapIndex([1, 1, 2, 2], [0, 0, 0, big], [512, big + 10, 512, big + 4096], [f, v, f, f])
+    assert index.lookup(1, 1 << 50).row.tolist() == [1]  # only the disk line reaches there
+    assert index.lookup(1, 100).row.tolist() == [0, 1]
+    assert index.lookup(2, big + 1).row.tolist() == [3]
+    assert index.lookup(2, 100).row.tolist() == [2]
+    assert index.lookup(3, 100).row.tolist() == []
+    top = (1 << 63) - 1
+    assert len(index.overlapping(1, top - 1, top)) == 0
