@@ -7,6 +7,8 @@ hold of its output: map lines inside the disk, ranges not empty, requests inside
 
 - ``image``: the bytes as a disk image file, opened by format detection (raw, qcow2, VHD, ...)
   and mapped (every table, volume manager and filesystem the mapper knows), the map written.
+- ``info``: the same, shown as ``bmap info`` shows it (text and JSON): no control character
+  of an image's names reaches the text.
 - ``lvm_metadata``: LVM2 metadata text to a volume group.
 - ``map_file``: a map file in any of the three formats, read and looked up.
 - ``trace_log``: an I/O log in every log format, and the nbdkit block scanner.
@@ -61,6 +63,39 @@ def image(data: bytes) -> None:
         size = opened[0].size
         assert bool((bmap.end > bmap.start).all()), "an empty or reversed line"
         assert len(bmap) == 0 or int(bmap.end.max()) <= size, "a line past the disk's end"
+    finally:
+        _FILE.unlink(missing_ok=True)
+
+
+def info(data: bytes) -> None:
+    """What ``bmap info`` shows of the bytes as an image: the tables and contents (text and
+    JSON) and the volume groups; text that holds no control character but newlines."""
+    import json
+
+    from bmap.cli.render import disk_dict, disk_tree, vg_dict, vg_tree
+    from bmap.images import open_images
+    from bmap.layers.lvm import assemble, find_pvs
+    from bmap.layers.partitions import discover
+
+    _FILE.write_bytes(data)
+    try:
+        try:
+            opened = open_images([_FILE])
+        except _allowed():
+            return
+        try:
+            disks = [discover(image) for image in opened]
+            views, _ = assemble(find_pvs(disks)[0])
+            lines = [line for d in disks for line in disk_tree(d, True)]
+            lines += [line for v in views for line in vg_tree(v)]
+            json.dumps({"disks": [disk_dict(d) for d in disks], "vgs": [vg_dict(v) for v in views]})
+        except _allowed():
+            return
+        finally:
+            for one in opened:
+                one.close()
+        for line in lines:
+            assert not any(ord(c) < 32 for c in line), f"a control character in {line!r}"
     finally:
         _FILE.unlink(missing_ok=True)
 
@@ -131,6 +166,7 @@ def trace_log(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "image": image,
+    "info": info,
     "lvm_metadata": lvm_metadata,
     "map_file": map_file,
     "trace_log": trace_log,
@@ -142,7 +178,7 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
     import lzma
 
     samples = ROOT / "samples"
-    if target == "image":
+    if target in ("image", "info"):
         for packed in sorted(samples.glob("*.img.xz")):
             with lzma.open(packed) as fh:
                 head = fh.read(MAX_LEN)
