@@ -1,6 +1,8 @@
 """Hypothesis builds structurally valid hostile inputs with correct checksums: GPTs (both
-headers' and the entry array's CRC32) and LVM2 metadata (lvm2's CRC of the mda header and of
-the text), whose counts, sizes and places are drawn from the absurd as much as the plausible.
+headers' and the entry array's CRC32), LVM2 metadata (lvm2's CRC of the mda header and of the
+text) and ext4 without metadata_csum (the superblock, group descriptor 0 and the root
+directory's extent tree), whose counts, sizes and places are drawn from the absurd as much as
+the plausible.
 
 Properties, for every example: only the project's own errors escape; every map line lies
 inside its disk and is not empty; the input is not changed.
@@ -160,6 +162,102 @@ def test_crafted_lvm_metadata_with_valid_checksums(lvm_scratch):
     @given(lvm_text(base))
     def check(text: str) -> None:
         craft.write_metadata(path, text)
+        _check_map(path)
+
+    check()
+
+
+# ext2/3/4 without metadata_csum (no checksum to keep): superblock, group descriptor 0 and
+# the root directory's extent tree drawn over a real mke2fs image.
+
+u32 = st.one_of(st.integers(0, 70_000), st.sampled_from([2**31, 2**32 - 1]))
+u16 = st.one_of(st.integers(0, 5000), st.sampled_from([2**15, 2**16 - 1]))
+
+#: (offset in the superblock, struct format, strategy)
+SUPERBLOCK_FIELDS = [
+    (0x00, "<I", u32),  # s_inodes_count
+    (0x04, "<I", u32),  # s_blocks_count_lo
+    (0x14, "<I", st.integers(0, 3)),  # s_first_data_block
+    (0x18, "<I", st.one_of(st.integers(0, 6), st.just(2**32 - 1))),  # s_log_block_size
+    (0x20, "<I", u32),  # s_blocks_per_group
+    (0x28, "<I", u32),  # s_inodes_per_group
+    (0x54, "<I", u32),  # s_first_ino
+    (0x58, "<H", st.sampled_from([0, 1, 128, 256, 512, 1024, 4096, 65535])),  # s_inode_size
+    (0x60, "<I", st.integers(0, 2**32 - 1)),  # s_feature_incompat
+    (0xCE, "<H", u16),  # s_reserved_gdt_blocks
+    (0xFE, "<H", st.sampled_from([0, 32, 64, 128, 1024, 65535])),  # s_desc_size
+    (0x104, "<I", u32),  # s_first_meta_bg
+    (0x150, "<I", st.one_of(st.just(0), u32)),  # s_blocks_count_hi
+    (0x174, "<B", st.integers(0, 255)),  # s_log_groups_per_flex
+]
+#: group descriptor 0: block bitmap, inode bitmap, inode table, flags, itable unused
+DESCRIPTOR_FIELDS = [(0x0, "<I", u32), (0x4, "<I", u32), (0x8, "<I", u32), (0x12, "<H", u16)]
+#: the root inode's extent header and first extent (i_block at 0x28 of the inode)
+EXTENT_FIELDS = [
+    (0x02, "<H", u16),  # eh_entries
+    (0x04, "<H", u16),  # eh_max
+    (0x06, "<H", st.one_of(st.integers(0, 6), u16)),  # eh_depth
+    (0x0C, "<I", u32),  # ee_block
+    (0x10, "<H", u16),  # ee_len
+    (0x12, "<H", u16),  # ee_start_hi
+    (0x14, "<I", u32),  # ee_start_lo
+]
+
+
+@pytest.fixture(scope="module")
+def ext_base(tmp_path_factory) -> bytes:
+    """An 8 MiB ext4 with files, made by mke2fs -d without metadata_csum or uninit_bg."""
+    from tests.conftest import run_tool, tool
+
+    root = tmp_path_factory.mktemp("ext")
+    tree = root / "tree"
+    (tree / "d").mkdir(parents=True)
+    for i in range(20):
+        (tree / "d" / f"f{i}").write_bytes(bytes([i]) * (700 * i + 1))
+    image = root / "ext4.img"
+    with open(image, "wb") as fh:
+        fh.truncate(8 << 20)
+    run_tool(
+        tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "1024",
+        "-O", "^metadata_csum,^uninit_bg", "-d", str(tree), str(image),
+    )  # fmt: skip
+    return image.read_bytes()
+
+
+@st.composite
+def ext_changes(draw: st.DrawFn) -> list[tuple[str, int, str, int]]:
+    """Some fields of the superblock, descriptor 0 and the root inode, each set to a draw."""
+    picked = []
+    for where, fields in (
+        ("sb", SUPERBLOCK_FIELDS),
+        ("gd", DESCRIPTOR_FIELDS),
+        ("root", EXTENT_FIELDS),
+    ):
+        for offset, fmt, values in fields:
+            if draw(st.integers(0, 3)) == 0:  # each field changed one time in four
+                picked.append((where, offset, fmt, draw(values)))
+    return picked
+
+
+def test_crafted_ext_superblock_descriptors_and_extents(ext_base, tmp_path):
+    pristine = ext_base
+    superblock = 1024
+    block = 1024
+    descriptor = 2 * block  # 1 KiB blocks: the descriptor table follows the superblock
+    table = struct.unpack_from("<I", pristine, descriptor + 8)[0] * block
+    inode_size = struct.unpack_from("<H", pristine, superblock + 0x58)[0]
+    root_iblock = table + inode_size + 0x28  # inode 2
+    assert struct.unpack_from("<H", pristine, root_iblock)[0] == 0xF30A  # an extent header
+    base = {"sb": superblock, "gd": descriptor, "root": root_iblock}
+    path = tmp_path / "ext4.img"
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ext_changes())
+    def check(changes: list[tuple[str, int, str, int]]) -> None:
+        data = bytearray(pristine)
+        for where, offset, fmt, value in changes:
+            struct.pack_into(fmt, data, base[where] + offset, value)
+        path.write_bytes(bytes(data))
         _check_map(path)
 
     check()
