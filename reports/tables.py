@@ -134,16 +134,40 @@ def space(frame: pd.DataFrame) -> pd.DataFrame:
     over its size. A disk's contents include its partitions; a device with nothing mapped
     inside has one row with no type and 0 bytes."""
     rows: list[tuple[object, ...]] = []
-    containers = frame[frame["type"].isin(CONTAINERS)]
-    for (disk, device), own in containers.groupby(["disk", "device"], sort=False):
-        size = _union_bytes(own["start"].to_numpy(), own["end"].to_numpy())
-        on_disk = frame["disk"] == disk
-        contents = frame[on_disk & (frame["device"] == device) & ~frame["type"].isin(CONTAINERS)]
-        if (own["type"] == "v").any():  # a disk holds its partitions
-            contents = pd.concat([contents, frame[on_disk & (frame["type"] == "p")]])
-        covered = _union_bytes(contents["start"].to_numpy(), contents["end"].to_numpy())
-        if contents.empty:
+    is_container = frame["type"].isin(CONTAINERS)
+    containers = frame[is_container].assign(is_disk=lambda f: f["type"] == "v")
+    # Each device's contents, and each disk's partitions, found once; devices with nothing
+    # inside (a crafted GPT has 65,536 partitions over one range) cost no pandas call each.
+    contents_of = dict(iter(frame[~is_container].groupby(["disk", "device"], sort=False)))
+    partitions_of = dict(iter(frame[frame["type"] == "p"].groupby("disk", sort=False)))
+    grouped = containers.groupby(["disk", "device"], sort=False)
+    devices = grouped.agg(
+        lines=("start", "size"), lo=("start", "min"), hi=("end", "max"), is_disk=("is_disk", "max")
+    )
+    for (disk, device), lines, lo, hi, is_disk in (
+        zip(
+            devices.index.tolist(),
+            devices["lines"].tolist(),
+            devices["lo"].tolist(),
+            devices["hi"].tolist(),
+            devices["is_disk"].tolist(),
+            strict=True,
+        )
+        if len(devices)
+        else []
+    ):
+        if lines == 1:
+            size = hi - lo
+        else:  # an LV in pieces, or a line repeated
+            own = grouped.get_group((disk, device))
+            size = _union_bytes(own["start"].to_numpy(), own["end"].to_numpy())
+        contents = contents_of.get((disk, device))
+        if is_disk:  # a disk holds its partitions
+            contents = pd.concat([c for c in (contents, partitions_of.get(disk)) if c is not None])
+        if contents is None or contents.empty:
             rows.append((disk, device, size, "", "", 0, 0))
+            continue
+        covered = _union_bytes(contents["start"].to_numpy(), contents["end"].to_numpy())
         for (type_, kind), part in contents.groupby(["type", "kind"], sort=True):
             used = _union_bytes(part["start"].to_numpy(), part["end"].to_numpy())
             rows.append((disk, device, size, type_, kind, used, covered))
