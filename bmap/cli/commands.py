@@ -32,6 +32,7 @@ from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError
 from bmap.images import DiskImage, Image, format_of, is_uri, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
 from bmap.layers.partitions import discover
+from bmap.model.escape import printable
 from bmap.model.ids import object_name
 from bmap.model.units import human_size
 from bmap.store.mapfile import FORMATS, read_map, sniff_format, write_map
@@ -161,7 +162,7 @@ a crafted table can make one per entry: 65,535 for a GPT whose entries all overl
 
 def _report_findings(findings: Sequence[Finding], where: str = "") -> None:
     for f in findings[:MAX_SHOWN_FINDINGS]:
-        click.echo(f"bmap: {f}", err=True)
+        click.echo(printable(f"bmap: {f}"), err=True)
     if len(findings) > MAX_SHOWN_FINDINGS:
         more = len(findings) - MAX_SHOWN_FINDINGS
         click.echo(f"bmap: ... and {more} more finding(s){where}", err=True)

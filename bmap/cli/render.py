@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bmap.layers.mapper import gaps
 from bmap.layers.partitions import Disk, Partition
-from bmap.model.escape import escape
+from bmap.model.escape import escape, printable
 from bmap.model.units import human_size
 from parsers.probe import Content
 
@@ -105,8 +105,13 @@ def container_dict(info: ContainerInfo | None) -> dict[str, Any] | None:
 def disk_tree(disk: Disk, show_all: bool = False) -> list[str]:
     """The layout of one disk as a tree, like ``mmls`` and ``virt-filesystems --long``.
 
-    With ``show_all``, the table structures and the unpartitioned gaps are rows too.
+    With ``show_all``, the table structures and the unpartitioned gaps are rows too. Names,
+    labels and UUIDs come from the image: no control character of theirs reaches the lines.
     """
+    return [printable(line) for line in _disk_tree(disk, show_all)]
+
+
+def _disk_tree(disk: Disk, show_all: bool) -> list[str]:
     lines = [
         f"{disk.device}  {escape(str(disk.image.path))}  {human_size(disk.size)} "
         f"({disk.size} bytes)  {_table_text(disk)}"
@@ -324,7 +329,11 @@ def _segments_text(view: VGView, lv: LVView) -> list[str]:
 
 def vg_tree(view: VGView) -> list[str]:
     """A volume group as a tree: its PVs (which image, which partition), then its LVs with
-    size, segment types, segments and content."""
+    size, segment types, segments and content (names from the metadata made printable)."""
+    return [printable(line) for line in _vg_tree(view)]
+
+
+def _vg_tree(view: VGView) -> list[str]:
     vg = view.vg
     lines = [
         f"VG {vg.name}  uuid {vg.uuid}  extent size {human_size(vg.extent_size)}, seqno "

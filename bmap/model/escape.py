@@ -59,3 +59,23 @@ def name_from_bytes(raw: bytes) -> str:
 def name_to_bytes(name: str) -> bytes:
     """The stored bytes back from a name kept by bmap."""
     return name.encode("utf-8", errors="surrogateescape")
+
+
+_TERMINAL: dict[int, str] = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
+_TERMINAL.update({0xDC80 + i: f"\\x{0x80 + i:02x}" for i in range(0x80)})
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (C0, DEL, C1), bytes that are not
+    UTF-8 and any other character Python does not call printable as ``\\xNN`` / ``\\uNNNN``;
+    everything else, backslashes included, as it is. For what is shown, not for the map
+    (whose names :func:`escape` keeps reversible)."""
+    if text.isprintable():
+        return text
+    out = text.translate(_TERMINAL)
+    if out.isprintable():
+        return out
+    return "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in out
+    )
