@@ -493,7 +493,7 @@ def lookup_command(
             continue
         table = [
             (
-                object_name(rows.type[r], rows.device[r], rows.kind[r], rows.path[r]),
+                printable(object_name(rows.type[r], rows.device[r], rows.kind[r], rows.path[r])),
                 f"at {off:#x}" if off >= 0 else "at ?",
                 f"[{int(rows.start[r]):#x}, {int(rows.end[r]):#x})",
             )

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from bmap.model import textcols
 from bmap.model.blockmap import NO_OFFSET, TYPE_CODE
+from bmap.model.escape import printable
 from bmap.model.ids import id_pieces, object_name
 from bmap.model.intervals import ragged_positions
 from bmap.store.index import MapIndex
@@ -392,6 +393,18 @@ class Annotator(AnnotationTables):
         lines = id_pieces(
             self._type.tolist(), self._device.tolist(), self._kind.tolist(), self._path.tolist()
         )
+        blob = lines.blob
+        if len(blob) > 1 and bool(
+            ((blob[:-1] == 0xC2) & (blob[1:] >= 0x80) & (blob[1:] <= 0x9F)).any()
+        ):
+            # A C1 control character (U+0080..U+009F) is not escaped in the map's IDs, and some
+            # terminals act on it: the text output shows it as \xNN (rare: the slow way).
+            lines = textcols.table(
+                [
+                    printable(object_name(*row)).encode("utf-8", "surrogateescape")
+                    for row in self.columns_of_lines()
+                ]
+            )
         nothing = (self.NOTHING + "\n").encode()
         return textcols.Pieces(
             np.concatenate((np.frombuffer(nothing, dtype=np.uint8), lines.blob)),

@@ -299,3 +299,19 @@ def test_python_dash_m_and_internal_errors_stay_one_line(tmp_path):
     )
     assert result.returncode == ExitCode.UNREADABLE
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_c1_control_characters_of_a_name_never_reach_the_terminal(tmp_path):
+    """U+009B (CSI) is a C1 control some terminals act on; the text map keeps it (its escaping
+    covers C0 and DEL), lookup and trace text show it as \\x9b."""
+    name = "/a\u009b[2Jb"
+    stacked = tmp_path / "m.bmap"
+    stacked.write_text(f"1 0 100000 v /dev/sda\n1 1000 2000 f /dev/sda {name}\n", "utf-8")
+    shown = run("lookup", stacked, "0x1100")
+    assert shown.exit_code == 0 and "/a\\x9b[2Jb" in shown.stdout
+    log = tmp_path / "log.csv"
+    log.write_text("4096,512\n")
+    traced = run("trace", stacked, log)
+    assert traced.exit_code == 0 and "/a\\x9b[2Jb" in traced.stdout
+    for text in (shown.stdout, traced.stdout):
+        assert not any(0x80 <= ord(c) <= 0x9F or (ord(c) < 0x20 and c != "\n") for c in text)
