@@ -47,6 +47,10 @@ ORPHAN_DIR = "/$OrphanFiles"
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 #: (type, kind) of the blocks of a name's block map, by code.
 _TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
+#: Names emitted at a time: bounds the working columns of :meth:`_Mapper.emit_named`.
+NAME_WINDOW = 1 << 17
+#: Claimed ranges held unmerged at most.
+CLAIM_MERGE = 1 << 18
 
 
 @dataclass
@@ -64,6 +68,14 @@ class _Runs:
         return slice(lo, hi)
 
 
+def _in_order(row: Array, logical: Array) -> bool:
+    """Whether ``(row, logical)`` pairs ascend."""
+    if len(row) < 2:
+        return True
+    step = np.diff(row)
+    return bool(((step > 0) | ((step == 0) & (np.diff(logical) > 0))).all())
+
+
 class _Mapper:
     """One filesystem's walk: every structure, name and free run, as lines of ``builder``."""
 
@@ -78,6 +90,7 @@ class _Mapper:
         self.findings: list[Finding] = []
         self.claimed_starts: list[Array] = []
         self.claimed_ends: list[Array] = []
+        self._claims_pending = 0
         self._kind_objects: dict[str, int] = {}
         self.special_rows: set[int] = set()
 
@@ -117,8 +130,18 @@ class _Mapper:
         e = np.asarray(ends, dtype=np.int64)
         self.placement.place(self.builder, obj, s, e, file_offsets)
         if claim:
-            self.claimed_starts.append(s)
-            self.claimed_ends.append(e)
+            self.claim(s, e)
+
+    def claim(self, starts: Array, ends: Array) -> None:
+        """Ranges that something in the filesystem holds, for :meth:`free_space`; merged as
+        they come, so they cost what their union costs, not one pair per line."""
+        self.claimed_starts.append(starts)
+        self.claimed_ends.append(ends)
+        self._claims_pending += len(starts)
+        if self._claims_pending > CLAIM_MERGE:
+            merged = union(np.concatenate(self.claimed_starts), np.concatenate(self.claimed_ends))
+            self.claimed_starts, self.claimed_ends = [merged[0]], [merged[1]]
+            self._claims_pending = 0
 
     def emit_kind(
         self,
@@ -203,13 +226,9 @@ class _Mapper:
         extent_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) != 0]
         mapped_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) == 0]
 
-        row_parts, lo_parts, ph_parts, ln_parts = [], [], [], []
         tree: dict[int, list[int]] = {}
-        # In chunks: the decoded i_block copies stay small.
-        parts = [
-            fs.depth0_extents(extent_rows[i : i + 32768]) for i in range(0, len(extent_rows), 32768)
-        ] or [fs.depth0_extents(extent_rows)]
-        r, lo, ph, ln, _uw, slow = (np.concatenate(c) for c in zip(*parts))
+        r, lo, ph, ln, _uw, slow = fs.depth0_extents(extent_rows)
+        table.drop_extents()  # the runs below hold them now
         ok = fs.runs_ok(ph, ln)
         if not ok.all():
             for bad in np.unique(r[~ok]).tolist():
@@ -219,10 +238,10 @@ class _Mapper:
                     self.device,
                     f"inode {int(table.ino[bad])}: an extent lies outside the filesystem; skipped",
                 )
-        row_parts.append(r[ok])
-        lo_parts.append(lo[ok])
-        ph_parts.append(ph[ok])
-        ln_parts.append(ln[ok])
+        if not ok.all():
+            r, lo, ph, ln = r[ok], lo[ok], ph[ok], ln[ok]
+        row_parts, lo_parts, ph_parts, ln_parts = [r], [lo], [ph], [ln]
+        del r, lo, ph, ln
         for row in list(slow.tolist()) + list(mapped_rows.tolist()):
             result = self._runs_of(row)
             row_parts.append(np.full(len(result.logical), row, dtype=np.int64))
@@ -231,14 +250,19 @@ class _Mapper:
             ln_parts.append(result.length)
             if result.tree_blocks:
                 tree[row] = result.tree_blocks
-        row_all = np.concatenate(row_parts)
-        order = np.lexsort((np.concatenate(lo_parts), row_all))
-        runs = _Runs(
-            row_all[order],
-            np.concatenate(lo_parts)[order],
-            np.concatenate(ph_parts)[order],
-            np.concatenate(ln_parts)[order],
-        )
+        if len(row_parts) == 1 and _in_order(row_parts[0], lo_parts[0]):
+            # Leaf extents only, in row order and each inode's in logical order (as a valid
+            # tree keeps them): no copies.
+            runs = _Runs(row_parts[0], lo_parts[0], ph_parts[0], ln_parts[0])
+        else:
+            row_all = np.concatenate(row_parts)
+            order = np.lexsort((np.concatenate(lo_parts), row_all))
+            runs = _Runs(
+                row_all[order],
+                np.concatenate(lo_parts)[order],
+                np.concatenate(ph_parts)[order],
+                np.concatenate(ln_parts)[order],
+            )
         return runs, tree
 
     def _runs_of(self, row: int) -> BlockRuns:
@@ -279,7 +303,7 @@ class _Mapper:
         row = table.index_of(S.RESIZE_INO)
         if row >= 0 and sb.reserved_gdt_blocks:
             self.special_rows.add(row)
-            dind = int(np.frombuffer(table.i_block[row].tobytes(), dtype="<u4")[13])
+            dind = int(np.frombuffer(fs.i_block(row), dtype="<u4")[13])
             if dind and fs.block_ok(dind):
                 self.emit_blocks("resize-inode", [dind])
 
@@ -298,11 +322,15 @@ class _Mapper:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
             return np.zeros(0, np.int64), PathColumn.of_texts([])
         entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
-        order = np.argsort(entry_dir, kind="stable")
-        entry_dir, entry_ino = entry_dir[order], entry_ino[order]
         # Each name in the blob is followed by a NUL.
-        name_start = (np.cumsum(lengths + 1) - (lengths + 1))[order]
-        name_len = lengths[order]
+        name_len = lengths.astype(np.int64)
+        name_start = np.cumsum(name_len + 1) - (name_len + 1)
+        # Block entries come in directory order; only inline directories' come after.
+        if len(entry_dir) and (np.diff(entry_dir) < 0).any():
+            order = np.argsort(entry_dir, kind="stable")
+            entry_dir, entry_ino = entry_dir[order], entry_ino[order]
+            name_start, name_len = name_start[order], name_len[order]
+            del order
         if blob.count(b"\0") != len(lengths) or b"/" in blob:
             self._odd_names(
                 [n.decode("utf-8", "surrogateescape") for n in split_names(blob, lengths)]
@@ -410,15 +438,19 @@ class _Mapper:
                 f"writes (kept as stored): {shown}",
             )
 
-    def _all_entries(self, runs: _Runs) -> tuple[Array, Array, bytes, Array]:
+    def _all_entries(
+        self, runs: _Runs
+    ) -> tuple[Array, npt.NDArray[np.uint32], bytes, npt.NDArray[np.uint16]]:
         """``(directory row, child inode, names, name lengths)`` of every entry of every live
         directory; the names as one blob, each followed by a NUL."""
         fs = self.fs
         table = fs.inodes
         blocks, block_dir = self._directory_blocks(runs)
         bulk = fs.bulk_dir_entries(blocks)
+        del blocks
         problems = list(bulk.problems)
         dirs = [block_dir[bulk.block]]
+        del block_dir
         inos = [bulk.inodes]
         blobs = [bulk.names_blob]
         lengths = [bulk.name_lengths]
@@ -428,10 +460,12 @@ class _Mapper:
             entries = fs.inline_directory(row, f"directory inode {int(table.ino[row])}")
             problems += entries.problems
             dirs.append(np.full(len(entries.inodes), row, dtype=np.int64))
-            inos.append(entries.inodes)
+            inos.append(entries.inodes.astype(np.uint32))
             blobs.extend(name + b"\0" for name in entries.names)
-            lengths.append(np.array([len(name) for name in entries.names], dtype=np.int64))
+            lengths.append(np.array([len(name) for name in entries.names], dtype=np.uint16))
         self.report(problems)
+        if len(dirs) == 1:  # no inline directory: no copies
+            return dirs[0], inos[0], blobs[0], lengths[0]
         return np.concatenate(dirs), np.concatenate(inos), b"".join(blobs), np.concatenate(lengths)
 
     def _directory_blocks(self, runs: _Runs) -> tuple[Array, Array]:
@@ -452,26 +486,52 @@ class _Mapper:
         runs: _Runs,
         tree: dict[int, list[int]],
     ) -> None:
-        """Lines for every name at once: data, tree blocks, xattr blocks, inline data."""
-        fs = self.fs
-        table = fs.inodes
-        bs = self.bs
+        """Lines for every name: data, tree blocks, xattr blocks, inline data.
+
+        Names go through in windows of :data:`NAME_WINDOW`, so that the working columns of a
+        window, not of the whole filesystem, sit beside the map being built.
+        """
         orphan_rows, orphan_paths = self._orphans(named[0])
         row = np.concatenate((named[0], orphan_rows))
         paths = PathColumn.concat([named[1], PathColumn.of_texts(orphan_paths)])
         if not len(paths):
             return
+        # The first name of each inode claims its blocks; the others repeat them.
+        order = np.argsort(row, kind="stable")
+        first = np.ones(len(row), dtype=bool)
+        first[order[1:]] = row[order[1:]] != row[order[:-1]]
+        del order
+        # Extent-tree nodes and indirect blocks, by row.
+        tree_row = np.fromiter((r for r, blocks in tree.items() for _ in blocks), dtype=np.int64)
+        tree_block = np.fromiter((b for blocks in tree.values() for b in blocks), dtype=np.int64)
+        by_row = np.argsort(tree_row, kind="stable")
+        trees = _Runs(
+            tree_row[by_row],
+            np.zeros(len(by_row), np.int64),
+            tree_block[by_row],
+            np.ones(len(by_row), np.int64),
+        )
+        for lo in range(0, len(row), NAME_WINDOW):
+            window = slice(lo, lo + NAME_WINDOW)
+            self._emit_names(row[window], paths.take(window), first[window], runs, trees)
+
+    def _emit_names(
+        self,
+        row: Array,
+        paths: PathColumn,
+        first: npt.NDArray[np.bool_],
+        runs: _Runs,
+        trees: _Runs,
+    ) -> None:
+        fs = self.fs
+        table = fs.inodes
         mode = table.mode[row] & S.S_IFMT
         flags = table.flags[row]
-        ino = table.ino[row]
+        ino = table.ino[row].astype(np.int64)
         inline = (flags & S.INLINE_DATA_FL) != 0
         slow_link = (mode == S.S_IFLNK) & self._slow_symlink(row) & ~inline
         is_dir = mode == S.S_IFDIR
         is_file = mode == S.S_IFREG  # a symlink with inline data is a fast one: no line
-        # The first name of each inode claims its blocks; the others repeat them.
-        _, first_index = np.unique(row, return_index=True)
-        first = np.zeros(len(row), dtype=bool)
-        first[first_index] = True
 
         # Data: directories, files and slow symlinks with blocks.
         lo = np.searchsorted(runs.row, row, side="left")
@@ -481,46 +541,34 @@ class _Mapper:
             has_data,
             lo,
             hi,
-            row,
             ino,
             paths,
             _DATA_CLASSES,
             np.where(is_dir, 0, np.where(slow_link, 2, 1)),
-            runs.physical * bs,
-            (runs.physical + runs.length) * bs,
-            runs.logical * bs,
+            runs,
+            True,
             first,
         )
         # Inline data lives in the inode's own record inside the inode table.
         sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
         if len(sel):
             objs = self._objects(sel, _DATA_CLASSES, np.where(is_dir[sel], 0, 1), paths, ino)
-            pos = table.position[row[sel]]
+            pos = table.position(row[sel])
             self.emit(objs, pos, pos + fs.sb.inode_size, np.zeros(len(sel), np.int64), claim=False)
         # Extent-tree nodes and indirect blocks.
-        if tree:
-            tree_row = np.fromiter(
-                (r for r, blocks in tree.items() for _ in blocks), dtype=np.int64
-            )
-            tree_block = np.fromiter(
-                (b for blocks in tree.values() for b in blocks), dtype=np.int64
-            )
-            order = np.argsort(tree_row, kind="stable")
-            tree_row, tree_block = tree_row[order], tree_block[order]
-            tlo = np.searchsorted(tree_row, row, side="left")
-            thi = np.searchsorted(tree_row, row, side="right")
+        if len(trees.row):
+            tlo = np.searchsorted(trees.row, row, side="left")
+            thi = np.searchsorted(trees.row, row, side="right")
             self._emit_joined(
                 thi > tlo,
                 tlo,
                 thi,
-                row,
                 ino,
                 paths,
                 _TREE_CLASSES,
                 np.where((flags & S.EXTENTS_FL) != 0, 0, 1),
-                tree_block * bs,
-                (tree_block + 1) * bs,
-                np.zeros(len(tree_block), np.int64),
+                trees,
+                False,
                 first,
             )
         # External xattr blocks.
@@ -538,7 +586,11 @@ class _Mapper:
             sel = sel[ok]
             objs = self._objects(sel, [("m", "xattr-block")], 0, paths, ino)
             self._emit_claiming(
-                objs, acl[sel] * bs, (acl[sel] + 1) * bs, np.zeros(len(sel), np.int64), first[sel]
+                objs,
+                acl[sel] * self.bs,
+                (acl[sel] + 1) * self.bs,
+                np.zeros(len(sel), np.int64),
+                first[sel],
             )
 
     def _orphans(self, named_rows: Array) -> tuple[Array, list[str]]:
@@ -583,28 +635,28 @@ class _Mapper:
         mask: npt.NDArray[np.bool_],
         lo: Array,
         hi: Array,
-        row: Array,
         ino: Array,
         paths: PathColumn,
         classes: list[tuple[str, str]],
         codes: Array,
-        starts: Array,
-        ends: Array,
-        offsets: Array | None,
+        runs: _Runs,
+        with_offsets: bool,
         first: npt.NDArray[np.bool_],
     ) -> None:
-        """Join names with their rows' extents ``[lo, hi)`` and emit one object per name."""
+        """Join names with their runs ``[lo, hi)`` and emit one object per name; a run's
+        offset inside its object is its logical block (``with_offsets``) or 0."""
         sel = np.flatnonzero(mask)
         if len(sel) == 0:
             return
         objs = self._objects(sel, classes, codes[sel], paths, ino)
         count = hi[sel] - lo[sel]
         ext = ragged_ranges(lo[sel], count)
+        starts = runs.physical[ext] * self.bs
         self._emit_claiming(
             np.repeat(objs, count),
-            starts[ext],
-            ends[ext],
-            None if offsets is None else offsets[ext],
+            starts,
+            starts + runs.length[ext] * self.bs,
+            runs.logical[ext] * self.bs if with_offsets else np.zeros(len(ext), np.int64),
             np.repeat(first[sel], count),
         )
 
@@ -617,8 +669,7 @@ class _Mapper:
         claims: npt.NDArray[np.bool_],
     ) -> None:
         self.placement.place(self.builder, objs, starts, ends, offsets)
-        self.claimed_starts.append(starts[claims])
-        self.claimed_ends.append(ends[claims])
+        self.claim(starts[claims], ends[claims])
 
     def free_space(self) -> None:
         fs = self.fs

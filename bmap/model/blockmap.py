@@ -63,8 +63,9 @@ class IntColumn:
     filesystem); a Python list of ints would cost a conversion each way.
     """
 
-    def __init__(self) -> None:
-        self._parts: list[npt.NDArray[np.int64]] = []
+    def __init__(self, dtype: type[np.signedinteger[Any]] = np.int64) -> None:
+        self.dtype = dtype
+        self._parts: list[npt.NDArray[Any]] = []
         self._pending: list[int] = []
         self._size = 0
 
@@ -75,20 +76,21 @@ class IntColumn:
         self._pending.append(value)
         self._size += 1
 
-    def extend(self, values: npt.NDArray[np.int64]) -> None:
+    def extend(self, values: npt.ArrayLike) -> None:
         self._flush()
-        self._parts.append(np.asarray(values, dtype=np.int64))
-        self._size += len(values)
+        part = np.asarray(values, dtype=self.dtype)
+        self._parts.append(part)
+        self._size += len(part)
 
-    def array(self) -> npt.NDArray[np.int64]:
+    def array(self) -> npt.NDArray[Any]:
         self._flush()
         if len(self._parts) != 1:
-            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, np.int64)]
+            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)]
         return self._parts[0]
 
     def _flush(self) -> None:
         if self._pending:
-            self._parts.append(np.array(self._pending, dtype=np.int64))
+            self._parts.append(np.array(self._pending, dtype=self.dtype))
             self._pending = []
 
 
@@ -145,8 +147,9 @@ class PathColumn:
     def __len__(self) -> int:
         return len(self.prefix)
 
-    def take(self, index: npt.NDArray[np.int64]) -> PathColumn:
-        """The paths ``index``, sharing this column's prefixes and names."""
+    def take(self, index: npt.NDArray[np.int64] | slice) -> PathColumn:
+        """The paths ``index``, sharing this column's prefixes and names (a slice shares
+        the columns too)."""
         return PathColumn(
             self.prefixes,
             self.prefix[index],
@@ -175,20 +178,22 @@ class ObjectTable:
         # :attr:`inodes` are made only when asked for (the text writer never asks).
         self._classes: list[tuple[str, str, str]] = []
         self._class_of: dict[tuple[str, str, str], int] = {}
-        self._class = IntColumn()
+        # Columns as narrow as their values allow (a filesystem has millions of objects):
+        # class, head and prefix numbers count things held in Python lists.
+        self._class = IntColumn(np.int32)
         self._inodes = IntColumn()
         self._lists: dict[str, list[Any]] = {}
         #: Each object's ID without its path (``"f /dev/sda1 "``, ``"p /dev/sda1"``), as a
         #: number into :attr:`head_texts`: the ID is ``head_texts[heads[i]] + paths[i]``.
-        self.heads = IntColumn()
+        self.heads = IntColumn(np.int32)
         self.head_texts: list[str] = []
         self._head_of: dict[tuple[str, str, str, bool], int] = {}
         # The paths: prefix number and name (start, length) per object, in the columns'
         # prefixes (text 0 is "") and names (blobs laid end to end).
         self._prefix_texts: list[str] = [""]
-        self._prefix = IntColumn()
+        self._prefix = IntColumn(np.int32)
         self._name_start = IntColumn()
-        self._name_len = IntColumn()
+        self._name_len = IntColumn(np.int32)
         self._name_blobs: list[bytes] = []
         self._names_size = 0
         #: Columns already laid out: ``id(part) -> (part, its first number)``; the part is

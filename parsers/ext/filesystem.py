@@ -218,25 +218,52 @@ def parse_superblock(data: bytes, offset: int, device_size: int | None = None) -
 
 
 @dataclass
-class InodeTable:
-    """The inodes in use (by the inode bitmaps) of every inode table, as columns."""
+class LeafExtents:
+    """Leaf extents held in the inodes themselves (a depth-0 extent tree in ``i_block``), as
+    columns in inode-row order: decoded as the inode tables are read, so the 60 bytes of
+    ``i_block`` are not kept for the inodes whose whole tree is here."""
 
-    ino: npt.NDArray[np.int64]
-    mode: npt.NDArray[np.int64]
+    row: npt.NDArray[np.int64]
+    logical: npt.NDArray[np.uint32]
+    physical: npt.NDArray[np.int64]
+    length: npt.NDArray[np.uint16]
+    """Blocks, without the unwritten flag's 32768."""
+    unwritten: npt.NDArray[np.bool_]
+
+
+@dataclass
+class InodeTable:
+    """The inodes in use (by the inode bitmaps) of every inode table, as columns.
+
+    Columns are as wide as their on-disk fields, no wider: for a filesystem of millions of
+    files this table is most of a map's memory. ``i_block`` is kept only for the inodes that
+    are not :attr:`leaf` (block-mapped files, deeper extent trees, symlinks, device nodes,
+    inline data); the others' extents are in :attr:`extents`.
+    """
+
+    ino: npt.NDArray[np.uint32]
+    mode: npt.NDArray[np.uint16]
     size: npt.NDArray[np.int64]
-    links: npt.NDArray[np.int64]
-    flags: npt.NDArray[np.int64]
+    links: npt.NDArray[np.uint16]
+    flags: npt.NDArray[np.uint32]
     blocks: npt.NDArray[np.int64]
     """Allocated space in 512-byte units (or blocks with HUGE_FILE_FL)."""
     file_acl: npt.NDArray[np.int64]
-    dtime: npt.NDArray[np.int64]
-    extra_isize: npt.NDArray[np.int64]
-    i_block: npt.NDArray[np.uint8]
-    """(n, 60) raw i_block bytes."""
+    dtime: npt.NDArray[np.uint32]
+    extra_isize: npt.NDArray[np.uint16]
     in_use: npt.NDArray[np.bool_]
     """The inode bitmap's word."""
-    position: npt.NDArray[np.int64]
-    """Byte offset of each inode record in the filesystem."""
+    leaf: npt.NDArray[np.bool_]
+    """The inode has extents and its whole extent tree is a valid root in ``i_block``."""
+    extents: LeafExtents
+    i_block_rows: npt.NDArray[np.int64]
+    """The rows (ascending) whose ``i_block`` is kept, in :attr:`i_blocks`."""
+    i_blocks: npt.NDArray[np.uint8]
+    """(len(i_block_rows), 60) raw ``i_block`` bytes."""
+    table_offsets: npt.NDArray[np.int64]
+    """Byte offset of each group's inode table in the filesystem."""
+    inodes_per_group: int
+    inode_size: int
 
     def __len__(self) -> int:
         return len(self.ino)
@@ -245,6 +272,26 @@ class InodeTable:
         """Row of inode number ``ino``, or -1 when it was not read."""
         i = int(np.searchsorted(self.ino, ino))
         return i if i < len(self.ino) and self.ino[i] == ino else -1
+
+    def position(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Byte offset of each inode record of ``rows`` in the filesystem."""
+        index = self.ino[np.asarray(rows, dtype=np.int64)].astype(np.int64) - 1
+        group, slot = np.divmod(index, self.inodes_per_group)
+        return self.table_offsets[group] + slot * self.inode_size
+
+    def drop_extents(self) -> None:
+        """Free :attr:`extents` once they were used (a second use finds none)."""
+        empty = np.zeros(0, np.int64)
+        self.extents = LeafExtents(
+            empty, empty.astype(np.uint32), empty, empty.astype(np.uint16), empty.astype(bool)
+        )
+
+    def i_block(self, row: int) -> bytes | None:
+        """The 60 bytes of ``i_block`` of ``row``, or None for a :attr:`leaf` inode."""
+        k = int(np.searchsorted(self.i_block_rows, row))
+        if k < len(self.i_block_rows) and self.i_block_rows[k] == row:
+            return self.i_blocks[k].tobytes()
+        return None
 
 
 @dataclass
@@ -282,13 +329,13 @@ class BulkEntries:
     """Entries of many directory blocks, as columns in block order."""
 
     block: npt.NDArray[np.int64]
-    inodes: npt.NDArray[np.int64]
+    inodes: npt.NDArray[np.uint32]
     names_blob: bytes
     """Every name, each followed by a NUL: one object, not one per name, and decoded in one
     call. A valid name never holds a NUL, but a damaged one can: :attr:`name_lengths` is what
     says where each name ends."""
-    name_lengths: npt.NDArray[np.int64]
-    file_types: npt.NDArray[np.int64]
+    name_lengths: npt.NDArray[np.uint16]
+    file_types: npt.NDArray[np.uint8]
     problems: list[ParserError] = field(default_factory=list)
     """Blocks whose entries stopped parsing (the rest of each such block is skipped)."""
 
@@ -309,7 +356,7 @@ class BulkEntries:
         )
 
 
-def split_names(blob: bytes, lengths: npt.NDArray[np.int64]) -> list[bytes]:
+def split_names(blob: bytes, lengths: npt.NDArray[Any]) -> list[bytes]:
     """The names of a blob of NUL-terminated names, by their lengths (a name may hold a NUL)."""
     if blob.count(b"\0") == len(lengths):
         return blob.split(b"\0")[:-1]
@@ -358,6 +405,42 @@ def _merge_runs(
     total = np.zeros(int(group[-1]) + 1, dtype=np.int64)
     np.add.at(total, group, ln)
     return BlockRuns(lo[starts], ph[starts], total, uw[starts], [])
+
+
+def _leaf_extents(
+    i_block: npt.NDArray[np.uint8], flags: npt.NDArray[Any]
+) -> tuple[npt.NDArray[Any], ...]:
+    """The extents of the inodes whose whole extent tree is a valid depth-0 root in
+    ``i_block`` ((n, 60) bytes), vectorised: ``(leaf, which, logical, physical, length,
+    unwritten)``, ``leaf`` a mask of the n inodes and the rest one entry per extent (``which``
+    the inode's index), in inode order then slot order.
+
+    The header and the four entry slots are read straight from 16- and 32-bit views at the
+    offsets of :data:`S.EXTENT_ENTRY_DTYPE`: no structured copies.
+    """
+    u2 = i_block.view("<u2")
+    u4 = i_block.view("<u4")
+    count = u2[:, 1].astype(np.int64)
+    leaf = (
+        ((flags & S.EXTENTS_FL) != 0)
+        & ((flags & S.INLINE_DATA_FL) == 0)
+        & (u2[:, 0] == S.EXTENT_HEADER_MAGIC)
+        & (u2[:, 3] == 0)
+        & (count <= 4)
+    )
+    count = np.where(leaf, count, 0)
+    which, slot = np.nonzero(np.arange(4) < count[:, None])
+    entry = 12 + S.EXTENT_ENTRY_DTYPE.itemsize * slot
+
+    def column(name: str, width: int) -> npt.NDArray[Any]:
+        view = u2 if width == 2 else u4
+        return view[which, (entry + _EXTENT_FIELD_OFFSETS[name]) // width]
+
+    raw_len = column("len", 2)
+    unwritten = raw_len > 32768
+    length = np.where(unwritten, raw_len - 32768, raw_len).astype(np.uint16)
+    physical = (column("start_hi", 2).astype(np.int64) << 32) | column("start_lo", 4)
+    return leaf, which.astype(np.int64), column("block", 4), physical, length, unwritten
 
 
 class ExtFS:
@@ -669,35 +752,30 @@ class ExtFS:
         if not plan:
             raise DamagedError("inode-table", None, "no inode table could be read")
         total = sum(len(keep) for *_, keep in plan)
-        # Narrow columns where the on-disk field is narrow: a big table is most of the memory.
+        # Columns as wide as their on-disk fields (np.uint32 for 32-bit inode numbers).
         widths: dict[str, Any] = {
-            "mode": np.int32,
-            "links": np.int32,
+            "ino": np.uint32,
+            "mode": np.uint16,
+            "size": np.int64,
+            "links": np.uint16,
             "flags": np.uint32,
+            "blocks": np.int64,
+            "file_acl": np.int64,
             "dtime": np.uint32,
-            "extra": np.int32,
+            "extra": np.uint16,
+            "leaf": np.bool_,
         }
-        col = {
-            name: np.empty(total, dtype=widths.get(name, np.int64))
-            for name in (
-                "ino",
-                "mode",
-                "size",
-                "links",
-                "flags",
-                "blocks",
-                "file_acl",
-                "dtime",
-                "extra",
-                "position",
-            )
-        }
-        i_block = np.empty((total, 60), dtype=np.uint8)
+        col = {name: np.empty(total, dtype=width) for name, width in widths.items()}
+        extent_parts: list[tuple[npt.NDArray[Any], ...]] = []
+        kept_rows: list[npt.NDArray[np.int64]] = []
+        kept_i_block: list[npt.NDArray[np.uint8]] = []
         huge = sb.has(ro_compat=S.RO_COMPAT_HUGE_FILE)
         has_extra = "i_extra_isize" in (dtype.names or ())
+        table_offsets = np.zeros(sb.group_count, dtype=np.int64)
         pos = 0
         for g, table, used, keep in plan:
             n = len(keep)
+            table_offsets[g] = table * self.block_size
             if n == 0:
                 continue
             raw = self.read_blocks(table, -(-used * sb.inode_size // self.block_size))
@@ -706,13 +784,13 @@ class ExtFS:
                 rec = rec[keep]
             sl = slice(pos, pos + n)
             col["ino"][sl] = g * ipg + 1 + keep
-            col["position"][sl] = table * self.block_size + keep * sb.inode_size
             col["mode"][sl] = rec["i_mode"]
             col["size"][sl] = rec["i_size_lo"].astype(np.int64) | (
                 rec["i_size_high"].astype(np.int64) << 32
             )
             col["links"][sl] = rec["i_links_count"]
-            col["flags"][sl] = rec["i_flags"]
+            flags = rec["i_flags"]
+            col["flags"][sl] = flags
             blocks = rec["i_blocks_lo"].astype(np.int64)
             if huge:
                 blocks |= rec["l_i_blocks_high"].astype(np.int64) << 32
@@ -722,8 +800,18 @@ class ExtFS:
             )
             col["dtime"][sl] = rec["i_dtime"]
             col["extra"][sl] = rec["i_extra_isize"] if has_extra else 0
-            i_block[sl] = np.frombuffer(rec["i_block"].tobytes(), dtype=np.uint8).reshape(-1, 60)
+            i_block = np.frombuffer(rec["i_block"].tobytes(), dtype=np.uint8).reshape(-1, 60)
+            leaf, *extents = _leaf_extents(i_block, flags)
+            col["leaf"][sl] = leaf
+            extent_parts.append((extents[0] + pos, *extents[1:]))
+            others = np.flatnonzero(~leaf)
+            kept_rows.append(others + pos)
+            kept_i_block.append(i_block[others])
             pos += n
+        if not extent_parts:  # every table's inodes are free by the bitmaps
+            extent_parts = [_leaf_extents(np.zeros((0, 60), np.uint8), np.zeros(0, np.uint32))[1:]]
+            kept_rows, kept_i_block = [np.zeros(0, np.int64)], [np.zeros((0, 60), np.uint8)]
+        row, logical, physical, length, unwritten = (np.concatenate(c) for c in zip(*extent_parts))
         return InodeTable(
             ino=col["ino"],
             mode=col["mode"],
@@ -734,47 +822,48 @@ class ExtFS:
             file_acl=col["file_acl"],
             dtime=col["dtime"],
             extra_isize=col["extra"],
-            i_block=i_block,
             in_use=np.ones(total, dtype=bool),
-            position=col["position"],
+            leaf=col["leaf"],
+            extents=LeafExtents(row, logical, physical, length, unwritten),
+            i_block_rows=np.concatenate(kept_rows),
+            i_blocks=np.concatenate(kept_i_block),
+            table_offsets=table_offsets,
+            inodes_per_group=ipg,
+            inode_size=sb.inode_size,
         )
 
     def inode_record(self, row: int) -> bytes:
         """The raw bytes of one inode record (for inline data and in-inode xattrs)."""
-        return self.read(int(self.inodes.position[row]), self.sb.inode_size)
+        return self.read(int(self.inodes.position([row])[0]), self.sb.inode_size)
+
+    def i_block(self, row: int) -> bytes:
+        """The 60 bytes of ``i_block`` of ``row`` (kept, or read again for a leaf inode)."""
+        kept = self.inodes.i_block(row)
+        return kept if kept is not None else self.inode_record(row)[40:100]
 
     # -- blocks of an inode --------------------------------------------------------------
 
     def depth0_extents(self, rows: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], ...]:
         """Leaf extents held in the inode itself, for many inodes at once.
 
-        Returns ``(row, logical, physical, length, unwritten, slow_rows)``: the extents of the
-        inodes whose tree is a valid depth-0 root, and the rows that need :meth:`runs_of`
-        (deeper trees, or roots that do not validate).
+        Returns ``(row, logical, physical, length, unwritten, slow_rows)`` as int64 columns
+        (unwritten as bool): the extents of the inodes of ``rows`` whose tree is a valid
+        depth-0 root, in row order, and the rows that need :meth:`runs_of` (deeper trees, or
+        roots that do not validate).
         """
-        # The header and the four entry slots read straight from 16- and 32-bit views of the
-        # i_block copies, at the offsets of S.EXTENT_ENTRY_DTYPE: no structured copies.
-        ib = self.inodes.i_block[rows]
-        u2 = ib.view("<u2")
-        u4 = ib.view("<u4")
-        count = u2[:, 1].astype(np.int64)
-        fast = (u2[:, 0] == S.EXTENT_HEADER_MAGIC) & (u2[:, 3] == 0) & (count <= 4)
-        count = np.where(fast, count, 0)
-        # Each inode's used slots of the four, in inode order then slot order.
-        which, slot = np.nonzero(np.arange(4) < count[:, None])
-        entry = 12 + S.EXTENT_ENTRY_DTYPE.itemsize * slot
-
-        def column(name: str, width: int) -> npt.NDArray[np.int64]:
-            view = u2 if width == 2 else u4
-            offset = _EXTENT_FIELD_OFFSETS[name]
-            return view[which, (entry + offset) // width].astype(np.int64)
-
-        raw_len = column("len", 2)
-        unwritten = raw_len > 32768
-        length = np.where(unwritten, raw_len - 32768, raw_len)
-        physical = (column("start_hi", 2) << 32) | column("start_lo", 4)
-        logical = column("block", 4)
-        return rows[which], logical, physical, length, unwritten, rows[~fast]
+        table = self.inodes
+        ext = table.extents
+        chosen = np.zeros(len(table), dtype=bool)
+        chosen[rows] = True
+        sel = np.flatnonzero(chosen[ext.row])
+        return (
+            ext.row[sel],
+            ext.logical[sel].astype(np.int64),
+            ext.physical[sel],
+            ext.length[sel].astype(np.int64),
+            ext.unwritten[sel],
+            rows[~table.leaf[rows]],
+        )
 
     def runs_of(self, row: int, owner: str) -> BlockRuns:
         """Every block of one inode: data runs and the tree or indirect blocks.
@@ -782,9 +871,9 @@ class ExtFS:
         ``owner`` names the inode in problems (a path, or ``inode N``).
         """
         flags = int(self.inodes.flags[row])
-        i_block = self.inodes.i_block[row].tobytes()
         if flags & S.INLINE_DATA_FL:
             return BlockRuns.empty()
+        i_block = self.i_block(row)
         problems: list[ParserError] = []
         if flags & S.EXTENTS_FL:
             runs = self._extent_runs(i_block, owner, problems)
@@ -1092,12 +1181,13 @@ class ExtFS:
             )
             for b in bad_blocks.tolist()
         ]
+        # Columns as narrow as their fields: a big filesystem has millions of entries.
         return BulkEntries(
             block=block[keep] + base,
-            inodes=ino[keep],
+            inodes=ino[keep].astype(np.uint32),
             names_blob=_gather_names(buf, p[keep] + 8, name_len[keep]),
-            name_lengths=name_len[keep],
-            file_types=ftype[keep],
+            name_lengths=name_len[keep].astype(np.uint16),
+            file_types=ftype[keep].astype(np.uint8),
             problems=problems,
         )
 
