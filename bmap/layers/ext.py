@@ -23,7 +23,7 @@ Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for ext2, ext3 and ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +62,43 @@ class _Runs:
     physical: Array
     length: Array
 
+    def columns(self) -> tuple[Array, Array, Array, Array]:
+        return self.row, self.logical, self.physical, self.length
+
+    def sorted(self) -> _Runs:
+        """The runs in (row, logical) order."""
+        order = np.lexsort((self.logical, self.row))
+        return _Runs(*(c[order] for c in self.columns()))
+
+    def merged(self, other: _Runs) -> _Runs:
+        """These runs, in order, with ``other``'s put in their places: one new column at a
+        time beside the old ones, not a sort of everything. Logical blocks are 32-bit and rows
+        fewer than 2**31, so (row, logical) is one int64 key."""
+        if not len(other.row):
+            return self
+        other = other.sorted()
+        key = (self.row << 32) | self.logical
+        at = np.searchsorted(key, (other.row << 32) | other.logical, side="right")
+        del key
+        return _Runs(
+            *(np.insert(mine, at, theirs) for mine, theirs in zip(self.columns(), other.columns()))
+        )
+
     def slice_of(self, row: int) -> slice:
         lo = int(np.searchsorted(self.row, row, side="left"))
         hi = int(np.searchsorted(self.row, row, side="right"))
         return slice(lo, hi)
+
+
+def _windows(counts: Array, limit: int) -> Iterator[slice]:
+    """Consecutive slices of ``counts`` whose sums are at most ``limit`` (or one item)."""
+    total = np.cumsum(counts)
+    start = 0
+    while start < len(counts):
+        base = int(total[start - 1]) if start else 0
+        end = max(int(np.searchsorted(total, base + limit, side="right")), start + 1)
+        yield slice(start, end)
+        start = end
 
 
 def _in_order(row: Array, logical: Array) -> bool:
@@ -217,7 +250,8 @@ class _Mapper:
         special = (
             (mode == S.S_IFCHR) | (mode == S.S_IFBLK) | (mode == S.S_IFIFO) | (mode == S.S_IFSOCK)
         )
-        fast_link = (mode == S.S_IFLNK) & ~self._slow_symlink(rows)
+        fast_link = mode == S.S_IFLNK
+        fast_link[fast_link] = ~self._slow_symlink(rows[fast_link])
         # The resize inode's blocks are the reserved GDT blocks, mapped as static structures
         # (special_inodes adds its double-indirect block): walking its thousands of
         # indirect entries would add nothing.
@@ -250,19 +284,21 @@ class _Mapper:
             ln_parts.append(result.length)
             if result.tree_blocks:
                 tree[row] = result.tree_blocks
-        if len(row_parts) == 1 and _in_order(row_parts[0], lo_parts[0]):
-            # Leaf extents only, in row order and each inode's in logical order (as a valid
-            # tree keeps them): no copies.
-            runs = _Runs(row_parts[0], lo_parts[0], ph_parts[0], ln_parts[0])
-        else:
-            row_all = np.concatenate(row_parts)
-            order = np.lexsort((np.concatenate(lo_parts), row_all))
-            runs = _Runs(
-                row_all[order],
-                np.concatenate(lo_parts)[order],
-                np.concatenate(ph_parts)[order],
-                np.concatenate(ln_parts)[order],
+        leaf = _Runs(row_parts[0], lo_parts[0], ph_parts[0], ln_parts[0])
+        rest = _Runs(
+            *(
+                np.concatenate(p[1:]) if len(p) > 1 else np.zeros(0, np.int64)
+                for p in (row_parts, lo_parts, ph_parts, ln_parts)
             )
+        )
+        del row_parts, lo_parts, ph_parts, ln_parts
+        if _in_order(leaf.row, leaf.logical):
+            # The leaf extents (nearly all, in row order as read): the few others are put in
+            # their places, a column at a time.
+            runs = leaf.merged(rest)
+        else:
+            runs = _Runs(*(np.concatenate(c) for c in zip(leaf.columns(), rest.columns())))
+            runs = runs.sorted()
         return runs, tree
 
     def _runs_of(self, row: int) -> BlockRuns:
@@ -350,7 +386,9 @@ class _Mapper:
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
         is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
-        dirs, first = np.unique(entry_dir, return_index=True)
+        # entry_dir is sorted: each directory's entries are one run of it.
+        first = np.flatnonzero(np.diff(entry_dir, prepend=-1) != 0)
+        dirs = entry_dir[first]
         last = np.concatenate((first[1:], [len(entry_dir)])).astype(np.int64)
 
         # prefixes[prefix_of[row]] is a walked directory's path and a "/".
@@ -361,61 +399,74 @@ class _Mapper:
         zero = np.zeros(1, dtype=np.int64)
         # The root's path is the prefix "/" and no name.
         rows: list[Array] = [np.array([root], dtype=np.int64)]
-        path_prefix: list[Array] = [zero]
+        path_prefix: list[npt.NDArray[np.int32]] = [zero.astype(np.int32)]
         path_start: list[Array] = [zero]
-        path_len: list[Array] = [zero]
+        path_len: list[npt.NDArray[np.int32]] = [zero.astype(np.int32)]
         frontier = np.array([root], dtype=np.int64)
+        found_none = np.zeros(0, dtype=np.int64)
+        idx = parent = ok = found_none
         while len(frontier):
             k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
             has = (k < len(dirs)) & (dirs[k] == frontier) if len(dirs) else k < 0
             lo, hi = first[k[has]], last[k[has]]
-            idx = ragged_ranges(lo, hi - lo)
-            parent = prefix_of[entry_dir[idx]]
-            ok = valid[idx]
-            for i in np.flatnonzero(~ok)[:20].tolist():
-                self.finding(
-                    Severity.WARNING,
-                    None,
-                    self.device,
-                    f"{prefixes[int(parent[i])] + name(int(idx[i]))!r} names inode "
-                    f"{int(entry_ino[idx[i]])}, which is not in use; skipped",
+            # A level's entries a window at a time: the working columns stay small however
+            # many names one level holds.
+            found: list[Array] = []
+            for part in _windows(hi - lo, NAME_WINDOW):
+                idx = ragged_ranges(lo[part], (hi - lo)[part])
+                parent = prefix_of[entry_dir[idx]]
+                ok = valid[idx]
+                for i in np.flatnonzero(~ok)[:20].tolist():
+                    self.finding(
+                        Severity.WARNING,
+                        None,
+                        self.device,
+                        f"{prefixes[int(parent[i])] + name(int(idx[i]))!r} names inode "
+                        f"{int(entry_ino[idx[i]])}, which is not in use; skipped",
+                    )
+                if (~ok).sum() > 20:
+                    self.finding(
+                        Severity.WARNING,
+                        None,
+                        self.device,
+                        f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
+                    )
+                named = idx[ok]
+                rows.append(child[named])
+                # Prefix numbers count directories, name lengths are at most 16 bits: int32.
+                path_prefix.append(parent[ok].astype(np.int32))
+                path_start.append(name_start[named])
+                path_len.append(name_len[named].astype(np.int32))
+                del named
+                sub = np.flatnonzero(is_dir[idx])
+                cand = child[idx[sub]]
+                unique, where = np.unique(cand, return_index=True)
+                new = ~seen[unique]
+                fresh = np.zeros(len(cand), dtype=bool)
+                fresh[where[new]] = True
+                for i in np.flatnonzero(~fresh)[:20].tolist():
+                    self.finding(
+                        Severity.ERROR,
+                        None,
+                        self.device,
+                        f"directory inode {int(table.ino[cand[i]])} has a second name "
+                        f"{prefixes[int(parent[sub[i]])] + name(int(idx[sub[i]]))!r} (a loop?); "
+                        "not walked again",
+                    )
+                fresh_dirs = unique[new]
+                seen[fresh_dirs] = True
+                entries = sub[where[new]]
+                prefix_of[fresh_dirs] = np.arange(len(prefixes), len(prefixes) + len(fresh_dirs))
+                prefixes.extend(
+                    [
+                        prefixes[p] + n + "/"
+                        for p, n in zip(parent[entries].tolist(), names_of(idx[entries]))
+                    ]
                 )
-            if (~ok).sum() > 20:
-                self.finding(
-                    Severity.WARNING,
-                    None,
-                    self.device,
-                    f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
-                )
-            rows.append(child[idx[ok]])
-            path_prefix.append(parent[ok])
-            path_start.append(name_start[idx[ok]])
-            path_len.append(name_len[idx[ok]])
-            sub = np.flatnonzero(is_dir[idx])
-            cand = child[idx[sub]]
-            unique, where = np.unique(cand, return_index=True)
-            new = ~seen[unique]
-            fresh = np.zeros(len(cand), dtype=bool)
-            fresh[where[new]] = True
-            for i in np.flatnonzero(~fresh)[:20].tolist():
-                self.finding(
-                    Severity.ERROR,
-                    None,
-                    self.device,
-                    f"directory inode {int(table.ino[cand[i]])} has a second name "
-                    f"{prefixes[int(parent[sub[i]])] + name(int(idx[sub[i]]))!r} (a loop?); "
-                    "not walked again",
-                )
-            frontier = unique[new]
-            seen[frontier] = True
-            entries = sub[where[new]]
-            prefix_of[frontier] = np.arange(len(prefixes), len(prefixes) + len(frontier))
-            prefixes.extend(
-                [
-                    prefixes[p] + n + "/"
-                    for p, n in zip(parent[entries].tolist(), names_of(idx[entries]))
-                ]
-            )
+                found.append(fresh_dirs)
+            frontier = np.sort(np.concatenate(found)) if found else found_none
+        # The entry columns are done with: free them before the paths are laid end to end.
+        del entry_dir, entry_ino, child, valid, is_dir, first, last, idx, parent, ok
         return np.concatenate(rows), PathColumn(
             prefixes,
             np.concatenate(path_prefix),
@@ -492,8 +543,10 @@ class _Mapper:
         window, not of the whole filesystem, sit beside the map being built.
         """
         orphan_rows, orphan_paths = self._orphans(named[0])
-        row = np.concatenate((named[0], orphan_rows))
-        paths = PathColumn.concat([named[1], PathColumn.of_texts(orphan_paths)])
+        row, paths = named
+        if len(orphan_rows):
+            row = np.concatenate((row, orphan_rows))
+            paths = PathColumn.concat([paths, PathColumn.of_texts(orphan_paths)])
         if not len(paths):
             return
         # The first name of each inode claims its blocks; the others repeat them.

@@ -203,7 +203,7 @@ class ObjectTable:
         self._escaped_heads = textcols.table([])
         self._escaped_prefixes = textcols.table([])
         self._names_array = np.zeros(0, dtype=np.uint8)
-        self._names_dirty: npt.NDArray[np.int32] | None = None
+        self._names_dirty: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self._class)
@@ -402,8 +402,10 @@ class ObjectTable:
         # Most names are their own escaped text and are written from the name bytes; the
         # few others (a backslash, a control character, invalid UTF-8) from a second field.
         start, length = start[numbers], length[numbers]
-        dirty_before = self._dirty_bytes_before()
-        dirty = np.flatnonzero(dirty_before[start + length] != dirty_before[start])
+        dirty_at = self._dirty_positions()
+        dirty = np.flatnonzero(
+            np.searchsorted(dirty_at, start + length) != np.searchsorted(dirty_at, start)
+        )
         fields = [
             textcols.pick(self._escaped_heads, heads[numbers]),
             textcols.pick(self._escaped_prefixes, prefix[numbers]),
@@ -425,11 +427,12 @@ class ObjectTable:
             )
         return fields
 
-    def _dirty_bytes_before(self) -> npt.NDArray[np.int32]:
-        """For each position of the names, how many bytes before it need escaping: a name
-        needs escaping where that count grows inside it. If the names are not all valid
-        UTF-8, every byte above 0x7f counts (the names escaped one by one are right either
-        way)."""
+    def _dirty_positions(self) -> npt.NDArray[np.int64]:
+        """Where the names hold a byte that needs escaping, ascending: a name needs escaping
+        where one falls inside it. If the names are not all valid UTF-8, every byte above
+        0x7f counts (the names escaped one by one are right either way). Positions, not a
+        count per byte: names rarely need escaping, and the count cost 4 bytes per byte of
+        every name."""
         if self._names_dirty is None:
             u8 = self._names_array
             dirty = (u8 < 0x20) | (u8 == 0x5C) | (u8 == 0x7F)
@@ -437,8 +440,7 @@ class ObjectTable:
                 self._names_blob().decode("utf-8")
             except UnicodeDecodeError:
                 dirty |= u8 >= 0x80
-            self._names_dirty = np.zeros(len(u8) + 1, dtype=np.int32)
-            np.cumsum(dirty, out=self._names_dirty[1:])
+            self._names_dirty = np.flatnonzero(dirty).astype(np.int64)
         return self._names_dirty
 
 
@@ -580,8 +582,13 @@ class MapBuilder:
         return len(self._start) + sum(len(c[1]) for c in self._chunks)
 
     def build(self, images: Sequence[ImageInfo] = ()) -> BlockMap:
-        """Sort every extent into the format's order and freeze the map."""
-        chunks = list(self._chunks)
+        """Sort every extent into the format's order and freeze the map.
+
+        The builder's extents move into the map: it is empty of extents afterwards. Each
+        column is laid end to end and put in order one at a time, so the work costs the map
+        and about two columns more, not two maps.
+        """
+        chunks = self._chunks
         if self._start:
             chunks.append(
                 (
@@ -592,22 +599,36 @@ class MapBuilder:
                     np.asarray(self._file_offset, dtype=np.int64),
                 )
             )
-        if chunks:
-            disk, start, end, obj, file_offset = (np.concatenate(c) for c in zip(*chunks))
-        else:
-            disk = np.zeros(0, np.uint16)
-            start = end = obj = file_offset = np.zeros(0, np.int64)
+        self._chunks = []
+        self._disk, self._start, self._end, self._obj, self._file_offset = [], [], [], [], []
+        dtypes = (np.uint16, np.int64, np.int64, np.int64, np.int64)
+        parts: list[list[npt.NDArray[Any]]] = [list(c) for c in zip(*chunks)] or [
+            [] for _ in dtypes
+        ]
+        del chunks
+        columns: list[npt.NDArray[Any]] = []
+        for column, dtype in zip(parts, dtypes):
+            columns.append(np.concatenate(column) if column else np.zeros(0, dtype))
+            column.clear()
+        disk, start, end, obj, file_offset = columns
+        del columns
         codes = self.objects.type_codes()
         type_code = codes[obj] if len(obj) else np.zeros(0, np.uint8)
         # lexsort: the last key is the primary one.
         order = np.lexsort((obj, CONTAINER_RANK[type_code], -end, start, disk))
+        disk = disk[order]
+        start = start[order]
+        end = end[order]
+        type_code = type_code[order]
+        obj = obj[order]
+        file_offset = file_offset[order]
         return BlockMap(
-            disk=disk[order],
-            start=start[order],
-            end=end[order],
-            type_code=type_code[order],
-            obj=obj[order],
-            file_offset=file_offset[order],
+            disk=disk,
+            start=start,
+            end=end,
+            type_code=type_code,
+            obj=obj,
+            file_offset=file_offset,
             objects=self.objects,
             images=list(images),
             findings=list(self.findings),

@@ -35,8 +35,9 @@ from parsers.stream import ReadSeek, gather_into
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
-#: Directory blocks parsed at once: bounds the buffer (8 MiB of 4 KiB blocks).
-DIR_CHUNK_BLOCKS = 2048
+#: Directory blocks parsed at once: bounds the buffer (2 MiB of 4 KiB blocks) and the
+#: per-entry working columns (about 100 bytes for each of up to 200 entries a block).
+DIR_CHUNK_BLOCKS = 512
 #: Extended attribute header magic (in-inode area and external blocks).
 XATTR_MAGIC = 0xEA020000
 
@@ -855,14 +856,25 @@ class ExtFS:
         ext = table.extents
         chosen = np.zeros(len(table), dtype=bool)
         chosen[rows] = True
-        sel = np.flatnonzero(chosen[ext.row])
+        mask = chosen[ext.row]
+        del chosen
+        slow = rows[~table.leaf[rows]]
+        if mask.all():  # every leaf extent (the usual case): no copies of the wide columns
+            return (
+                ext.row,
+                ext.logical.astype(np.int64),
+                ext.physical,
+                ext.length.astype(np.int64),
+                ext.unwritten,
+                slow,
+            )
         return (
-            ext.row[sel],
-            ext.logical[sel].astype(np.int64),
-            ext.physical[sel],
-            ext.length[sel].astype(np.int64),
-            ext.unwritten[sel],
-            rows[~table.leaf[rows]],
+            ext.row[mask],
+            ext.logical[mask].astype(np.int64),
+            ext.physical[mask],
+            ext.length[mask].astype(np.int64),
+            ext.unwritten[mask],
+            slow,
         )
 
     def runs_of(self, row: int, owner: str) -> BlockRuns:
