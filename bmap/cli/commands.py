@@ -174,24 +174,30 @@ def _exit_for(findings: Sequence[Finding]) -> int:
 
 
 class _LazyProgress:
-    """A progress bar on stderr, shown only on a terminal and only once work takes a moment."""
+    """Progress bars on stderr, one per stage of the work, shown only on a terminal and only
+    once the work has taken a moment (:data:`bmap.layers.mapper.Progress`)."""
 
     DELAY = 0.5
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
         self.started = time.monotonic()
         self.bar: Any = None
+        self.stage = ""
         self.shown = 0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        if stage != self.stage:
+            self.close()
+            self.stage, self.shown = stage, 0
         if self.bar is None:
-            if time.monotonic() - self.started < self.DELAY:
+            if time.monotonic() - self.started < self.DELAY or done >= total:
                 return
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar = click.progressbar(
+                length=max(total, 1), label=printable(stage), file=sys.stderr
+            )
             self.bar.__enter__()
         self.bar.update(done - self.shown)
         self.shown = done
@@ -199,6 +205,7 @@ class _LazyProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 class _ImageArg(click.ParamType):
@@ -279,7 +286,7 @@ def map_command(
     try:
         if str(target) != "-":
             _refuse_to_overwrite_input(target, opened)
-        progress = _LazyProgress("hashing")
+        progress = _LazyProgress()
         try:
             bmap = map_images(
                 opened,

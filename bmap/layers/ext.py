@@ -276,7 +276,10 @@ class _Mapper:
             r, lo, ph, ln = r[ok], lo[ok], ph[ok], ln[ok]
         row_parts, lo_parts, ph_parts, ln_parts = [r], [lo], [ph], [ln]
         del r, lo, ph, ln
-        for row in list(slow.tolist()) + list(mapped_rows.tolist()):
+        walked = list(slow.tolist()) + list(mapped_rows.tolist())
+        for done, row in enumerate(walked, 1):
+            if done % 4096 == 0 or done == len(walked):
+                self.fs.progress("extent trees and block maps", done, len(walked))
             result = self._runs_of(row)
             row_parts.append(np.full(len(result.logical), row, dtype=np.int64))
             lo_parts.append(result.logical)
@@ -567,6 +570,7 @@ class _Mapper:
         for lo in range(0, len(row), NAME_WINDOW):
             window = slice(lo, lo + NAME_WINDOW)
             self._emit_names(row[window], paths.take(window), first[window], runs, trees)
+            self.fs.progress("names", min(lo + NAME_WINDOW, len(row)), len(row))
 
     def _emit_names(
         self,
@@ -791,6 +795,8 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
                 f"{exc.reason}; the filesystem is not mapped",
             )
         ]
+    device = volume.device
+    fs.progress = lambda stage, done, total: builder.progress(f"{device}: {stage}", done, total)
     mapper = _Mapper(fs, volume, builder)
     try:
         mapper.run()

@@ -25,8 +25,11 @@ from bmap.layers.placement import Placement
 from bmap.model.blockmap import BlockMap, ImageInfo, MapBuilder
 from parsers.probe import Content
 
-#: Called as ``progress(done, total)`` in bytes of input handled; the CLI draws a bar with it.
-Progress = Callable[[int, int], None]
+#: Called as ``progress(stage, done, total)`` while long work goes on: ``stage`` names the work
+#: (``hashing disk 1``, ``/dev/sda1: inode tables``, ...), ``done`` of ``total`` in its own
+#: unit (bytes, groups, names), non-decreasing within a stage and reaching ``total`` at its
+#: end. The CLI draws a bar with it (a terminal only).
+Progress = Callable[[str, int, int], None]
 
 
 def gaps(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -151,13 +154,19 @@ def sha256_of(image: DiskImage, progress: Progress | None = None, chunk: int = 4
     for offset in range(0, image.size, chunk):
         digest.update(image.pread(offset, chunk))
         if progress:
-            progress(min(offset + chunk, image.size), image.size)
+            progress(f"hashing disk {image.number}", min(offset + chunk, image.size), image.size)
     return digest.hexdigest()
 
 
-def map_disks(disks: Sequence[Disk], *, hashes: Sequence[str | None] | None = None) -> BlockMap:
-    """Build the map of disks already discovered."""
-    builder = MapBuilder()
+def map_disks(
+    disks: Sequence[Disk],
+    *,
+    hashes: Sequence[str | None] | None = None,
+    progress: Progress | None = None,
+) -> BlockMap:
+    """Build the map of disks already discovered; the layers report their long work to
+    ``progress`` (see :data:`Progress`)."""
+    builder = MapBuilder(progress)
     for disk in disks:
         if not disk.recognised:
             disk.finding(
@@ -209,7 +218,7 @@ def map_images(
             f"{names}: not a disk image: no partition table and no recognised content{reason}"
         )
     hashes = [sha256_of(d.image, progress) for d in disks] if with_sha256 else None
-    return map_disks(disks, hashes=hashes)
+    return map_disks(disks, hashes=hashes, progress=progress)
 
 
 def _why_not_recognised(disk: Disk) -> str:

@@ -493,10 +493,19 @@ class BlockMap:
         return total
 
 
-class MapBuilder:
-    """Collects objects and extents in any order; :meth:`build` sorts them once."""
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
 
-    def __init__(self) -> None:
+
+class MapBuilder:
+    """Collects objects and extents in any order; :meth:`build` sorts them once.
+
+    ``progress(stage, done, total)`` is told of long work by the layers that fill the
+    builder (:data:`bmap.layers.mapper.Progress`).
+    """
+
+    def __init__(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.progress = progress or _no_progress
         self.objects = ObjectTable()
         self.findings: list[Finding] = []
         self._chunks: list[tuple[np.ndarray, ...]] = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import uuid as uuid_module
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -444,6 +445,10 @@ def _leaf_extents(
     return leaf, which.astype(np.int64), column("block", 4), physical, length, unwritten
 
 
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
 class ExtFS:
     """An ext2/3/4 filesystem on a readable, seekable stream.
 
@@ -473,6 +478,8 @@ class ExtFS:
                 )
             )
         self.readable_blocks = min(sb.blocks_count, size // sb.block_size)
+        #: Told ``(stage, done, total)`` as the inode tables and directory blocks are read.
+        self.progress: Callable[[str, int, int], None] = _no_progress
         self._csum = sb.has(ro_compat=S.RO_COMPAT_GDT_CSUM | S.RO_COMPAT_METADATA_CSUM)
 
     def take_problems(self) -> list[ParserError]:
@@ -774,7 +781,8 @@ class ExtFS:
         has_extra = "i_extra_isize" in (dtype.names or ())
         table_offsets = np.zeros(sb.group_count, dtype=np.int64)
         pos = 0
-        for g, table, used, keep in plan:
+        for done, (g, table, used, keep) in enumerate(plan, 1):
+            self.progress("inode tables", done, len(plan))
             n = len(keep)
             table_offsets[g] = table * self.block_size
             if n == 0:
@@ -1106,10 +1114,11 @@ class ExtFS:
         (inode 0), htree index blocks and checksum tails are left out. A chain that breaks
         (a bad ``rec_len``) ends its block and is reported.
         """
-        parts = [
-            self._dir_chunk(blocks[i : i + DIR_CHUNK_BLOCKS], i)
-            for i in range(0, len(blocks), DIR_CHUNK_BLOCKS)
-        ] or [self._dir_chunk(blocks[:0], 0)]
+        parts = []
+        for i in range(0, len(blocks), DIR_CHUNK_BLOCKS):
+            parts.append(self._dir_chunk(blocks[i : i + DIR_CHUNK_BLOCKS], i))
+            self.progress("directory blocks", min(i + DIR_CHUNK_BLOCKS, len(blocks)), len(blocks))
+        parts = parts or [self._dir_chunk(blocks[:0], 0)]
         return BulkEntries.concat(parts)
 
     def _dir_chunk(self, blocks: npt.NDArray[np.int64], base: int) -> BulkEntries:
