@@ -211,17 +211,32 @@ class _Mapper:
         live = self.live_rows()
         self.report(self.fs.take_problems())  # the group descriptors' and inode tables'
         runs, tree = self.collect_runs(live)
+        del live
+        self.slim_table()
         self.special_inodes(runs, tree)
         names = self.walk_directories(runs)
         self.emit_named(names, runs, tree)
         self.free_space()
 
     def live_rows(self) -> Array:
+        """The rows of the inodes in use with a mode; the undeleted ones among them (links,
+        no deletion time) are kept in :attr:`undeleted` for the orphans."""
         table = self.fs.inodes
-        live = table.in_use & (table.links > 0) & (table.dtime == 0) | table.in_use & (
-            table.ino < self.fs.sb.first_ino
-        )
+        self.undeleted = table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
+        live = self.undeleted | table.in_use & (table.ino < self.fs.sb.first_ino)
         return np.flatnonzero(live & (table.mode != 0)).astype(np.int64)
+
+    def slim_table(self) -> None:
+        """Keep what the walk and the names need of the inode table, and free the rest: a
+        slow-symlink mask, the few non-zero xattr block numbers, and the columns of the
+        table the rest of the walk reads (inode number, mode, flags, size)."""
+        table = self.fs.inodes
+        links = np.flatnonzero((table.mode & S.S_IFMT) == S.S_IFLNK)
+        self.slow_link = np.zeros(len(table), dtype=bool)
+        self.slow_link[links] = self._slow_symlink(links)
+        self.acl_rows = np.flatnonzero(table.file_acl != 0)
+        self.acl_blocks = table.file_acl[self.acl_rows]
+        table.drop("links", "dtime", "blocks", "file_acl", "extra_isize", "leaf")
 
     def static_structures(self) -> None:
         fs, bs = self.fs, self.bs
@@ -382,8 +397,11 @@ class _Mapper:
         blob_array = np.frombuffer(blob, dtype=np.uint8)
 
         def names_of(entries: Array) -> list[str]:
-            """The names of many entries, decoded in one call."""
-            pieces = textcols.Pieces(blob_array, name_start[entries], name_len[entries])
+            """The names of many entries, decoded in one call (from a blob of their own bytes:
+            the assembler would keep a copy of the whole blob of names)."""
+            lengths = name_len[entries]
+            own = blob_array[ragged_ranges(name_start[entries], lengths)]
+            pieces = textcols.Pieces(own, np.cumsum(lengths) - lengths, lengths)
             return textcols.texts([pieces], len(entries))
 
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
@@ -586,7 +604,7 @@ class _Mapper:
         flags = table.flags[row]
         ino = table.ino[row].astype(np.int64)
         inline = (flags & S.INLINE_DATA_FL) != 0
-        slow_link = (mode == S.S_IFLNK) & self._slow_symlink(row) & ~inline
+        slow_link = (mode == S.S_IFLNK) & self.slow_link[row] & ~inline
         is_dir = mode == S.S_IFDIR
         is_file = mode == S.S_IFREG  # a symlink with inline data is a fast one: no line
 
@@ -629,8 +647,10 @@ class _Mapper:
                 first,
             )
         # External xattr blocks.
-        acl = table.file_acl[row]
-        sel = np.flatnonzero(acl != 0)
+        k = np.minimum(np.searchsorted(self.acl_rows, row), max(len(self.acl_rows) - 1, 0))
+        has_acl = (self.acl_rows[k] == row) if len(self.acl_rows) else np.zeros(len(row), bool)
+        acl = np.where(has_acl, self.acl_blocks[k] if len(self.acl_rows) else 0, 0)
+        sel = np.flatnonzero(has_acl)
         if len(sel):
             ok = (acl[sel] >= fs.sb.first_data_block) & (acl[sel] < fs.sb.blocks_count)
             for i in sel[~ok].tolist():
@@ -653,8 +673,7 @@ class _Mapper:
     def _orphans(self, named_rows: Array) -> tuple[Array, list[str]]:
         fs = self.fs
         table = fs.inodes
-        live = table.in_use & (table.links > 0) & (table.dtime == 0) & (table.mode != 0)
-        live &= table.ino >= fs.sb.first_ino
+        live = self.undeleted & (table.ino >= fs.sb.first_ino)
         reached = np.zeros(len(table), dtype=bool)
         reached[named_rows] = True
         reached[list(self.special_rows)] = True

@@ -22,7 +22,6 @@ from bmap.model import ids, textcols
 from bmap.model.escape import escape
 from bmap.model.frame import make_frame, nullable, take_texts
 from bmap.model.ids import escaped_pieces, object_id
-from bmap.model.intervals import total as intervals_total
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -481,16 +480,34 @@ class BlockMap:
         )
 
     def covered_bytes(self, disk: int | None = None) -> int:
-        """Bytes covered by at least one line other than a whole-disk ``v`` line."""
-        mask = self.type_code != TYPE_CODE["v"]
-        if disk is not None:
-            mask &= self.disk == disk
+        """Bytes covered by at least one line other than a whole-disk ``v`` line.
+
+        One pass over the lines in the map's order (by disk, then start), a chunk at a time:
+        a line adds what it reaches past the furthest end before it. No sort and no copy of
+        the map.
+        """
+        present: list[int] = (
+            np.flatnonzero(np.bincount(self.disk)).tolist() if len(self.disk) else []
+        )
+        disks = [d for d in present if disk is None or d == disk]
         total = 0
-        # Disk numbers are small: bincount finds them (np.unique would import numpy.ma, 20 ms).
-        for d in np.flatnonzero(np.bincount(self.disk[mask])).tolist():
-            sel = mask & (self.disk == d)
-            total += intervals_total((self.start[sel], self.end[sel]))
+        v = TYPE_CODE["v"]
+        for d in disks:
+            lo, hi = np.searchsorted(self.disk, [d, d + 1]).tolist()
+            reach = 0  # the furthest end so far
+            for at in range(lo, hi, COVER_CHUNK):
+                part = slice(at, min(at + COVER_CHUNK, hi))
+                start = self.start[part]
+                # A v line counts for nothing: its end becomes its start.
+                end = np.where(self.type_code[part] == v, start, self.end[part])
+                before = np.maximum.accumulate(np.concatenate(([reach], end)))[:-1]
+                total += int(np.clip(end - np.maximum(start, before), 0, None).sum())
+                reach = max(reach, int(end.max()))
         return total
+
+
+#: Lines taken at a time by :meth:`BlockMap.covered_bytes`.
+COVER_CHUNK = 1 << 18
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

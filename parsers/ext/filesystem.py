@@ -281,6 +281,13 @@ class InodeTable:
         group, slot = np.divmod(index, self.inodes_per_group)
         return self.table_offsets[group] + slot * self.inode_size
 
+    def drop(self, *columns: str) -> None:
+        """Free ``columns`` that their user is done with: each becomes empty (a later use
+        finds no rows)."""
+        for name in columns:
+            column = getattr(self, name)
+            setattr(self, name, np.zeros(0, dtype=column.dtype))
+
     def drop_extents(self) -> None:
         """Free :attr:`extents` once they were used (a second use finds none)."""
         empty = np.zeros(0, np.int64)
@@ -1216,9 +1223,10 @@ class ExtFS:
         """The bytes of an inline-data inode: i_block, then the system.data xattr value."""
         record = self.inode_record(row)
         head = record[40:100]
-        extra = int(self.inodes.extra_isize[row])
-        start = 128 + extra
-        if self.sb.inode_size <= 128 or start + 4 > len(record):
+        if self.sb.inode_size <= 128 or len(record) < 130:
+            return head
+        start = 128 + struct.unpack_from("<H", record, 128)[0]  # i_extra_isize
+        if start + 4 > len(record):
             return head
         if struct.unpack_from("<I", record, start)[0] != XATTR_MAGIC:
             return head
