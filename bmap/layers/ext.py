@@ -70,19 +70,20 @@ class _Runs:
         order = np.lexsort((self.logical, self.row))
         return _Runs(*(c[order] for c in self.columns()))
 
-    def merged(self, other: _Runs) -> _Runs:
-        """These runs, in order, with ``other``'s put in their places: one new column at a
-        time beside the old ones, not a sort of everything. Logical blocks are 32-bit and rows
-        fewer than 2**31, so (row, logical) is one int64 key."""
+    def merge_in(self, other: _Runs) -> None:
+        """Put ``other``'s runs in their places among these (in order): one new column at a
+        time, each replacing its old one, not a sort of everything. Logical blocks are
+        32-bit and rows fewer than 2**31, so (row, logical) is one int64 key."""
         if not len(other.row):
-            return self
+            return
         other = other.sorted()
         key = (self.row << 32) | self.logical
         at = np.searchsorted(key, (other.row << 32) | other.logical, side="right")
         del key
-        return _Runs(
-            *(np.insert(mine, at, theirs) for mine, theirs in zip(self.columns(), other.columns()))
-        )
+        self.row = np.insert(self.row, at, other.row)
+        self.logical = np.insert(self.logical, at, other.logical)
+        self.physical = np.insert(self.physical, at, other.physical)
+        self.length = np.insert(self.length, at, other.length)
 
     def slice_of(self, row: int) -> slice:
         lo = int(np.searchsorted(self.row, row, side="left"))
@@ -272,8 +273,11 @@ class _Mapper:
         # indirect entries would add nothing.
         resize = table.ino[rows] == S.RESIZE_INO
         candidates = rows[has_blocks & ~special & ~fast_link & ~resize]
-        extent_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) != 0]
-        mapped_rows = candidates[(table.flags[candidates] & S.EXTENTS_FL) == 0]
+        del flags, mode, has_blocks, special, fast_link, resize
+        extents = (table.flags[candidates] & S.EXTENTS_FL) != 0
+        extent_rows = candidates[extents]
+        mapped_rows = candidates[~extents]
+        del candidates, extents
 
         tree: dict[int, list[int]] = {}
         r, lo, ph, ln, _uw, slow = fs.depth0_extents(extent_rows)
@@ -313,7 +317,8 @@ class _Mapper:
         if _in_order(leaf.row, leaf.logical):
             # The leaf extents (nearly all, in row order as read): the few others are put in
             # their places, a column at a time.
-            runs = leaf.merged(rest)
+            leaf.merge_in(rest)
+            runs = leaf
         else:
             runs = _Runs(*(np.concatenate(c) for c in zip(leaf.columns(), rest.columns())))
             runs = runs.sorted()
