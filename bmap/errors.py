@@ -33,6 +33,14 @@ class ExitCode(enum.IntEnum):
     CONTAINER = 8
     """An image is a container bmap recognises but cannot read: a format or feature it has no
     reader for, a backing file that is missing or loops, a header too damaged to read."""
+    OVER_BUDGET = 9
+    """The map was written, but part of the input was left unmapped because mapping it needed
+    more memory than the budget (``--memory-limit``): see the findings."""
+
+
+#: The ``source`` of a finding that says a part of the input was left out to stay within the
+#: memory budget (it decides exit 9).
+BUDGET_SOURCE = "memory-budget"
 
 
 class BmapError(Exception):

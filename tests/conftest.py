@@ -171,3 +171,37 @@ def kernel_client(tmp_path: Path) -> Iterator:
     yield start
     for step in reversed(undo):
         step()
+
+
+SMALL_EXT4_FILES, SMALL_EXT4_DIRS = 300, 12
+
+
+@pytest.fixture(scope="session")
+def small_ext4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 MiB ext4 of 1 KiB blocks in groups of 1,024 (so its inode tables are many),
+    made by ``mke2fs -d`` from SMALL_EXT4_DIRS directories of SMALL_EXT4_FILES files in all."""
+    top = tmp_path_factory.mktemp("small-ext4")
+    tree = top / "tree"
+    for d in range(SMALL_EXT4_DIRS):
+        (tree / f"d{d:02}").mkdir(parents=True)
+    for i in range(SMALL_EXT4_FILES):
+        (tree / f"d{i % SMALL_EXT4_DIRS:02}" / f"f{i}").write_bytes(b"x" * (i * 37 % 9000))
+    image = top / "fs.img"
+    run_tool(
+        "mke2fs",
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-g",
+        "1024",
+        "-N",
+        "2048",
+        "-d",
+        str(tree),
+        str(image),
+        "32M",
+    )
+    return image

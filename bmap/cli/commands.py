@@ -28,7 +28,15 @@ from bmap.cli.render import (
     vg_dict,
     vg_tree,
 )
-from bmap.errors import BmapError, ExitCode, Finding, ImageError, MapFormatError, Severity
+from bmap.errors import (
+    BUDGET_SOURCE,
+    BmapError,
+    ExitCode,
+    Finding,
+    ImageError,
+    MapFormatError,
+    Severity,
+)
 from bmap.images import DiskImage, Image, format_of, is_uri, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
 from bmap.layers.partitions import discover
@@ -169,6 +177,8 @@ def _report_findings(findings: Sequence[Finding], where: str = "") -> None:
 
 
 def _exit_for(findings: Sequence[Finding]) -> int:
+    if any(f.source.endswith(BUDGET_SOURCE) for f in findings):
+        return int(ExitCode.OVER_BUDGET)
     damaged = any(f.severity >= Severity.WARNING for f in findings)
     return int(ExitCode.DAMAGED if damaged else ExitCode.OK)
 
@@ -268,6 +278,14 @@ def _default_output(first: Path | str, fmt: str) -> Path:
     help="Write the map in the container files' own coordinates: where each object's bytes "
     "sit in the qcow2 file and its backing files, with the qcow2's own structures.",
 )
+@click.option(
+    "--memory-limit",
+    metavar="SIZE",
+    default="1536M",
+    show_default=True,
+    help="Memory budget of the map (1536M, 8G, ...; 0 for none). A filesystem whose mapping "
+    "would need more than is left is not mapped inside: a finding says so, and the exit is 9.",
+)
 @_sector_size_option
 def map_command(
     images: tuple[Path, ...],
@@ -275,12 +293,17 @@ def map_command(
     fmt: str | None,
     sha256: bool,
     host: bool,
+    memory_limit: str,
     sector_size: str,
 ) -> None:
     """Map IMAGE... (disk 1, 2, ... in the order given) and write the block map."""
     if fmt is None:
         ext = output.suffix.lstrip(".") if output is not None and str(output) != "-" else ""
         fmt = ext if ext in FORMATS else "bmap"
+    try:
+        budget = parse_size(memory_limit) or None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory-limit") from None
     target = output or _default_output(images[0], fmt)
     opened = open_images(images)
     try:
@@ -293,6 +316,7 @@ def map_command(
                 sector_size=_sector_size(sector_size),
                 with_sha256=sha256,
                 progress=progress,
+                memory_limit=budget,
             )
         finally:
             progress.close()

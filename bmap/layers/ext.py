@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bmap.errors import Finding, Severity
+from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.layers.content import Volume
 from bmap.model import textcols
 from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import intersect_length, ragged_ranges, subtract, union
+from bmap.model.units import human_size
 from parsers.errors import ParserError
 from parsers.ext import structs as S
 from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
@@ -49,6 +50,9 @@ _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 _TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
 #: Names emitted at a time: bounds the working columns of :meth:`_Mapper.emit_named`.
 NAME_WINDOW = 1 << 17
+#: What the walk costs per inode in use, at its peak, with the lines and objects it adds (153
+#: bytes above start-up measured on 1,500,000 files, bench/scale.py), for the memory budget.
+BYTES_PER_INODE = 200
 #: Claimed ranges held unmerged at most.
 CLAIM_MERGE = 1 << 18
 
@@ -208,6 +212,8 @@ class _Mapper:
 
     def run(self) -> None:
         self.report(self.fs.take_problems())  # the superblock's
+        if not self.within_budget():
+            return
         self.static_structures()
         live = self.live_rows()
         self.report(self.fs.take_problems())  # the group descriptors' and inode tables'
@@ -218,6 +224,26 @@ class _Mapper:
         names = self.walk_directories(runs)
         self.emit_named(names, runs, tree)
         self.free_space()
+
+    def within_budget(self) -> bool:
+        """Whether the walk fits in what is left of the memory budget, by the inodes in use
+        its inode bitmaps count (bounded by its real inode tables); a finding if not."""
+        room = self.builder.room()
+        if room is None:
+            return True
+        count = self.fs.inodes_in_use
+        need = count * BYTES_PER_INODE
+        if need <= room:
+            return True
+        self.finding(
+            Severity.ERROR,
+            None,
+            f"{self.device} {BUDGET_SOURCE}",
+            f"mapping its {count:,} inodes in use needs about {human_size(need)}, more than "
+            f"the {human_size(max(room, 0))} left of the memory budget (--memory-limit): the "
+            "filesystem is not mapped inside",
+        )
+        return False
 
     def live_rows(self) -> Array:
         """The rows of the inodes in use with a mode; the undeleted ones among them (links,
@@ -827,6 +853,14 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
     except ParserError as exc:
         mapper.report(fs.take_problems())  # what was found before the walk had to stop
         mapper.finding(Severity.ERROR, exc.offset, f"{volume.device} {exc.structure}", exc.reason)
+    except MemoryError:
+        # The machine had less than the budget: what was mapped stays, the rest is left out.
+        mapper.finding(
+            Severity.ERROR,
+            None,
+            f"{volume.device} {BUDGET_SOURCE}",
+            "ran out of memory while mapping the filesystem; what was mapped before stays",
+        )
     return mapper.findings
 
 

@@ -30,6 +30,8 @@ from parsers.probe import Content
 #: unit (bytes, groups, names), non-decreasing within a stage and reaching ``total`` at its
 #: end. The CLI draws a bar with it (a terminal only).
 Progress = Callable[[str, int, int], None]
+#: The memory budget of a map unless told otherwise: fits a machine of 2 GiB beside its system.
+DEFAULT_MEMORY_LIMIT = 1536 << 20
 
 
 def gaps(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -163,10 +165,12 @@ def map_disks(
     *,
     hashes: Sequence[str | None] | None = None,
     progress: Progress | None = None,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
 ) -> BlockMap:
     """Build the map of disks already discovered; the layers report their long work to
-    ``progress`` (see :data:`Progress`)."""
-    builder = MapBuilder(progress)
+    ``progress`` (see :data:`Progress`) and keep within ``memory_limit`` bytes (None: no
+    limit), leaving out with a finding what would not fit."""
+    builder = MapBuilder(progress, memory_limit)
     for disk in disks:
         if not disk.recognised:
             disk.finding(
@@ -201,8 +205,13 @@ def map_images(
     sector_size: int | None = None,
     with_sha256: bool = False,
     progress: Progress | None = None,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
 ) -> BlockMap:
     """Map every image: the main job of ``bmap map``.
+
+    ``memory_limit`` is the memory budget in bytes (default :data:`DEFAULT_MEMORY_LIMIT`;
+    None for none): a filesystem whose mapping would need more than is left of it is not
+    mapped inside, and a finding says so (exit 9 in the CLI).
 
     Raises:
         NotADiskError: none of the images holds anything bmap recognises.
@@ -218,7 +227,7 @@ def map_images(
             f"{names}: not a disk image: no partition table and no recognised content{reason}"
         )
     hashes = [sha256_of(d.image, progress) for d in disks] if with_sha256 else None
-    return map_disks(disks, hashes=hashes, progress=progress)
+    return map_disks(disks, hashes=hashes, progress=progress, memory_limit=memory_limit)
 
 
 def _why_not_recognised(disk: Disk) -> str:

@@ -510,6 +510,14 @@ class BlockMap:
 COVER_CHUNK = 1 << 18
 
 
+#: What a map line and an object cost while the map is built, sorted and written (their
+#: columns, and the sort's and writers' working copies), for the memory budget.
+LINE_BYTES = 100
+OBJECT_BYTES = 48
+#: The process before any map: the interpreter, numpy and pandas, bmap's own modules.
+BASELINE_BYTES = 64 << 20
+
+
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
@@ -521,8 +529,14 @@ class MapBuilder:
     builder (:data:`bmap.layers.mapper.Progress`).
     """
 
-    def __init__(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        progress: Callable[[str, int, int], None] | None = None,
+        memory_limit: int | None = None,
+    ) -> None:
         self.progress = progress or _no_progress
+        #: The memory budget of the whole map in bytes (None: no budget); see :meth:`room`.
+        self.memory_limit = memory_limit
         self.objects = ObjectTable()
         self.findings: list[Finding] = []
         self._chunks: list[tuple[np.ndarray, ...]] = []
@@ -602,6 +616,17 @@ class MapBuilder:
 
     def add_finding(self, finding: Finding) -> None:
         self.findings.append(finding)
+
+    def held_bytes(self) -> int:
+        """About what the map built so far holds, and will cost to sort and write."""
+        return self.extent_count() * LINE_BYTES + len(self.objects) * OBJECT_BYTES
+
+    def room(self) -> int | None:
+        """Bytes of the memory budget left for a layer's work (None: no budget): the limit,
+        less the process's own start-up and what the map already holds."""
+        if self.memory_limit is None:
+            return None
+        return self.memory_limit - BASELINE_BYTES - self.held_bytes()
 
     def extent_count(self) -> int:
         """How many extents were added so far."""

@@ -716,16 +716,19 @@ class ExtFS:
 
     # -- inodes --------------------------------------------------------------------------
 
-    @cached_property
-    def inodes(self) -> InodeTable:
-        """The in-use inodes of every inode table, read a group at a time.
+    @property
+    def inodes_in_use(self) -> int:
+        """How many inode records :attr:`inodes` reads: the inodes in use by the bitmaps of
+        the inode tables that lie inside the filesystem (so never more than its real inode
+        tables hold). Reads the inode bitmaps, not the tables."""
+        return sum(len(keep) for *_, keep in self._inode_plan)
 
-        Two passes keep memory flat: the inode bitmaps first (one block per group) to count
-        the inodes in use, then each group's table, decoded straight into the final columns.
-        """
+    @cached_property
+    def _inode_plan(self) -> list[tuple[int, int, int, npt.NDArray[np.int64]]]:
+        """``(group, inode table block, records to read, rows in use)`` per group whose table
+        is read, from the group descriptors and the inode bitmaps."""
         sb = self.sb
         groups = self.groups
-        dtype = S.make_dtype(S.INODE_FIELDS, sb.inode_size)
         ipg = sb.inodes_per_group
         plan: list[tuple[int, int, int, npt.NDArray[np.int64]]] = []
         for g in range(sb.group_count):
@@ -766,6 +769,21 @@ class ExtFS:
             plan.append((g, table, used, np.flatnonzero(bits).astype(np.int64)))
         if not plan:
             raise DamagedError("inode-table", None, "no inode table could be read")
+        return plan
+
+    @cached_property
+    def inodes(self) -> InodeTable:
+        """The in-use inodes of every inode table, read a group at a time.
+
+        Two passes keep memory flat: the inode bitmaps first (one block per group) to count
+        the inodes in use (:attr:`_inode_plan`), then each group's table, decoded straight
+        into the final columns.
+        """
+        sb = self.sb
+        dtype = S.make_dtype(S.INODE_FIELDS, sb.inode_size)
+        ipg = sb.inodes_per_group
+        plan = self._inode_plan
+        self.__dict__.pop("_inode_plan", None)  # read once: its rows are not kept
         total = sum(len(keep) for *_, keep in plan)
         # Columns as wide as their on-disk fields (np.uint32 for 32-bit inode numbers).
         widths: dict[str, Any] = {

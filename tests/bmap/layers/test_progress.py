@@ -12,44 +12,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 from bmap.images import Image
 from bmap.layers.mapper import map_images
+from tests.conftest import SMALL_EXT4_DIRS as DIRS
+from tests.conftest import SMALL_EXT4_FILES as FILES
 from tests.conftest import run_tool
-
-FILES, DIRS = 300, 12
-
-
-@pytest.fixture(scope="module")
-def small_ext4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32 MiB ext4 of 1 KiB blocks in groups of 1,024 (so its inode tables are many),
-    made by ``mke2fs -d`` from DIRS directories of FILES files in all."""
-    top = tmp_path_factory.mktemp("progress")
-    tree = top / "tree"
-    for d in range(DIRS):
-        (tree / f"d{d:02}").mkdir(parents=True)
-    for i in range(FILES):
-        (tree / f"d{i % DIRS:02}" / f"f{i}").write_bytes(b"x" * (i * 37 % 9000))
-    image = top / "fs.img"
-    run_tool(
-        "mke2fs",
-        "-q",
-        "-F",
-        "-t",
-        "ext4",
-        "-b",
-        "1024",
-        "-g",
-        "1024",
-        "-N",
-        "2048",
-        "-d",
-        str(tree),
-        str(image),
-        "32M",
-    )
-    return image
 
 
 def groups_with_inodes(image: Path) -> int:
