@@ -48,6 +48,8 @@ ORPHAN_DIR = "/$OrphanFiles"
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 #: (type, kind) of the blocks of a name's block map, by code.
 _TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
+#: The bits of :meth:`_Mapper.code_rows`'s byte per inode.
+_CODE = {"dir": 1, "file": 2, "slow-link": 4, "inline": 8, "extents": 16, "data": 32}
 #: Names emitted at a time: bounds the working columns of :meth:`_Mapper.emit_named`.
 NAME_WINDOW = 1 << 17
 #: What the walk costs per inode in use, at its peak, with the lines and objects it adds (153
@@ -129,6 +131,13 @@ class _Mapper:
         self.claimed_starts: list[Array] = []
         self.claimed_ends: list[Array] = []
         self._claims_pending = 0
+        # Per inode row, set as the walk goes (live_rows, slim_table, code_rows).
+        empty = np.zeros(0, dtype=np.int64)
+        self.undeleted = np.zeros(0, dtype=bool)
+        self.slow_link = np.zeros(0, dtype=bool)
+        self.acl_rows: Array = empty
+        self.acl_blocks: Array = empty
+        self.codes = np.zeros(0, dtype=np.uint8)
         self._kind_objects: dict[str, int] = {}
         self.special_rows: set[int] = set()
 
@@ -222,6 +231,7 @@ class _Mapper:
         self.slim_table()
         self.special_inodes(runs, tree)
         names = self.walk_directories(runs)
+        self.code_rows()
         self.emit_named(names, runs, tree)
         self.free_space()
 
@@ -244,6 +254,24 @@ class _Mapper:
             "filesystem is not mapped inside",
         )
         return False
+
+    def code_rows(self) -> None:
+        """After the walk, what the names need of each inode in one byte (:data:`_CODE`), and
+        the table's mode, flags and size freed: the lines of a big filesystem are made
+        beside its inode numbers and these bytes only."""
+        table = self.fs.inodes
+        mode = table.mode & S.S_IFMT
+        inline = (table.flags & S.INLINE_DATA_FL) != 0
+        code = np.where(mode == S.S_IFDIR, _CODE["dir"], 0).astype(np.uint8)
+        code |= np.where(mode == S.S_IFREG, _CODE["file"], 0).astype(np.uint8)
+        slow = (mode == S.S_IFLNK) & self.slow_link & ~inline
+        code |= np.where(slow, _CODE["slow-link"], 0).astype(np.uint8)
+        code |= np.where(inline, _CODE["inline"], 0).astype(np.uint8)
+        code |= np.where((table.flags & S.EXTENTS_FL) != 0, _CODE["extents"], 0).astype(np.uint8)
+        code |= np.where(table.size > 0, _CODE["data"], 0).astype(np.uint8)
+        self.codes = code
+        table.drop("mode", "flags", "size", "in_use")
+        self.slow_link = np.zeros(0, dtype=bool)
 
     def live_rows(self) -> Array:
         """The rows of the inodes in use with a mode; the undeleted ones among them (links,
@@ -631,13 +659,12 @@ class _Mapper:
     ) -> None:
         fs = self.fs
         table = fs.inodes
-        mode = table.mode[row] & S.S_IFMT
-        flags = table.flags[row]
+        code = self.codes[row]
         ino = table.ino[row].astype(np.int64)
-        inline = (flags & S.INLINE_DATA_FL) != 0
-        slow_link = (mode == S.S_IFLNK) & self.slow_link[row] & ~inline
-        is_dir = mode == S.S_IFDIR
-        is_file = mode == S.S_IFREG  # a symlink with inline data is a fast one: no line
+        inline = (code & _CODE["inline"]) != 0
+        slow_link = (code & _CODE["slow-link"]) != 0
+        is_dir = (code & _CODE["dir"]) != 0
+        is_file = (code & _CODE["file"]) != 0  # a symlink with inline data is a fast one
 
         # Data: directories, files and slow symlinks with blocks.
         lo = np.searchsorted(runs.row, row, side="left")
@@ -656,7 +683,7 @@ class _Mapper:
             first,
         )
         # Inline data lives in the inode's own record inside the inode table.
-        sel = np.flatnonzero(inline & (is_dir | is_file) & (table.size[row] > 0))
+        sel = np.flatnonzero(inline & (is_dir | is_file) & ((code & _CODE["data"]) != 0))
         if len(sel):
             objs = self._objects(sel, _DATA_CLASSES, np.where(is_dir[sel], 0, 1), paths, ino)
             pos = table.position(row[sel])
@@ -672,7 +699,7 @@ class _Mapper:
                 ino,
                 paths,
                 _TREE_CLASSES,
-                np.where((flags & S.EXTENTS_FL) != 0, 0, 1),
+                np.where((code & _CODE["extents"]) != 0, 0, 1),
                 trees,
                 False,
                 first,

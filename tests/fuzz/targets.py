@@ -9,6 +9,9 @@ hold of its output: map lines inside the disk, ranges not empty, requests inside
   and mapped (every table, volume manager and filesystem the mapper knows), the map written.
 - ``info``: the same, shown as ``bmap info`` shows it (text and JSON): no control character
   of an image's names reaches the text.
+- ``container``: the bytes as a container file (qcow2, VHD, VHDX, VMDK, E01), opened by
+  its reader alone and its virtual disk read at its start, middle and end and at offsets the
+  input picks: every read is as long as asked inside the disk and short only at its end.
 - ``lvm_metadata``: LVM2 metadata text to a volume group.
 - ``map_file``: a map file in any of the three formats, read and looked up.
 - ``trace_log``: an I/O log in every log format, and the nbdkit block scanner.
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 _FILE = SCRATCH / f"bmap-fuzz-{os.getpid()}.img"
 
+EWF_SIGNATURE = b"EVF\x09\x0d\x0a\xff\x00"
 MAX_LEN = 1 << 20
 """Inputs are at most this long (an image of 1 MiB holds an MBR, a GPT, an LVM label and a
 small filesystem)."""
@@ -100,6 +104,43 @@ def info(data: bytes) -> None:
         _FILE.unlink(missing_ok=True)
 
 
+def container(data: bytes) -> None:
+    import hashlib
+
+    from bmap.images import open_images
+    from bmap.images.containers import VirtualDisk
+
+    # libewf finds an E01 by its name.
+    path = _FILE.with_suffix(".E01") if data.startswith(EWF_SIGNATURE) else _FILE
+    path.write_bytes(data)
+    try:
+        try:
+            opened = open_images([path])
+        except _allowed():
+            return
+        try:
+            disk = opened[0]
+            if not isinstance(disk, VirtualDisk):
+                return  # not a container: the image target's work
+            size = disk.size
+            assert size >= 0
+            digest = hashlib.sha256(data).digest()
+            picks = [int.from_bytes(digest[i : i + 8], "little") for i in range(0, 32, 8)]
+            offsets = [0, size // 2, max(size - 4096, 0)] + [p % (size + 1) for p in picks]
+            for offset in offsets:
+                want = 65536
+                try:
+                    got = disk.pread(offset, want)
+                except _allowed():
+                    continue
+                assert len(got) == max(0, min(want, size - offset)), (offset, len(got), size)
+        finally:
+            for one in opened:
+                one.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def lvm_metadata(data: bytes) -> None:
     from parsers.lvm2.metadata import parse_config, volume_group
     from parsers.lvm2.pv import MetadataRecord
@@ -167,6 +208,7 @@ def trace_log(data: bytes) -> None:
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "image": image,
     "info": info,
+    "container": container,
     "lvm_metadata": lvm_metadata,
     "map_file": map_file,
     "trace_log": trace_log,
@@ -183,6 +225,8 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
             with lzma.open(packed) as fh:
                 head = fh.read(MAX_LEN)
             yield packed.name, head
+    elif target == "container":
+        yield from _container_seeds()
     elif target == "lvm_metadata":
         from tests.parsers.test_lvm2 import SAMPLE
 
@@ -210,3 +254,44 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
         yield "csv", b"0,512\n0x1000,4096,read,1.5\n"
         yield "qemu", b"12@1.5:blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 512 flags 0x0\n"
         yield "blkparse", b"  8,0    1        1     0.000100000  1234  C   R 0 + 8 [0]\n"
+
+
+def _container_seeds() -> Iterator[tuple[str, bytes]]:
+    """The first MiB of a sample as each container ``qemu-img convert`` writes (skipped
+    where qemu-img is missing); an E01 by ``ewfacquirestream`` where it is installed. Not
+    VHDX: its metadata lies past the first MiB."""
+    import lzma
+    import shutil
+    import subprocess
+
+    with lzma.open(ROOT / "samples" / "gpt-512.img.xz") as fh:
+        head = fh.read(MAX_LEN)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "head.img"
+        raw.write_bytes(head)
+        qemu_img = shutil.which("qemu-img")
+        for fmt, options in (
+            ("qcow2", ["-o", "cluster_size=4096"]),
+            ("vpc", ["-o", "subformat=dynamic"]),
+            ("vmdk", ["-o", "subformat=monolithicSparse"]),
+        ):
+            if qemu_img is None:
+                break
+            out = Path(tmp) / f"head.{fmt}"
+            subprocess.run(
+                [qemu_img, "convert", "-q", "-f", "raw", "-O", fmt, *options, str(raw), str(out)],
+                check=True,
+            )
+            yield fmt, out.read_bytes()[:MAX_LEN]
+        acquire = shutil.which("ewfacquirestream")
+        if acquire is not None:
+            target = Path(tmp) / "head"
+            with raw.open("rb") as stdin:
+                subprocess.run(
+                    [acquire, "-q", "-t", str(target), "-c", "best", "-S", "1.4GiB"],
+                    stdin=stdin,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=True,
+                )
+            yield "e01", (Path(tmp) / "head.E01").read_bytes()[:MAX_LEN]
