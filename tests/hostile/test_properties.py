@@ -1,8 +1,9 @@
 """Hypothesis builds structurally valid hostile inputs with correct checksums: GPTs (both
 headers' and the entry array's CRC32), LVM2 metadata (lvm2's CRC of the mda header and of the
-text) and ext4 without metadata_csum (the superblock, group descriptor 0 and the root
-directory's extent tree), whose counts, sizes and places are drawn from the absurd as much as
-the plausible.
+text) and ext4 without and with metadata_csum (the superblock, group descriptor 0 and the root
+directory's extent tree; with metadata_csum their crc32c sums recomputed as the kernel does,
+the crc32c checked against mke2fs's own), whose counts, sizes and places are drawn from the
+absurd as much as the plausible.
 
 Properties, for every example: only the project's own errors escape; every map line lies
 inside its disk and is not empty; the input is not changed.
@@ -257,6 +258,127 @@ def test_crafted_ext_superblock_descriptors_and_extents(ext_base, tmp_path):
         data = bytearray(pristine)
         for where, offset, fmt, value in changes:
             struct.pack_into(fmt, data, base[where] + offset, value)
+        path.write_bytes(bytes(data))
+        _check_map(path)
+
+    check()
+
+
+# ext4 with metadata_csum: the same fields and more of descriptor 0 (flags, unused inodes: the
+# paths of uninit_bg), the checksums of the superblock, of descriptor 0 and of the root inode
+# recomputed after each change as the kernel computes them (crc32c). The crc32c below is
+# checked first against the checksums mke2fs wrote.
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c_raw(seed: int, data: bytes) -> int:
+    """ext4's ``ext4_chksum``: crc32c from ``seed`` with no final inversion."""
+    c = seed
+    for byte in data:
+        c = _CRC32C[(c ^ byte) & 0xFF] ^ (c >> 8)
+    return c
+
+
+#: descriptor 0 (64 bytes with 64bit): and its flags and unused inodes, where uninit_bg reads
+CSUM_DESCRIPTOR_FIELDS = [*DESCRIPTOR_FIELDS, (0x1C, "<H", u16), (0x12, "<H", st.integers(0, 7))]
+
+
+@pytest.fixture(scope="module")
+def ext_csum_base(tmp_path_factory) -> bytes:
+    """An 8 MiB ext4 with files, made by mke2fs -d with metadata_csum (and 64bit)."""
+    from tests.conftest import run_tool, tool
+
+    root = tmp_path_factory.mktemp("ext-csum")
+    tree = root / "tree"
+    (tree / "d").mkdir(parents=True)
+    for i in range(20):
+        (tree / "d" / f"f{i}").write_bytes(bytes([i]) * (700 * i + 1))
+    image = root / "ext4.img"
+    with open(image, "wb") as fh:
+        fh.truncate(8 << 20)
+    run_tool(
+        tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "1024",
+        "-O", "metadata_csum,64bit,^metadata_csum_seed", "-d", str(tree), str(image),
+    )  # fmt: skip
+    return image.read_bytes()
+
+
+class _CsumLayout:
+    """Where the checksummed structures of :func:`ext_csum_base` sit, and their sums."""
+
+    def __init__(self, data: bytes) -> None:
+        self.sb = 1024
+        self.gd = 2048  # 1 KiB blocks: the descriptor table follows the superblock
+        self.desc_size = struct.unpack_from("<H", data, self.sb + 0xFE)[0]
+        self.inode_size = struct.unpack_from("<H", data, self.sb + 0x58)[0]
+        self.seed = crc32c_raw(0xFFFFFFFF, data[self.sb + 0x68 : self.sb + 0x78])  # s_uuid
+        table = struct.unpack_from("<I", data, self.gd + 8)[0] * 1024
+        self.root = table + self.inode_size  # inode 2
+
+    def fix(self, data: bytearray) -> None:
+        """Recompute the checksums of the root inode, descriptor 0 and the superblock."""
+        ino = self.root
+        struct.pack_into("<H", data, ino + 0x7C, 0)
+        struct.pack_into("<H", data, ino + 0x82, 0)
+        generation = data[ino + 0x64 : ino + 0x68]
+        crc = crc32c_raw(crc32c_raw(self.seed, struct.pack("<I", 2)), generation)
+        crc = crc32c_raw(crc, bytes(data[ino : ino + self.inode_size]))
+        struct.pack_into("<H", data, ino + 0x7C, crc & 0xFFFF)
+        struct.pack_into("<H", data, ino + 0x82, crc >> 16)
+        desc = bytearray(data[self.gd : self.gd + self.desc_size])
+        struct.pack_into("<H", desc, 0x1E, 0)
+        crc = crc32c_raw(crc32c_raw(self.seed, struct.pack("<I", 0)), bytes(desc))
+        struct.pack_into("<H", data, self.gd + 0x1E, crc & 0xFFFF)
+        crc = crc32c_raw(0xFFFFFFFF, bytes(data[self.sb : self.sb + 0x3FC]))
+        struct.pack_into("<I", data, self.sb + 0x3FC, crc)
+
+
+def test_the_crc32c_here_is_the_one_mke2fs_writes(ext_csum_base):
+    layout = _CsumLayout(ext_csum_base)
+    fixed = bytearray(ext_csum_base)
+    layout.fix(fixed)
+    assert struct.unpack_from("<H", ext_csum_base, layout.root + 0x28)[0] == 0xF30A  # extents
+    assert bytes(fixed) == ext_csum_base  # every recomputed sum equals mke2fs's
+
+
+@st.composite
+def ext_csum_changes(draw: st.DrawFn) -> list[tuple[str, int, str, int]]:
+    picked = []
+    for where, fields in (
+        ("sb", SUPERBLOCK_FIELDS),
+        ("gd", CSUM_DESCRIPTOR_FIELDS),
+        ("root", [(0x28 + offset, fmt, values) for offset, fmt, values in EXTENT_FIELDS]),
+    ):
+        for offset, fmt, values in fields:
+            if draw(st.integers(0, 3)) == 0:
+                picked.append((where, offset, fmt, draw(values)))
+    return picked
+
+
+def test_crafted_ext_with_metadata_csum_and_valid_checksums(ext_csum_base, tmp_path):
+    layout = _CsumLayout(ext_csum_base)
+    base = {"sb": layout.sb, "gd": layout.gd, "root": layout.root}
+    path = tmp_path / "ext4.img"
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ext_csum_changes())
+    def check(changes: list[tuple[str, int, str, int]]) -> None:
+        data = bytearray(ext_csum_base)
+        for where, offset, fmt, value in changes:
+            struct.pack_into(fmt, data, base[where] + offset, value)
+        layout.fix(data)
         path.write_bytes(bytes(data))
         _check_map(path)
 
