@@ -43,6 +43,8 @@ from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
 from parsers.ext.filesystem import describe as describe_superblock
 
 Array = npt.NDArray[np.int64]
+#: Inode rows, of any integer width (the walk's are int32).
+Rows = npt.NDArray[np.integer[Any]]
 ORPHAN_DIR = "/$OrphanFiles"
 #: (type, kind) of a name's data, by code: a directory, a file, a slow symlink's target.
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
@@ -420,7 +422,7 @@ class _Mapper:
             if dind and fs.block_ok(dind):
                 self.emit_blocks("resize-inode", [dind])
 
-    def walk_directories(self, runs: _Runs) -> tuple[Array, PathColumn]:
+    def walk_directories(self, runs: _Runs) -> tuple[Rows, PathColumn]:
         """Every name in the tree: inode rows and their paths, level by level from the root.
 
         The blocks of every directory are parsed in one vectorised pass first; the walk then
@@ -476,12 +478,17 @@ class _Mapper:
         prefix_of = np.zeros(len(table), dtype=np.int64)
         seen = np.zeros(len(table), dtype=bool)
         seen[root] = True
-        zero = np.zeros(1, dtype=np.int64)
+        # The names, filled in place (a name at most once per entry, and the root): no
+        # parts laid end to end at the end beside themselves. Rows and prefix numbers fit in
+        # 32 bits (a table of 2**31 inodes would not fit in memory), name lengths in 16.
+        room = len(entry_dir) + 1
+        out_row = np.empty(room, dtype=np.int32)
+        out_prefix = np.empty(room, dtype=np.int32)
+        out_start: Rows = np.empty(room, dtype=np.uint32 if len(blob) < 1 << 32 else np.int64)
+        out_len = np.empty(room, dtype=np.uint16)
         # The root's path is the prefix "/" and no name.
-        rows: list[Array] = [np.array([root], dtype=np.int64)]
-        path_prefix: list[npt.NDArray[np.int32]] = [zero.astype(np.int32)]
-        path_start: list[Array] = [zero]
-        path_len: list[npt.NDArray[np.int32]] = [zero.astype(np.int32)]
+        out_row[0], out_prefix[0], out_start[0], out_len[0] = root, 0, 0, 0
+        filled = 1
         frontier = np.array([root], dtype=np.int64)
         found_none = np.zeros(0, dtype=np.int64)
         idx = parent = ok = found_none
@@ -512,11 +519,12 @@ class _Mapper:
                         f"{int((~ok).sum()) - 20} more names of unused inodes skipped",
                     )
                 named = idx[ok]
-                rows.append(child[named])
-                # Prefix numbers count directories, name lengths are at most 16 bits: int32.
-                path_prefix.append(parent[ok].astype(np.int32))
-                path_start.append(name_start[named])
-                path_len.append(name_len[named].astype(np.int32))
+                put = slice(filled, filled + len(named))
+                out_row[put] = child[named]
+                out_prefix[put] = parent[ok]
+                out_start[put] = name_start[named]
+                out_len[put] = name_len[named]
+                filled += len(named)
                 del named
                 sub = np.flatnonzero(is_dir[idx])
                 cand = child[idx[sub]]
@@ -547,12 +555,8 @@ class _Mapper:
             frontier = np.sort(np.concatenate(found)) if found else found_none
         # The entry columns are done with: free them before the paths are laid end to end.
         del entry_dir, entry_ino, child, valid, is_dir, first, last, idx, parent, ok
-        return np.concatenate(rows), PathColumn(
-            prefixes,
-            np.concatenate(path_prefix),
-            blob,
-            np.concatenate(path_start),
-            np.concatenate(path_len),
+        return out_row[:filled], PathColumn(
+            prefixes, out_prefix[:filled], blob, out_start[:filled], out_len[:filled]
         )
 
     def _odd_names(self, names: list[str]) -> None:
@@ -613,7 +617,7 @@ class _Mapper:
 
     def emit_named(
         self,
-        named: tuple[Array, PathColumn],
+        named: tuple[Rows, PathColumn],
         runs: _Runs,
         tree: dict[int, list[int]],
     ) -> None:
@@ -651,7 +655,7 @@ class _Mapper:
 
     def _emit_names(
         self,
-        row: Array,
+        row: Rows,
         paths: PathColumn,
         first: npt.NDArray[np.bool_],
         runs: _Runs,
@@ -728,7 +732,7 @@ class _Mapper:
                 first[sel],
             )
 
-    def _orphans(self, named_rows: Array) -> tuple[Array, list[str]]:
+    def _orphans(self, named_rows: Rows) -> tuple[Array, list[str]]:
         fs = self.fs
         table = fs.inodes
         live = self.undeleted & (table.ino >= fs.sb.first_ino)

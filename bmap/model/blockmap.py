@@ -106,10 +106,10 @@ class PathColumn:
     def __init__(
         self,
         prefixes: list[str],
-        prefix: npt.NDArray[np.int64],
+        prefix: npt.NDArray[np.integer[Any]],
         names: bytes,
-        name_start: npt.NDArray[np.int64],
-        name_len: npt.NDArray[np.int64],
+        name_start: npt.NDArray[np.integer[Any]],
+        name_len: npt.NDArray[np.integer[Any]],
     ) -> None:
         self.prefixes = prefixes
         self.prefix = prefix
@@ -131,9 +131,10 @@ class PathColumn:
         blobs = [p.names for p in parts if p.names]
         names_size = 0
         for p in parts:
-            prefix.append(p.prefix + len(prefixes))
+            # In int64: the columns may be narrow, the offsets into the whole are not.
+            prefix.append(p.prefix.astype(np.int64) + len(prefixes))
             prefixes.extend(p.prefixes)
-            starts.append(p.name_start + (names_size if p.names else 0))
+            starts.append(p.name_start.astype(np.int64) + (names_size if p.names else 0))
             names_size += len(p.names)
         return cls(
             prefixes,
@@ -146,7 +147,7 @@ class PathColumn:
     def __len__(self) -> int:
         return len(self.prefix)
 
-    def take(self, index: npt.NDArray[np.int64] | slice) -> PathColumn:
+    def take(self, index: npt.NDArray[np.integer[Any]] | slice) -> PathColumn:
         """The paths ``index``, sharing this column's prefixes and names (a slice shares
         the columns too)."""
         return PathColumn(
@@ -343,8 +344,9 @@ class ObjectTable:
         self._class.extend(class_numbers[codes])
         self._inodes.extend(np.asarray(inodes, dtype=np.int64))
         self.heads.extend(head_of)
-        self._prefix.extend(paths.prefix + prefix_base)
-        self._name_start.extend(paths.name_start + names_base)
+        # In int64: a narrow column plus the table's offsets could wrap.
+        self._prefix.extend(paths.prefix.astype(np.int64) + prefix_base)
+        self._name_start.extend(paths.name_start.astype(np.int64) + names_base)
         self._name_len.extend(paths.name_len)
         return np.arange(first, first + n, dtype=np.int64)
 
