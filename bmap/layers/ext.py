@@ -437,9 +437,13 @@ class _Mapper:
             self.finding(Severity.ERROR, None, self.device, "no root directory (inode 2)")
             return np.zeros(0, np.int64), PathColumn.of_texts([])
         entry_dir, entry_ino, blob, lengths = self._all_entries(runs)
-        # Each name in the blob is followed by a NUL.
-        name_len = lengths.astype(np.int64)
-        name_start = np.cumsum(name_len + 1) - (name_len + 1)
+        # Each name in the blob is followed by a NUL. Offsets in 32 bits where the blob is
+        # under 4 GiB, lengths in their 16: a big tree has millions of entries.
+        name_len = lengths
+        ends = np.cumsum(lengths, dtype=np.int64)
+        ends += np.arange(len(lengths), dtype=np.int64)
+        name_start = (ends - lengths).astype(np.uint32 if len(blob) < 1 << 32 else np.int64)
+        del ends
         # Block entries come in directory order; only inline directories' come after.
         if len(entry_dir) and (np.diff(entry_dir) < 0).any():
             order = np.argsort(entry_dir, kind="stable")
@@ -460,12 +464,13 @@ class _Mapper:
         def names_of(entries: Array) -> list[str]:
             """The names of many entries, decoded in one call (from a blob of their own bytes:
             the assembler would keep a copy of the whole blob of names)."""
-            lengths = name_len[entries]
+            lengths = name_len[entries].astype(np.int64)
             own = blob_array[ragged_ranges(name_start[entries], lengths)]
             pieces = textcols.Pieces(own, np.cumsum(lengths) - lengths, lengths)
             return textcols.texts([pieces], len(entries))
 
         child = np.minimum(np.searchsorted(table.ino, entry_ino), max(len(table) - 1, 0))
+        child = child.astype(np.int32)  # rows: a table of 2**31 inodes would not fit
         valid = (table.ino[child] == entry_ino) & table.in_use[child] & (table.mode[child] != 0)
         is_dir = valid & ((table.mode[child] & S.S_IFMT) == S.S_IFDIR)
         # entry_dir is sorted: each directory's entries are one run of it.
@@ -475,7 +480,7 @@ class _Mapper:
 
         # prefixes[prefix_of[row]] is a walked directory's path and a "/".
         prefixes = ["/"]
-        prefix_of = np.zeros(len(table), dtype=np.int64)
+        prefix_of = np.zeros(len(table), dtype=np.int32)
         seen = np.zeros(len(table), dtype=bool)
         seen[root] = True
         # The names, filled in place (a name at most once per entry, and the root): no
@@ -491,7 +496,8 @@ class _Mapper:
         filled = 1
         frontier = np.array([root], dtype=np.int64)
         found_none = np.zeros(0, dtype=np.int64)
-        idx = parent = ok = found_none
+        idx = ok = found_none
+        parent = found_none.astype(np.int32)
         while len(frontier):
             k = np.minimum(np.searchsorted(dirs, frontier), max(len(dirs) - 1, 0))
             has = (k < len(dirs)) & (dirs[k] == frontier) if len(dirs) else k < 0

@@ -625,7 +625,8 @@ def map_disks(disks: Sequence[Disk], builder: MapBuilder, map_content: MapConten
         map_pv_structures(pv, views, builder)
     for view in views:
         findings += view.findings
-        for lv in view.lvs:
+        stage = f"volume group {view.vg.name}: logical volumes"
+        for done, lv in enumerate(view.lvs, 1):
             map_lv_lines(lv, builder)
             if lv.map_contents and lv.content_pieces and lv.size:
                 findings += map_content(lv_volume(view, lv))
@@ -639,4 +640,5 @@ def map_disks(disks: Sequence[Disk], builder: MapBuilder, map_content: MapConten
                         "not every part of this LV could be placed; its contents are not mapped",
                     )
                 )
+            builder.progress(stage, done, len(view.lvs))
     return findings

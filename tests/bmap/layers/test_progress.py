@@ -17,6 +17,10 @@ from bmap.layers.mapper import map_images
 from tests.conftest import SMALL_EXT4_DIRS as DIRS
 from tests.conftest import SMALL_EXT4_FILES as FILES
 from tests.conftest import run_tool
+from tests.lvm_images import (  # noqa: F401 - pytest fixtures
+    lvm_images_cache_fixture,
+    lvm_whole_image_fixture,
+)
 
 
 def groups_with_inodes(image: Path) -> int:
@@ -105,3 +109,18 @@ def test_bars_on_a_terminal(small_ext4: Path, tmp_path: Path) -> None:
         assert stage in text, text
     assert "names" not in text, text
     assert "100%" in text, text
+
+
+def test_each_logical_volume_is_a_step(lvm_whole_image) -> None:
+    """The volume group's stage counts its LVs, as lvm2 reported them when the image was
+    made, to the last."""
+    seen: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    images = [Image(path) for path in lvm_whole_image.images]
+    try:
+        map_images(images, progress=lambda s, d, t: seen[s].append((d, t)))
+    finally:
+        for image in images:
+            image.close()
+    calls = seen[f"volume group {lvm_whole_image.vg}: logical volumes"]
+    assert [d for d, _ in calls] == list(range(1, len(lvm_whole_image.lv_sizes) + 1))
+    assert {t for _, t in calls} == {len(lvm_whole_image.lv_sizes)}
