@@ -54,8 +54,9 @@ _TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
 _CODE = {"dir": 1, "file": 2, "slow-link": 4, "inline": 8, "extents": 16, "data": 32}
 #: Names emitted at a time: bounds the working columns of :meth:`_Mapper.emit_named`.
 NAME_WINDOW = 1 << 17
-#: What the walk costs per inode in use, at its peak, with the lines and objects it adds (153
-#: bytes above start-up measured on 1,500,000 files, bench/scale.py), for the memory budget.
+#: What the walk costs per inode in use, at its peak, with the lines and objects it adds (129
+#: bytes above start-up measured on 1,500,000 files, 182 on 375,000: bench/scale.py), for the
+#: memory budget.
 BYTES_PER_INODE = 200
 #: Claimed ranges held unmerged at most.
 CLAIM_MERGE = 1 << 18
