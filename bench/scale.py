@@ -16,7 +16,8 @@
    mke2fs succeeded, so a broken build is never reused. An empty 8 MiB ext4
    (``build/bench/scale-tiny.img``) is made once for bmap's start-up memory.
 2. For each image: one untimed warm-up of each tool, then ROUNDS rounds alternating
-   ``python -m bmap map IMG -o DIR/xK.bmap`` (a fresh output each run, deleted after),
+   ``python -m bmap map IMG -o DIR/xK.bmap`` (a fresh output each run, deleted after), the
+   same with ``--memory-limit 256M`` (its map's sha256 compared with the first's),
    ``python bench/walk_pytsk3.py IMG`` (the analyst's pytsk3 walk; skipped, saying how to
    install it, when pytsk3 does not import), ``e2fsck -fn IMG`` (read-only: ``-n`` opens the
    image read-only and answers no; its exit code is recorded, 1 and 4 are findings, not
@@ -30,7 +31,8 @@
 4. Prints a Markdown section; ``--write`` rewrites the ``bench:scale`` section of
    BENCHMARKS.md after every image (so an interrupted series keeps what it measured). The
    targets are judged on the 1,500,000-file image: peak RSS at most 300 MiB, at most 150
-   bytes per inode above start-up, wall time at most 0.5x the pytsk3 walk.
+   bytes per inode above start-up, wall time at most 0.5x the pytsk3 walk, and with
+   ``--memory-limit 256M`` the same map, every run's peak RSS within 256 MiB.
 
 Needs GNU time (``/usr/bin/time``), e2fsprogs (mke2fs, dumpe2fs, e2fsck), about 10 GiB of
 free disk for the 1,500,000-file image (about 20 GiB for all three, sparse) and, for the
@@ -40,6 +42,7 @@ tree, about 8 GiB in /dev/shm or on disk. Building the largest image takes a few
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -79,10 +82,19 @@ TARGET_RATIO = 0.5
 TODAY_RSS = "733 MiB"
 #: GNU time (Debian package ``time``): starts each child and reports its peak RSS.
 TIME = "/usr/bin/time"
-TOOLS = ("bmap", "pytsk3", "e2fsck", "startup")
+TOOLS = ("bmap", "budget", "pytsk3", "e2fsck", "startup")
+#: The budget the issue asks the 1,500,000-file map to fit in, with the same map.
+BUDGET = "256M"
+BUDGET_KIB = 256 * 1024
 #: bmap exits 3 when the map is written but the image has warnings; e2fsck -n exits 1 or 4
 #: when it finds something (it never writes), 8 and above when it could not check.
-OK_CODES = {"bmap": {0, 3}, "pytsk3": {0}, "e2fsck": {0, 1, 4}, "startup": {0, 3}}
+OK_CODES = {
+    "bmap": {0, 3},
+    "budget": {0, 3, 9},  # 9: over the budget, a filesystem left out (judged, not a failure)
+    "pytsk3": {0},
+    "e2fsck": {0, 1, 4},
+    "startup": {0, 3},
+}
 INSTALL_PYTSK3 = (
     f"{sys.executable} -m pip install -r bench/requirements.txt (or `make bench`, which does)"
 )
@@ -251,6 +263,8 @@ class Result:
     summary: dict[str, str] = field(default_factory=dict)  # last stdout line of a tool
     map_lines: int = 0
     code_changed: bool = False
+    #: sha256 of each map written, by tool (``bmap``, ``budget``): the budget's must be the same
+    digests: dict[str, set[str]] = field(default_factory=lambda: {"bmap": set(), "budget": set()})
 
     def median(self, tool: str, what: str) -> float:
         return statistics.median(getattr(r, what) for r in self.runs[tool])
@@ -277,6 +291,18 @@ class Result:
 def command(tool: str, image: str, out: Path) -> list[str]:
     if tool == "bmap":
         return [sys.executable, "-m", "bmap", "map", image, "-o", str(out)]
+    if tool == "budget":
+        return [
+            sys.executable,
+            "-m",
+            "bmap",
+            "map",
+            image,
+            "-o",
+            str(out),
+            "--memory-limit",
+            BUDGET,
+        ]
     if tool == "startup":
         return [sys.executable, "-m", "bmap", "map", str(TINY), "-o", str(out)]
     if tool == "pytsk3":
@@ -334,6 +360,8 @@ def bench_image(image: dict, rounds: int, tools: list[str], workdir: Path) -> Re
         run, stdout = run_once(tool, command(tool, path, out), workdir)
         if tool == "bmap":
             result.map_lines = count_map_lines(out)
+        if tool in result.digests and out.exists():
+            result.digests[tool].add(hashlib.sha256(out.read_bytes()).hexdigest())
         out.unlink(missing_ok=True)
         return run, stdout
 
@@ -396,7 +424,29 @@ def targets(results: list[Result]) -> str:
         )
     else:
         parts.append("wall time at most 0.5x the pytsk3 walk: not judged (pytsk3 not installed)")
+    if r.has("budget"):
+        same = r.digests["budget"] == r.digests["bmap"] and len(r.digests["bmap"]) == 1
+        worst = max(run.rss_kib for run in r.runs["budget"])
+        codes = sorted({run.code for run in r.runs["budget"]})
+        parts.append(
+            f"`--memory-limit {BUDGET}` gives the same map within that budget: "
+            + judge(
+                same and worst <= BUDGET_KIB,
+                f"{'the same map' if same else 'NOT the same map'} (exit {codes}); highest peak "
+                f"RSS of its runs {worst / 1024:.0f} MiB {'<=' if worst <= BUDGET_KIB else '>'} "
+                f"{BUDGET_KIB // 1024} MiB",
+            )
+        )
     return f"Targets on the {TARGET_FILES:,}-file image:\n\n" + "\n".join(f"* {p}" for p in parts)
+
+
+def budget_map(r: Result) -> str:
+    """Whether the runs under the budget wrote the unlimited runs' map, and their exits."""
+    if not r.has("budget"):
+        return "not run"
+    codes = sorted({run.code for run in r.runs["budget"]})
+    same = r.digests["budget"] == r.digests["bmap"] and len(r.digests["bmap"]) == 1
+    return ("the same" if same else "differs") + f" (exit {', '.join(map(str, codes))})"
 
 
 def tables(results: list[Result], rounds: int) -> str:
@@ -414,6 +464,8 @@ def tables(results: list[Result], rounds: int) -> str:
             "bmap map",
             "peak RSS bmap",
             "bytes / inode above start-up",
+            f"peak RSS with --memory-limit {BUDGET}",
+            "its map",
             "pytsk3 walk",
             "peak RSS pytsk3",
             "e2fsck -fn",
@@ -429,6 +481,8 @@ def tables(results: list[Result], rounds: int) -> str:
                 med(r, "bmap", "wall"),
                 med(r, "bmap", "rss"),
                 f"{r.bytes_per_inode():.0f}",
+                med(r, "budget", "rss"),
+                budget_map(r),
                 med(r, "pytsk3", "wall"),
                 med(r, "pytsk3", "rss"),
                 med(r, "e2fsck", "wall"),
@@ -513,7 +567,8 @@ def section(results: list[Result], rounds: int, info: dict[str, str]) -> str:
             "Commands timed, each a whole process under `/usr/bin/time -f '%e %M'` with "
             "`OPENBLAS_NUM_THREADS=1`, alternating, page cache not dropped, one untimed "
             "warm-up each: `python -m bmap map IMAGE -o /tmp/.../xK.bmap` (a fresh output "
-            "each run), `python bench/walk_pytsk3.py IMAGE`, `e2fsck -fn IMAGE` (read-only), "
+            "each run), the same with `--memory-limit 256M` (its map compared with the first's by "
+            "sha256), `python bench/walk_pytsk3.py IMAGE`, `e2fsck -fn IMAGE` (read-only), "
             "`python -m bmap map scale-tiny.img -o /tmp/.../xK.bmap`.",
             "",
             *notes,
@@ -556,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("mke2fs", "dumpe2fs"):
         if shutil.which(tool) is None:
             raise SystemExit(f"scale: {tool} is missing: apt-get install e2fsprogs")
-    tools = ["bmap"]
+    tools = ["bmap", "budget"]
     if pytsk3_available():
         tools.append("pytsk3")
     else:

@@ -54,10 +54,12 @@ _TREE_CLASSES = [("m", "extent-tree"), ("m", "indirect-block")]
 _CODE = {"dir": 1, "file": 2, "slow-link": 4, "inline": 8, "extents": 16, "data": 32}
 #: Names emitted at a time: bounds the working columns of :meth:`_Mapper.emit_named`.
 NAME_WINDOW = 1 << 17
-#: What the walk costs per inode in use, at its peak, with the lines and objects it adds (129
-#: bytes above start-up measured on 1,500,000 files, 182 on 375,000: bench/scale.py), for the
-#: memory budget.
-BYTES_PER_INODE = 200
+#: What a walk costs at its peak, with the lines and objects it adds, for the memory budget:
+#: WALK_BYTES and BYTES_PER_INODE for each inode in use. Fitted above the peaks measured by
+#: bench/scale.py (above start-up: 65 MiB for 376,011 inodes, 95 MiB for 751,011, 184 MiB for
+#: 1,501,011; the model gives 72, 117 and 206 MiB).
+WALK_BYTES = 28 << 20
+BYTES_PER_INODE = 124
 #: Claimed ranges held unmerged at most.
 CLAIM_MERGE = 1 << 18
 
@@ -245,7 +247,7 @@ class _Mapper:
         if room is None:
             return True
         count = self.fs.inodes_in_use
-        need = count * BYTES_PER_INODE
+        need = WALK_BYTES + count * BYTES_PER_INODE
         if need <= room:
             return True
         self.finding(

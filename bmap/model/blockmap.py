@@ -516,8 +516,9 @@ COVER_CHUNK = 1 << 18
 #: columns, and the sort's and writers' working copies), for the memory budget.
 LINE_BYTES = 100
 OBJECT_BYTES = 48
-#: The process before any map: the interpreter, numpy and pandas, bmap's own modules.
-BASELINE_BYTES = 64 << 20
+#: The process before any map: the interpreter, numpy and pandas, bmap's own modules (40-41
+#: MiB measured by bench/scale.py's start-up run).
+BASELINE_BYTES = 48 << 20
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

@@ -28,7 +28,8 @@ def inodes_in_use(image: Path) -> int:
 def exact_budget(image: Path) -> int:
     """The smallest budget the walk fits in: start-up, the disk's own line and object (all
     the map holds before the filesystem), and the walk's share per inode in use."""
-    return BASELINE_BYTES + LINE_BYTES + OBJECT_BYTES + inodes_in_use(image) * ext.BYTES_PER_INODE
+    held = BASELINE_BYTES + LINE_BYTES + OBJECT_BYTES
+    return held + ext.WALK_BYTES + inodes_in_use(image) * ext.BYTES_PER_INODE
 
 
 def mapped(image: Path, limit: int | None):
@@ -64,7 +65,7 @@ def _bmap(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_exit_9_one_line_and_the_map_written(small_ext4: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.bmap"
-    done = _bmap("map", str(small_ext4), "-o", str(out), "--memory-limit", "64M")
+    done = _bmap("map", str(small_ext4), "-o", str(out), "--memory-limit", "48M")
     assert done.returncode == ExitCode.OVER_BUDGET, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 2 and "memory budget (--memory-limit)" in lines[0], done.stderr
