@@ -1,7 +1,7 @@
 """``make bench``: time ``bmap map`` against a pytsk3 walk and a dissect.extfs walk.
 
     python bench/run.py [--rounds 5] [--image full --image half ...] [--no-index] [--no-trace]
-                        [--no-write]
+                        [--no-reports] [--no-scale] [--no-write]
 
 1. Builds or reuses the ext4 images (bench/make_image.py): /usr and two subtrees of it.
 2. For each image, smallest first: one untimed warm-up run of each tool, then ROUNDS rounds
@@ -17,7 +17,10 @@
    bench/trace_bench.py (``bmap trace`` of a million requests against an intervaltree
    annotator, and ``--follow`` memory), which rewrites the ``bench:trace`` section, and
    bench/reports_bench.py (``bmap report`` of /usr with and without that log, and the pages
-   in Chromium), which rewrites the ``bench:reports`` section.
+   in Chromium), which rewrites the ``bench:reports`` section, and bench/scale.py (synthetic
+   ext4 trees of 375,000 to 1,500,000 files: memory and speed against pytsk3 and e2fsck, and
+   ``--memory-limit 256M``), which rewrites the ``bench:scale`` section (its images, about 20
+   GiB sparse, take a few minutes to build the first time).
 """
 
 from __future__ import annotations
@@ -344,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-index", action="store_true", help="skip bench/index_lookups.py")
     ap.add_argument("--no-trace", action="store_true", help="skip bench/trace_bench.py")
     ap.add_argument("--no-reports", action="store_true", help="skip bench/reports_bench.py")
+    ap.add_argument("--no-scale", action="store_true", help="skip bench/scale.py")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     if args.rounds < 5:
@@ -382,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reports and (args.image is None or "full" in args.image):
         # after trace_bench.py, which makes the 1,000,000-request log the reports use
         cmd = [sys.executable, str(HERE / "reports_bench.py"), "--rounds", "3"]
+        if not args.no_write:
+            cmd.append("--write")
+        subprocess.run(cmd, check=True, env=report.child_env())
+    if not args.no_scale and args.image is None:
+        cmd = [sys.executable, str(HERE / "scale.py"), "--rounds", "3"]
         if not args.no_write:
             cmd.append("--write")
         subprocess.run(cmd, check=True, env=report.child_env())
