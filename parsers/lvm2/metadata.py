@@ -239,6 +239,20 @@ def _int(section: dict[str, Any], key: str, default: int | None = None, scale: i
     return value * scale
 
 
+def _section(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """A subsection (``physical_volumes { ... }``); none is empty.
+
+    Raises:
+        DamagedError: the key holds something else (a string, a number, a list).
+    """
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DamagedError("lvm-metadata", None, f"{key} is not a section: {type(value).__name__}")
+    return value
+
+
 def volume_group(record: MetadataRecord) -> VolumeGroup:
     """The VG of one metadata record.
 
@@ -250,7 +264,7 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
     if extent_size <= 0:
         raise DamagedError("lvm-metadata", record.offset, "extent size 0")
     pvs = []
-    for name, pv in (vg.get("physical_volumes") or {}).items():
+    for name, pv in _section(vg, "physical_volumes").items():
         if not isinstance(pv, dict):
             continue
         pvs.append(
@@ -264,7 +278,7 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
             )
         )
     lvs = []
-    for name, lv in (vg.get("logical_volumes") or {}).items():
+    for name, lv in _section(vg, "logical_volumes").items():
         if not isinstance(lv, dict):
             continue
         segments = []
@@ -298,7 +312,12 @@ def volume_group(record: MetadataRecord) -> VolumeGroup:
                     raw=seg,
                 )
             )
-        status = tuple(str(s) for s in lv.get("status", []) if isinstance(s, str))
+        raw_status = lv.get("status", [])
+        status = (
+            tuple(s for s in raw_status if isinstance(s, str))
+            if isinstance(raw_status, list)
+            else ()
+        )
         lvs.append(
             LogicalVolume(
                 name=name,

@@ -121,6 +121,18 @@ def test_counts_and_sizes_past_int64_or_negative_are_damage(key, value):
         metadata.volume_group(record)
 
 
+@pytest.mark.parametrize("key", ["physical_volumes", "logical_volumes"])
+@pytest.mark.parametrize("value", ['"pv0"', "7", '["a", "b"]'])
+def test_a_section_that_is_not_a_section_is_damage(key, value):
+    """Found by the fuzzer: ``physical_volumes = "..."`` was an AttributeError (exit 1)."""
+    text = re.sub(rf"\b{key} {{", f"{key} = {value}\nunused_{key} {{", SAMPLE, count=1)
+    config = metadata.parse_config(text)
+    assert not isinstance(config["vg0"][key], dict)
+    record = pv.MetadataRecord(0, 0, 0, False, text, 3, "vg0", config)
+    with pytest.raises(DamagedError, match=f"{key} is not a section"):
+        metadata.volume_group(record)
+
+
 def test_a_string_of_8_mb_is_one_token():
     """The string pattern is an unrolled loop: one step per escape, not per character (the
     alternation it replaced kept a backtracking frame per character: 1.7 GB for 8 MB)."""
