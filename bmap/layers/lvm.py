@@ -31,7 +31,7 @@ from bmap.model.blockmap import MapBuilder
 from bmap.model.intervals import subtract, union
 from parsers.errors import ParserError
 from parsers.lvm2.label import SECTOR
-from parsers.lvm2.metadata import LogicalVolume, VolumeGroup, volume_group
+from parsers.lvm2.metadata import MAX_VALUE, LogicalVolume, VolumeGroup, volume_group
 from parsers.lvm2.metadata import Segment as LVMSegment
 from parsers.lvm2.pv import MetadataRecord, PVLabel, read_pv
 
@@ -228,6 +228,11 @@ class _Placer:
         es = self.extent_size
         for seg in lv.segments:
             placed.types.append(display_type(seg))
+            if (seg.start_extent + seg.extent_count) * es > MAX_VALUE:
+                # Each number is in range, their product is not: no device is that large.
+                self.cut(lv, seg, "it ends past the largest offset a device can have")
+                placed.complete = False
+                continue
             place = _SEGMENT_PLACERS.get(seg.type)
             pieces = None
             if place is not None:
@@ -337,7 +342,7 @@ def _place_lvs(view: VGView) -> None:
             LVView(
                 lv=lv,
                 device=device,
-                size=lv.extent_count * vg.extent_size,
+                size=min(lv.extent_count * vg.extent_size, MAX_VALUE),
                 own_pieces=[] if composite else placed.pieces,
                 content_pieces=placed.pieces,
                 complete=placed.complete,

@@ -168,6 +168,25 @@ def test_crafted_lvm_metadata_with_valid_checksums(lvm_scratch):
     check()
 
 
+def test_a_segment_ending_past_int64_is_cut_short(lvm_scratch):
+    """Found by the property above in a CI run: each number in range, but a segment at extent
+    2**62 of 4 MiB extents lies past int64 (an OverflowError, exit 1)."""
+    path, base = lvm_scratch
+    far = 1 << 62
+    segments = [
+        craft.segment(1, 0, far, [("pv0", 0)]),
+        craft.segment(2, far, 1, [("pv0", 0)]),
+    ]
+    text = craft.set_field(base, "extent_size", 8192)
+    text = craft.set_lvs(text, craft.lv("lv1", 1, segments))
+    craft.write_metadata(path, text)
+    _check_map(path)
+    with Image(path) as image:
+        bmap = map_images([image])
+    cut = [f for f in bmap.findings if "past the largest offset a device can have" in f.message]
+    assert cut and cut[0].source.endswith("lv1"), bmap.findings
+
+
 # ext2/3/4 without metadata_csum (no checksum to keep): superblock, group descriptor 0 and
 # the root directory's extent tree drawn over a real mke2fs image.
 
