@@ -85,9 +85,11 @@ clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
 
 ## make fuzz: coverage-guided fuzzing of every entry point for untrusted bytes, 10 minutes a
-## target (scripts/fuzz.py; crashers go to tests/fuzz/crashers/ to be kept as regression tests).
+## target (scripts/fuzz.py; crashers go to tests/fuzz/crashers/ to be kept as regression tests),
+## then the hypothesis properties with fresh random draws (the test command's are fixed).
 fuzz: install-test
 	$(PY) scripts/fuzz.py --seconds $(or $(FUZZ_SECONDS),600) --keep
+	BMAP_HYPOTHESIS=explore $(PY) -m pytest -q tests/hostile/test_properties.py tests/parsers
 
 ## make bench: time bmap map against pytsk3 and dissect.extfs walks (see bench/README.md).
 bench: install
