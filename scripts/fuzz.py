@@ -27,12 +27,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fuzz.targets import MAX_LEN, TARGETS, seeds  # noqa: E402
+from tests.fuzz.targets import MAX_LEN, SCRATCH, TARGETS, seeds  # noqa: E402
 
 #: Inputs per fuzzing process, for the targets that need rounds (see :func:`run`); the others
 #: run in one process (2-minute campaigns of up to 372,680 inputs stayed within the limit).
 ROUND_RUNS = {"image": 500}
 STATS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)(?: .*?exec/s: (\d+))?")
+
+
+def _remove_scratch_of_dead_processes() -> None:
+    """A target writes its input to ``SCRATCH/bmap-fuzz-PID.*`` and removes it; a process
+    that libFuzzer ends (out of memory, a timeout) leaves its file behind."""
+    for path in SCRATCH.glob("bmap-fuzz-*"):
+        pid = path.name.removeprefix("bmap-fuzz-").split(".")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
 
 
 def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[str, object]:
@@ -80,6 +89,7 @@ def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[
             text=True,
             errors="replace",
         )
+        _remove_scratch_of_dead_processes()
         stats = STATS.findall(proc.stderr)
         if stats:
             last = stats[-1]
