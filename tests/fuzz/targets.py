@@ -25,7 +25,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
@@ -44,31 +46,44 @@ def _allowed() -> tuple[type[BaseException], ...]:
     return (BmapError, ParserError)
 
 
-def image(data: bytes) -> None:
+@contextmanager
+def _opened(data: bytes, path: Path = _FILE) -> Iterator[list[Any] | None]:
+    """The bytes written to ``path`` and opened as images (None when opening raises one of
+    the project's errors); closed and removed afterwards."""
     from bmap.images import open_images
+
+    path.write_bytes(data)
+    try:
+        try:
+            opened = open_images([path])
+        except _allowed():
+            yield None
+            return
+        try:
+            yield opened
+        finally:
+            for one in opened:
+                one.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def image(data: bytes) -> None:
     from bmap.layers.mapper import map_images
     from bmap.store.mapfile import dumps_map
 
-    _FILE.write_bytes(data)
-    try:
-        try:
-            opened = open_images([_FILE])
-        except _allowed():
+    with _opened(data) as opened:
+        if opened is None:
             return
         try:
             bmap = map_images(opened)
             text = dumps_map(bmap)
         except _allowed():
             return
-        finally:
-            for one in opened:
-                one.close()
         assert text.startswith("# bmap-format")
         size = opened[0].size
         assert bool((bmap.end > bmap.start).all()), "an empty or reversed line"
         assert len(bmap) == 0 or int(bmap.end.max()) <= size, "a line past the disk's end"
-    finally:
-        _FILE.unlink(missing_ok=True)
 
 
 def info(data: bytes) -> None:
@@ -77,15 +92,11 @@ def info(data: bytes) -> None:
     import json
 
     from bmap.cli.render import disk_dict, disk_tree, vg_dict, vg_tree
-    from bmap.images import open_images
     from bmap.layers.lvm import assemble, find_pvs
     from bmap.layers.partitions import discover
 
-    _FILE.write_bytes(data)
-    try:
-        try:
-            opened = open_images([_FILE])
-        except _allowed():
+    with _opened(data) as opened:
+        if opened is None:
             return
         try:
             disks = [discover(image) for image in opened]
@@ -95,50 +106,33 @@ def info(data: bytes) -> None:
             json.dumps({"disks": [disk_dict(d) for d in disks], "vgs": [vg_dict(v) for v in views]})
         except _allowed():
             return
-        finally:
-            for one in opened:
-                one.close()
         for line in lines:
             assert not any(ord(c) < 32 for c in line), f"a control character in {line!r}"
-    finally:
-        _FILE.unlink(missing_ok=True)
 
 
 def container(data: bytes) -> None:
     import hashlib
 
-    from bmap.images import open_images
     from bmap.images.containers import VirtualDisk
 
     # libewf finds an E01 by its name.
     path = _FILE.with_suffix(".E01") if data.startswith(EWF_SIGNATURE) else _FILE
-    path.write_bytes(data)
-    try:
-        try:
-            opened = open_images([path])
-        except _allowed():
-            return
-        try:
-            disk = opened[0]
-            if not isinstance(disk, VirtualDisk):
-                return  # not a container: the image target's work
-            size = disk.size
-            assert size >= 0
-            digest = hashlib.sha256(data).digest()
-            picks = [int.from_bytes(digest[i : i + 8], "little") for i in range(0, 32, 8)]
-            offsets = [0, size // 2, max(size - 4096, 0)] + [p % (size + 1) for p in picks]
-            for offset in offsets:
-                want = 65536
-                try:
-                    got = disk.pread(offset, want)
-                except _allowed():
-                    continue
-                assert len(got) == max(0, min(want, size - offset)), (offset, len(got), size)
-        finally:
-            for one in opened:
-                one.close()
-    finally:
-        path.unlink(missing_ok=True)
+    with _opened(data, path) as opened:
+        if opened is None or not isinstance(opened[0], VirtualDisk):
+            return  # not a container: the image target's work
+        disk = opened[0]
+        size = disk.size
+        assert size >= 0
+        digest = hashlib.sha256(data).digest()
+        picks = [int.from_bytes(digest[i : i + 8], "little") for i in range(0, 32, 8)]
+        offsets = [0, size // 2, max(size - 4096, 0)] + [p % (size + 1) for p in picks]
+        for offset in offsets:
+            want = 65536
+            try:
+                got = disk.pread(offset, want)
+            except _allowed():
+                continue
+            assert len(got) == max(0, min(want, size - offset)), (offset, len(got), size)
 
 
 def lvm_metadata(data: bytes) -> None:

@@ -224,9 +224,8 @@ EXTENT_FIELDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ext_base(tmp_path_factory) -> bytes:
-    """An 8 MiB ext4 with files, made by mke2fs -d without metadata_csum or uninit_bg."""
+def _ext4_image(tmp_path_factory, features: str) -> bytes:
+    """An 8 MiB ext4 of 1 KiB blocks with files, made by mke2fs -d with ``-O features``."""
     from tests.conftest import run_tool, tool
 
     root = tmp_path_factory.mktemp("ext")
@@ -239,18 +238,27 @@ def ext_base(tmp_path_factory) -> bytes:
         fh.truncate(8 << 20)
     run_tool(
         tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "1024",
-        "-O", "^metadata_csum,^uninit_bg", "-d", str(tree), str(image),
+        "-O", features, "-d", str(tree), str(image),
     )  # fmt: skip
     return image.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def ext_base(tmp_path_factory) -> bytes:
+    """Without metadata_csum or uninit_bg."""
+    return _ext4_image(tmp_path_factory, "^metadata_csum,^uninit_bg")
+
+
 @st.composite
-def ext_changes(draw: st.DrawFn) -> list[tuple[str, int, str, int]]:
-    """Some fields of the superblock, descriptor 0 and the root inode, each set to a draw."""
+def ext_changes(
+    draw: st.DrawFn, descriptor_fields: list = DESCRIPTOR_FIELDS
+) -> list[tuple[str, int, str, int]]:
+    """Some fields of the superblock, descriptor 0 and the root inode's ``i_block``, each set
+    to a draw."""
     picked = []
     for where, fields in (
         ("sb", SUPERBLOCK_FIELDS),
-        ("gd", DESCRIPTOR_FIELDS),
+        ("gd", descriptor_fields),
         ("root", EXTENT_FIELDS),
     ):
         for offset, fmt, values in fields:
@@ -269,14 +277,21 @@ def test_crafted_ext_superblock_descriptors_and_extents(ext_base, tmp_path):
     root_iblock = table + inode_size + 0x28  # inode 2
     assert struct.unpack_from("<H", pristine, root_iblock)[0] == 0xF30A  # an extent header
     base = {"sb": superblock, "gd": descriptor, "root": root_iblock}
-    path = tmp_path / "ext4.img"
+    _check_ext_changes(pristine, base, ext_changes(), tmp_path / "ext4.img")
+
+
+def _check_ext_changes(pristine, base, changes, path, fix=None) -> None:
+    """Each drawn list of ``changes`` written over ``pristine`` at ``base[where] + offset``,
+    ``fix`` (the checksums) applied, and the map of the result checked."""
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(ext_changes())
+    @given(changes)
     def check(changes: list[tuple[str, int, str, int]]) -> None:
         data = bytearray(pristine)
         for where, offset, fmt, value in changes:
             struct.pack_into(fmt, data, base[where] + offset, value)
+        if fix is not None:
+            fix(data)
         path.write_bytes(bytes(data))
         _check_map(path)
 
@@ -316,22 +331,8 @@ CSUM_DESCRIPTOR_FIELDS = [*DESCRIPTOR_FIELDS, (0x1C, "<H", u16), (0x12, "<H", st
 
 @pytest.fixture(scope="module")
 def ext_csum_base(tmp_path_factory) -> bytes:
-    """An 8 MiB ext4 with files, made by mke2fs -d with metadata_csum (and 64bit)."""
-    from tests.conftest import run_tool, tool
-
-    root = tmp_path_factory.mktemp("ext-csum")
-    tree = root / "tree"
-    (tree / "d").mkdir(parents=True)
-    for i in range(20):
-        (tree / "d" / f"f{i}").write_bytes(bytes([i]) * (700 * i + 1))
-    image = root / "ext4.img"
-    with open(image, "wb") as fh:
-        fh.truncate(8 << 20)
-    run_tool(
-        tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "1024",
-        "-O", "metadata_csum,64bit,^metadata_csum_seed", "-d", str(tree), str(image),
-    )  # fmt: skip
-    return image.read_bytes()
+    """With metadata_csum (and 64bit)."""
+    return _ext4_image(tmp_path_factory, "metadata_csum,64bit,^metadata_csum_seed")
 
 
 class _CsumLayout:
@@ -372,33 +373,8 @@ def test_the_crc32c_here_is_the_one_mke2fs_writes(ext_csum_base):
     assert bytes(fixed) == ext_csum_base  # every recomputed sum equals mke2fs's
 
 
-@st.composite
-def ext_csum_changes(draw: st.DrawFn) -> list[tuple[str, int, str, int]]:
-    picked = []
-    for where, fields in (
-        ("sb", SUPERBLOCK_FIELDS),
-        ("gd", CSUM_DESCRIPTOR_FIELDS),
-        ("root", [(0x28 + offset, fmt, values) for offset, fmt, values in EXTENT_FIELDS]),
-    ):
-        for offset, fmt, values in fields:
-            if draw(st.integers(0, 3)) == 0:
-                picked.append((where, offset, fmt, draw(values)))
-    return picked
-
-
 def test_crafted_ext_with_metadata_csum_and_valid_checksums(ext_csum_base, tmp_path):
     layout = _CsumLayout(ext_csum_base)
-    base = {"sb": layout.sb, "gd": layout.gd, "root": layout.root}
-    path = tmp_path / "ext4.img"
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(ext_csum_changes())
-    def check(changes: list[tuple[str, int, str, int]]) -> None:
-        data = bytearray(ext_csum_base)
-        for where, offset, fmt, value in changes:
-            struct.pack_into(fmt, data, base[where] + offset, value)
-        layout.fix(data)
-        path.write_bytes(bytes(data))
-        _check_map(path)
-
-    check()
+    base = {"sb": layout.sb, "gd": layout.gd, "root": layout.root + 0x28}  # its i_block
+    changes = ext_changes(CSUM_DESCRIPTOR_FIELDS)
+    _check_ext_changes(ext_csum_base, base, changes, tmp_path / "ext4.img", layout.fix)
