@@ -13,6 +13,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -172,6 +173,42 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
     print(f"wrote the {name} section of {path}", file=sys.stderr)
+
+
+#: GNU time (Debian package ``time``): starts each timed child and reports its peak RSS.
+TIME = "/usr/bin/time"
+
+
+def timed_run(name: str, cmd: list[str], workdir: Path) -> tuple[float, int, float, int, str, str]:
+    """One whole process under GNU time: ``(wall seconds, peak RSS in KiB, CPU seconds, exit
+    code, stdout, stderr)``, with :func:`child_env`.
+
+    GNU time forks the child from a small process: a child forked from this Python process
+    would report this process's own RSS as a floor in its ``ru_maxrss`` (Linux carries the
+    high-water mark of the forked image across ``exec``).
+    """
+    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    time_path = workdir / f"{name}.time"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [TIME, "-f", "%e %M %U %S", "-o", str(time_path), *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=child_env(),
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+    _, rss_kib, user, system = time_path.read_text().split()[-4:]
+    return (
+        wall,
+        int(rss_kib),
+        float(user) + float(system),
+        proc.returncode,
+        out_path.read_text(errors="replace"),
+        err_path.read_text(errors="replace"),
+    )
 
 
 def fmt_seconds(s: float) -> str:

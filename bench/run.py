@@ -51,7 +51,7 @@ LINEAR_SLACK = 1.25
 #: bmap exits 3 when the map is written but the image has warnings: still a finished map.
 OK_CODES = {"bmap": {0, 3}, "pytsk3": {0}, "dissect": {0}}
 #: GNU time (Debian package ``time``): starts each child and reports its peak RSS.
-TIME = "/usr/bin/time"
+TIME = report.TIME
 
 
 @dataclass
@@ -85,32 +85,12 @@ def command(tool: str, image: str, out: str) -> list[str]:
 
 
 def run_once(tool: str, cmd: list[str], workdir: Path) -> tuple[Run, str, str]:
-    """Run one whole process; its wall time, peak RSS and CPU time, stdout and stderr.
-
-    The child is started by GNU time, which forks it from a small process: a child forked
-    from this Python process would report this process's own RSS as a floor in its
-    ``ru_maxrss`` (Linux carries the high-water mark of the forked image across ``exec``).
-    """
-    out_path, err_path = workdir / f"{tool}.out", workdir / f"{tool}.err"
-    time_path = workdir / f"{tool}.time"
-    timed = [TIME, "-f", "%e %M %U %S", "-o", str(time_path), *cmd]
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            timed,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=report.child_env(),
-            check=False,
-        )
-        wall = time.perf_counter() - t0
-    stdout = out_path.read_text(errors="replace")
-    stderr = err_path.read_text(errors="replace")
-    if proc.returncode not in OK_CODES[tool]:
-        raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}:\n{stderr[-2000:]}")
-    _, rss_kib, user, system = time_path.read_text().split()[-4:]
-    return Run(wall, int(rss_kib), float(user) + float(system)), stdout, stderr
+    """Run one whole process (:func:`report.timed_run`); its wall time, peak RSS and CPU
+    time, stdout and stderr."""
+    wall, rss_kib, cpu, code, stdout, stderr = report.timed_run(tool, cmd, workdir)
+    if code not in OK_CODES[tool]:
+        raise SystemExit(f"bench: {' '.join(cmd)} exited {code}:\n{stderr[-2000:]}")
+    return Run(wall, rss_kib, cpu), stdout, stderr
 
 
 def count_map_lines(path: Path) -> int:

@@ -80,8 +80,7 @@ TARGET_RSS_KIB = 300 * 1024
 TARGET_BYTES_PER_INODE = 150
 TARGET_RATIO = 0.5
 TODAY_RSS = "733 MiB"
-#: GNU time (Debian package ``time``): starts each child and reports its peak RSS.
-TIME = "/usr/bin/time"
+TIME = report.TIME
 TOOLS = ("bmap", "budget", "pytsk3", "e2fsck", "startup")
 #: The budget the issue asks the 1,500,000-file map to fit in, with the same map.
 BUDGET = "256M"
@@ -311,31 +310,12 @@ def command(tool: str, image: str, out: Path) -> list[str]:
 
 
 def run_once(tool: str, cmd: list[str], workdir: Path) -> tuple[Run, str]:
-    """One whole process under GNU time: wall time, peak RSS (KiB), exit code; its stdout.
-
-    GNU time forks the child from a small process: a child forked from this Python process
-    would carry this process's RSS as a floor in its ``ru_maxrss``.
-    """
-    out_path, err_path = workdir / f"{tool}.out", workdir / f"{tool}.err"
-    time_path = workdir / f"{tool}.time"
-    timed = [TIME, "-f", "%e %M", "-o", str(time_path), *cmd]
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            timed,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=report.child_env(),
-            check=False,
-        )
-        wall = time.perf_counter() - t0
-    stdout = out_path.read_text(errors="replace")
-    if proc.returncode not in OK_CODES[tool]:
-        stderr = err_path.read_text(errors="replace")
-        raise SystemExit(f"scale: {' '.join(cmd)} exited {proc.returncode}:\n{stderr[-2000:]}")
-    _, rss_kib = time_path.read_text().split()[-2:]
-    return Run(wall, int(rss_kib), proc.returncode), stdout
+    """One whole process (:func:`report.timed_run`): wall time, peak RSS (KiB), exit code;
+    its stdout."""
+    wall, rss_kib, _, code, stdout, stderr = report.timed_run(tool, cmd, workdir)
+    if code not in OK_CODES[tool]:
+        raise SystemExit(f"scale: {' '.join(cmd)} exited {code}:\n{stderr[-2000:]}")
+    return Run(wall, rss_kib, code), stdout
 
 
 def count_map_lines(path: Path) -> int:
