@@ -286,6 +286,13 @@ def _default_output(first: Path | str, fmt: str) -> Path:
     help="Memory budget of the map (1536M, 8G, ...; 0 for none). A filesystem whose mapping "
     "would need more than is left is not mapped inside: a finding says so, and the exit is 9.",
 )
+@click.option(
+    "--temp-dir",
+    type=click.Path(exists=True, file_okay=False, writable=True),
+    default=None,
+    help="Where the map's lines go once they pass an eighth of the memory budget: sorted runs "
+    "in unnamed files, gone when bmap ends (about 43 bytes a line; default: $TMPDIR or /tmp).",
+)
 @_sector_size_option
 def map_command(
     images: tuple[Path, ...],
@@ -294,6 +301,7 @@ def map_command(
     sha256: bool,
     host: bool,
     memory_limit: str,
+    temp_dir: str | None,
     sector_size: str,
 ) -> None:
     """Map IMAGE... (disk 1, 2, ... in the order given) and write the block map."""
@@ -317,6 +325,7 @@ def map_command(
                 with_sha256=sha256,
                 progress=progress,
                 memory_limit=budget,
+                temp_dir=temp_dir,
             )
         finally:
             progress.close()

@@ -166,11 +166,15 @@ def map_disks(
     hashes: Sequence[str | None] | None = None,
     progress: Progress | None = None,
     memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    temp_dir: str | None = None,
+    spill_lines: int | None = None,
 ) -> BlockMap:
     """Build the map of disks already discovered; the layers report their long work to
     ``progress`` (see :data:`Progress`) and keep within ``memory_limit`` bytes (None: no
-    limit), leaving out with a finding what would not fit."""
-    builder = MapBuilder(progress, memory_limit)
+    limit), leaving out with a finding what would not fit. Lines past the builder's share
+    of the budget (or past ``spill_lines``) go to sorted runs in ``temp_dir``
+    (:class:`~bmap.model.blockmap.MapBuilder`)."""
+    builder = MapBuilder(progress, memory_limit, spill_lines=spill_lines, temp_dir=temp_dir)
     for disk in disks:
         if not disk.recognised:
             disk.finding(
@@ -206,12 +210,16 @@ def map_images(
     with_sha256: bool = False,
     progress: Progress | None = None,
     memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    temp_dir: str | None = None,
+    spill_lines: int | None = None,
 ) -> BlockMap:
     """Map every image: the main job of ``bmap map``.
 
     ``memory_limit`` is the memory budget in bytes (default :data:`DEFAULT_MEMORY_LIMIT`;
     None for none): a filesystem whose mapping would need more than is left of it is not
-    mapped inside, and a finding says so (exit 9 in the CLI).
+    mapped inside, and a finding says so (exit 9 in the CLI). The map's lines past an eighth
+    of it (or past ``spill_lines``) are spilled to sorted runs in ``temp_dir`` (None: the
+    system's temporary directory) and merged when the map is built.
 
     Raises:
         NotADiskError: none of the images holds anything bmap recognises.
@@ -227,7 +235,14 @@ def map_images(
             f"{names}: not a disk image: no partition table and no recognised content{reason}"
         )
     hashes = [sha256_of(d.image, progress) for d in disks] if with_sha256 else None
-    return map_disks(disks, hashes=hashes, progress=progress, memory_limit=memory_limit)
+    return map_disks(
+        disks,
+        hashes=hashes,
+        progress=progress,
+        memory_limit=memory_limit,
+        temp_dir=temp_dir,
+        spill_lines=spill_lines,
+    )
 
 
 def _why_not_recognised(disk: Disk) -> str:

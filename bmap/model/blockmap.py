@@ -10,15 +10,15 @@ enclosing object before what it contains.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bmap.errors import Finding
-from bmap.model import ids, textcols
+from bmap.errors import Finding, Severity
+from bmap.model import ids, spill, textcols
 from bmap.model.escape import escape
 from bmap.model.frame import make_frame, nullable, take_texts
 from bmap.model.ids import escaped_pieces, object_id
@@ -461,9 +461,21 @@ class BlockMap:
     objects: ObjectTable
     images: list[ImageInfo] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: Where the columns were merged from sorted runs on disk: their files (see
+    #: :mod:`bmap.model.spill`); None for a map held in memory.
+    merged: spill.Merged | None = None
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def parts(self, size: int = 1 << 12) -> Iterator[slice]:
+        """The map's lines ``size`` at a time, in order. A map merged from runs on disk gives
+        back each part's pages once the next is asked for, so a pass over it holds one part."""
+        for lo in range(0, len(self), size):
+            part = slice(lo, min(lo + size, len(self)))
+            yield part
+            if self.merged is not None:
+                self.merged.release(part.start, part.stop)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The map as a pandas DataFrame with the documented columns (docs/format.md)."""
@@ -488,20 +500,23 @@ class BlockMap:
         a line adds what it reaches past the furthest end before it. No sort and no copy of
         the map.
         """
-        present: list[int] = (
-            np.flatnonzero(np.bincount(self.disk)).tolist() if len(self.disk) else []
-        )
-        disks = [d for d in present if disk is None or d == disk]
         total = 0
         v = TYPE_CODE["v"]
-        for d in disks:
-            lo, hi = np.searchsorted(self.disk, [d, d + 1]).tolist()
-            reach = 0  # the furthest end so far
-            for at in range(lo, hi, COVER_CHUNK):
-                part = slice(at, min(at + COVER_CHUNK, hi))
-                start = self.start[part]
+        reach = 0  # the furthest end so far on the current disk
+        current = -1
+        for part in self.parts(COVER_CHUNK):
+            d = self.disk[part]
+            # A part may span disks: each disk's own run of lines, reach starting afresh.
+            cuts = np.flatnonzero(np.diff(d)) + 1
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(d)]):
+                here = int(d[lo])
+                if here != current:
+                    current, reach = here, 0
+                if disk is not None and here != disk:
+                    continue
+                start = self.start[part][lo:hi]
                 # A v line counts for nothing: its end becomes its start.
-                end = np.where(self.type_code[part] == v, start, self.end[part])
+                end = np.where(self.type_code[part][lo:hi] == v, start, self.end[part][lo:hi])
                 before = np.maximum.accumulate(np.concatenate(([reach], end)))[:-1]
                 total += int(np.clip(end - np.maximum(start, before), 0, None).sum())
                 reach = max(reach, int(end.max()))
@@ -521,8 +536,24 @@ OBJECT_BYTES = 48
 BASELINE_BYTES = 48 << 20
 
 
+#: Lines the builder holds at least before it spills them to a sorted run on disk (a run
+#: costs a file, a sort and a merge); see :mod:`bmap.model.spill`.
+MIN_SPILL_LINES = 1 << 16
+#: The share of the memory budget the held lines may take (at :data:`LINE_BYTES` each)
+#: before they are spilled: an eighth.
+SPILL_SHARE = 8
+
+
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
+
+
+def spill_lines_for(memory_limit: int | None) -> int | None:
+    """How many lines a builder with this budget holds before it spills them (None: it
+    never does)."""
+    if memory_limit is None:
+        return None
+    return max(MIN_SPILL_LINES, memory_limit // SPILL_SHARE // LINE_BYTES)
 
 
 class MapBuilder:
@@ -530,24 +561,36 @@ class MapBuilder:
 
     ``progress(stage, done, total)`` is told of long work by the layers that fill the
     builder (:data:`bmap.layers.mapper.Progress`).
+
+    With a memory budget, the builder holds at most ``spill_lines`` lines (by default an
+    eighth of the budget, :func:`spill_lines_for`); past that it writes them, sorted, as a run
+    to an unnamed temporary file in ``temp_dir`` (None: the system's, ``$TMPDIR``), and
+    :meth:`build` merges the runs (:mod:`bmap.model.spill`). The objects stay in memory.
     """
 
     def __init__(
         self,
         progress: Callable[[str, int, int], None] | None = None,
         memory_limit: int | None = None,
+        *,
+        spill_lines: int | None = None,
+        temp_dir: str | None = None,
     ) -> None:
         self.progress = progress or _no_progress
         #: The memory budget of the whole map in bytes (None: no budget); see :meth:`room`.
         self.memory_limit = memory_limit
+        self.spill_lines = spill_lines if spill_lines is not None else spill_lines_for(memory_limit)
+        self.temp_dir = temp_dir
         self.objects = ObjectTable()
         self.findings: list[Finding] = []
         self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._held = 0  # lines in _chunks
         self._disk: list[int] = []
         self._start: list[int] = []
         self._end: list[int] = []
         self._obj: list[int] = []
         self._file_offset: list[int] = []
+        self._runs: list[spill.Run] = []
 
     def add_object(
         self, type_: str, device: str, kind: str | None = None, path: str = "", inode: int = -1
@@ -615,14 +658,19 @@ class MapBuilder:
             if file_offsets is None
             else np.broadcast_to(np.asarray(file_offsets, dtype=np.int64), s.shape)[keep]
         )
+        self._flush_singles()  # the lines keep the order they came in
         self._chunks.append((np.full(n, disk, dtype=np.uint16), s[keep], e[keep], o, fo))
+        self._held += n
+        if self.spill_lines is not None and self._held > self.spill_lines:
+            self._spill()
 
     def add_finding(self, finding: Finding) -> None:
         self.findings.append(finding)
 
     def held_bytes(self) -> int:
-        """About what the map built so far holds, and will cost to sort and write."""
-        return self.extent_count() * LINE_BYTES + len(self.objects) * OBJECT_BYTES
+        """About what the map built so far holds in memory, and will cost to sort and write
+        (lines spilled to disk cost nothing here)."""
+        return self._held_lines() * LINE_BYTES + len(self.objects) * OBJECT_BYTES
 
     def room(self) -> int | None:
         """Bytes of the memory budget left for a layer's work (None: no budget): the limit,
@@ -632,19 +680,16 @@ class MapBuilder:
         return self.memory_limit - BASELINE_BYTES - self.held_bytes()
 
     def extent_count(self) -> int:
-        """How many extents were added so far."""
-        return len(self._start) + sum(len(c[1]) for c in self._chunks)
+        """How many extents were added so far, spilled or held."""
+        return self._held_lines() + sum(r.lines for r in self._runs)
 
-    def build(self, images: Sequence[ImageInfo] = ()) -> BlockMap:
-        """Sort every extent into the format's order and freeze the map.
+    def _held_lines(self) -> int:
+        return len(self._start) + self._held
 
-        The builder's extents move into the map: it is empty of extents afterwards. Each
-        column is laid end to end and put in order one at a time, so the work costs the map
-        and about two columns more, not two maps.
-        """
-        chunks = self._chunks
+    def _flush_singles(self) -> None:
+        """The lines added one at a time, as a chunk after those before them."""
         if self._start:
-            chunks.append(
+            self._chunks.append(
                 (
                     np.asarray(self._disk, dtype=np.uint16),
                     np.asarray(self._start, dtype=np.int64),
@@ -653,37 +698,125 @@ class MapBuilder:
                     np.asarray(self._file_offset, dtype=np.int64),
                 )
             )
+            self._held += len(self._start)
+            self._disk, self._start, self._end, self._obj, self._file_offset = [], [], [], [], []
+
+    def _take_held(self) -> spill.Columns:
+        """The held lines as columns (``type_code`` too), in the order they were added; the
+        builder holds none after.
+
+        Each column is laid end to end one at a time, so this costs the lines and about one
+        column more, not two copies."""
+        self._flush_singles()
+        chunks = self._chunks
         self._chunks = []
-        self._disk, self._start, self._end, self._obj, self._file_offset = [], [], [], [], []
+        self._held = 0
+        names = ("disk", "start", "end", "obj", "file_offset")
         dtypes = (np.uint16, np.int64, np.int64, np.int64, np.int64)
         parts: list[list[npt.NDArray[Any]]] = [list(c) for c in zip(*chunks)] or [
             [] for _ in dtypes
         ]
         del chunks
-        columns: list[npt.NDArray[Any]] = []
-        for column, dtype in zip(parts, dtypes):
-            columns.append(np.concatenate(column) if column else np.zeros(0, dtype))
+        columns: spill.Columns = {}
+        for name, column, dtype in zip(names, parts, dtypes):
+            columns[name] = np.concatenate(column) if column else np.zeros(0, dtype)
             column.clear()
-        disk, start, end, obj, file_offset = columns
-        del columns
-        codes = self.objects.type_codes()
-        type_code = codes[obj] if len(obj) else np.zeros(0, np.uint8)
-        # lexsort: the last key is the primary one.
-        order = np.lexsort((obj, CONTAINER_RANK[type_code], -end, start, disk))
-        disk = disk[order]
-        start = start[order]
-        end = end[order]
-        type_code = type_code[order]
-        obj = obj[order]
-        file_offset = file_offset[order]
+        obj = columns["obj"]
+        columns["type_code"] = self.objects.type_codes()[obj] if len(obj) else np.zeros(0, np.uint8)
+        return columns
+
+    def _spill(self) -> None:
+        """Write the held lines, sorted, as a run on disk. If that fails (no room in the
+        temporary directory, say), they stay in memory, a finding says why, and the builder
+        spills no more."""
+        columns = spill.sorted_columns(self._take_held(), CONTAINER_RANK)
+        try:
+            self._runs.append(spill.Run(columns, self.temp_dir))
+        except OSError as exc:
+            self.spill_lines = None
+            disk = int(columns["disk"][0]) if len(columns["disk"]) else 1
+            self.add_finding(
+                Finding(
+                    Severity.INFO,
+                    disk,
+                    None,
+                    "map spill",
+                    f"cannot write the map's lines to a temporary file "
+                    f"({exc.strerror or exc}): they are held in memory, past the budget",
+                )
+            )
+            names = ("disk", "start", "end", "obj", "file_offset")
+            self._chunks.append(tuple(columns[n] for n in names))
+            self._held = len(columns["start"])
+
+    def build(self, images: Sequence[ImageInfo] = ()) -> BlockMap:
+        """Sort every extent into the format's order and freeze the map.
+
+        The builder's extents move into the map: it is empty of extents afterwards. A map
+        held in memory is sorted there; one spilled in runs is merged from them into files
+        the map's columns read (:mod:`bmap.model.spill`).
+        """
+        merged = None
+        if self._runs:
+            if self._held_lines():
+                self._spill()
+            # If that spill failed, the lines are in memory: the runs join them there.
+            merged = None if self._held_lines() else self._merge()
+            self._unspill()
+        if merged is not None:
+            columns = merged.columns
+        else:
+            columns = spill.sorted_columns(self._take_held(), CONTAINER_RANK)
         return BlockMap(
-            disk=disk,
-            start=start,
-            end=end,
-            type_code=type_code,
-            obj=obj,
-            file_offset=file_offset,
+            **{name: columns[name] for name, _ in spill.COLUMNS},
             objects=self.objects,
             images=list(images),
             findings=list(self.findings),
+            merged=merged,
         )
+
+    def _merge(self) -> spill.Merged | None:
+        """The runs merged (None if that failed, with a finding: the runs are kept, to be read
+        back into memory and sorted there)."""
+        runs, self._runs = self._runs, []
+        total = sum(r.lines for r in runs)
+        block = max(LINES_PER_MERGE_BLOCK, (self.spill_lines or 0) // (2 * len(runs)))
+        try:
+            return spill.merge(
+                runs,
+                CONTAINER_RANK,
+                block,
+                self.temp_dir,
+                lambda done, _: self.progress("merging sorted runs", done, total),
+            )
+        except OSError as exc:
+            self._runs = runs
+            self.add_finding(
+                Finding(
+                    Severity.INFO,
+                    1,
+                    None,
+                    "map spill",
+                    f"cannot merge the map's sorted runs ({exc.strerror or exc}): the map is "
+                    "sorted in memory, past the budget",
+                )
+            )
+            return None
+
+    def _unspill(self) -> None:
+        """Read any runs left back into memory, to be sorted there: before the lines held,
+        which came after them."""
+        self._flush_singles()
+        names = ("disk", "start", "end", "obj", "file_offset")
+        chunks = []
+        for run in self._runs:
+            columns = run.read(0, run.lines)
+            run.close()
+            chunks.append(tuple(columns[n] for n in names))
+            self._held += run.lines
+        self._chunks[:0] = chunks
+        self._runs = []
+
+
+#: Lines of each run held at least while runs are merged.
+LINES_PER_MERGE_BLOCK = 1 << 12

@@ -28,9 +28,8 @@ _LINE = re.compile(r"(\d+) ([0-9a-f]+) ([0-9a-f]+) ([vpldfmu]) (.+)")
 
 
 def chunks(bmap: BlockMap) -> Iterator[slice]:
-    """The map's lines :data:`LINES_PER_WRITE` at a time."""
-    for i in range(0, len(bmap), LINES_PER_WRITE):
-        yield slice(i, i + LINES_PER_WRITE)
+    """The map's lines :data:`LINES_PER_WRITE` at a time (:meth:`BlockMap.parts`)."""
+    return bmap.parts(LINES_PER_WRITE)
 
 
 def line_chunks(bmap: BlockMap) -> Iterator[Iterator[tuple[int, int, int, int, int]]]:
@@ -70,7 +69,8 @@ def write(bmap: BlockMap, fh: IO[str]) -> None:
     # The lines a chunk at a time, assembled from the columns (bmap.model.textcols) without a
     # Python string per line; the escaped IDs of the chunk's objects made with them (most
     # objects have one line, and a table of all of them would sit beside the whole map).
-    disks = [f"{d} ".encode() for d in range(int(bmap.disk.max(initial=0)) + 1)]
+    # The lines are in disk order: the last names the highest disk.
+    disks = [f"{d} ".encode() for d in range(int(bmap.disk[-1]) + 1 if len(bmap) else 1)]
     out = _binary(fh)
     for part in chunks(bmap):
         text, _ = textcols.assemble(
