@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -66,6 +65,8 @@ class Run:
 
     def __init__(self, columns: Columns, directory: str | None) -> None:
         self.lines = len(columns["start"])
+        import tempfile  # only for big maps: kept out of every map's start-up
+
         # Held open until the run is merged or read back (closed in close()).
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory, prefix="bmap-run-")  # noqa: SIM115
         self._at: dict[str, int] = {}
@@ -140,6 +141,8 @@ def merge(
     line of a block whose run goes on: all that can come before what is still on disk. That
     is at least one whole block a step.
     """
+    import tempfile
+
     total = sum(r.lines for r in runs)
     # Held open for the map's life: its columns are mappings of them.
     files = [

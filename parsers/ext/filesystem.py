@@ -36,9 +36,13 @@ from parsers.stream import ReadSeek, gather_into
 
 #: Deepest extent tree the kernel builds is 5 levels; anything deeper is damage.
 MAX_EXTENT_DEPTH = 5
-#: Directory blocks parsed at once: bounds the buffer (2 MiB of 4 KiB blocks) and the
-#: per-entry working columns (about 100 bytes for each of up to 200 entries a block).
+#: Directory blocks read, and their entry chains followed, at once: bounds the buffer. Wide,
+#: since following the chains costs a few numpy steps per entry position, whatever the width.
+DIR_WINDOW_BYTES = 8 << 20
+#: Directory blocks decoded at once: bounds the per-entry working columns (about 100 bytes
+#: for each of up to 200 entries a block).
 DIR_CHUNK_BLOCKS = 512
+_EMPTY = np.zeros(0, dtype=np.int64)
 #: Extended attribute header magic (in-inode area and external blocks).
 XATTR_MAGIC = 0xEA020000
 
@@ -1139,21 +1143,25 @@ class ExtFS:
         (inode 0), htree index blocks and checksum tails are left out. A chain that breaks
         (a bad ``rec_len``) ends its block and is reported.
         """
+        bs = self.block_size
+        # Whole chunks of blocks to a window (at least one).
+        window = max(1, DIR_WINDOW_BYTES // bs // DIR_CHUNK_BLOCKS) * DIR_CHUNK_BLOCKS
         parts = []
-        for i in range(0, len(blocks), DIR_CHUNK_BLOCKS):
-            parts.append(self._dir_chunk(blocks[i : i + DIR_CHUNK_BLOCKS], i))
-            self.progress("directory blocks", min(i + DIR_CHUNK_BLOCKS, len(blocks)), len(blocks))
-        parts = parts or [self._dir_chunk(blocks[:0], 0)]
+        for i in range(0, len(blocks), window):
+            parts += self._dir_window(blocks[i : i + window], i)
+            self.progress("directory blocks", min(i + window, len(blocks)), len(blocks))
+        parts = parts or [self._decode_entries(np.zeros(2, np.uint8), blocks[:0], _EMPTY, 0, 0)]
         return BulkEntries.concat(parts)
 
-    def _dir_chunk(self, blocks: npt.NDArray[np.int64], base: int) -> BulkEntries:
-        """:meth:`bulk_dir_entries` for one chunk of blocks (bounded memory); ``base`` is the
-        chunk's first position in the whole list.
+    def _dir_window(self, blocks: npt.NDArray[np.int64], base: int) -> list[BulkEntries]:
+        """:meth:`bulk_dir_entries` for one window of blocks (bounded memory); ``base`` is
+        the window's first position in the whole list.
 
-        Two passes. The first only follows the ``rec_len`` chains: a handful of numpy steps
-        per entry position, over the blocks whose chains go on. The second checks and decodes
-        every entry found at once; the first bad entry of a block ends that block, as in
-        :meth:`dir_entries`.
+        Two passes. The first only follows the ``rec_len`` chains of the whole window: a
+        handful of numpy steps per entry position, over the blocks whose chains go on (the
+        window is wide so that the steps are few). The second checks and decodes the entries
+        found, :data:`DIR_CHUNK_BLOCKS` blocks at a time; the first bad entry of a block ends
+        that block, as in :meth:`dir_entries`.
         """
         bs = self.block_size
         n = len(blocks)
@@ -1170,18 +1178,6 @@ class ExtFS:
             )
         buf = np.frombuffer(raw, dtype=np.uint8)
         u16 = buf.view("<u2")
-        big = bs >= 65536
-
-        def rec_lens(q: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-            rec_len = u16[q + 2].astype(np.int64)
-            if big:
-                rec_len = np.where(
-                    (rec_len == 0) | (rec_len == 65535),
-                    bs,
-                    (rec_len & 65532) | ((rec_len & 3) << 16),
-                )
-            return rec_len
-
         # Entry positions in 16-bit words; a block is 2**shift words.
         shift = (bs // 2).bit_length() - 1
         q = np.arange(n, dtype=np.int64) << shift
@@ -1189,12 +1185,52 @@ class ExtFS:
         # Each step moves at least 8 bytes inside a block: at most bs/8 steps.
         while len(q):
             steps.append(q)
-            rec_len = u16[q + 2] if not big else rec_lens(q)
+            rec_len = u16[q + 2] if bs < 65536 else self._rec_lens(u16, q)
             nq = q + (rec_len >> 1)
             q = nq[(((nq ^ q) >> shift) == 0) & (rec_len >= 8)]
-        q = np.sort(np.concatenate(steps)) if steps else np.zeros(0, np.int64)
+        q = np.sort(np.concatenate(steps)) if steps else _EMPTY
+        del steps
+        # Positions are in block order: each chunk of blocks is one slice of them.
+        bounds = np.searchsorted(q, np.arange(0, n + DIR_CHUNK_BLOCKS, DIR_CHUNK_BLOCKS) << shift)
+        return [
+            self._decode_entries(
+                buf, blocks, q[bounds[k] : bounds[k + 1]], k * DIR_CHUNK_BLOCKS, base
+            )
+            for k in range(len(bounds) - 1)
+            if bounds[k + 1] > bounds[k] or k == 0
+        ]
+
+    def _rec_lens(
+        self, u16: npt.NDArray[np.uint16], q: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """The ``rec_len`` of the entries at word positions ``q`` (decoded for blocks of
+        64 KiB and more, where the low bits carry the high ones)."""
+        bs = self.block_size
+        rec_len = u16[q + 2].astype(np.int64)
+        if bs >= 65536:
+            rec_len = np.where(
+                (rec_len == 0) | (rec_len == 65535),
+                bs,
+                (rec_len & 65532) | ((rec_len & 3) << 16),
+            )
+        return rec_len
+
+    def _decode_entries(
+        self,
+        buf: npt.NDArray[np.uint8],
+        blocks: npt.NDArray[np.int64],
+        q: npt.NDArray[np.int64],
+        first: int,
+        base: int,
+    ) -> BulkEntries:
+        """Check and decode the entries at word positions ``q`` of ``buf``, which all lie in
+        the window's blocks ``first`` onwards (``blocks`` lists the window's block numbers,
+        ``base`` is the window's first position in the whole list)."""
+        bs = self.block_size
+        shift = (bs // 2).bit_length() - 1
         p = q << 1
-        rec_len = rec_lens(q)
+        rec_len = self._rec_lens(buf.view("<u2"), q)
+        u16 = buf.view("<u2")
         name_len = buf[p + 6].astype(np.int64)
         ftype = buf[p + 7].astype(np.int64)
         if not self.sb.has(incompat=S.INCOMPAT_FILETYPE):
@@ -1211,14 +1247,15 @@ class ExtFS:
             & (name_len + 8 <= rec_len)
         )
         bad = fits & ~ok
-        cut = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        # The first bad entry of each block, by the block's place in this part.
+        cut = np.full(DIR_CHUNK_BLOCKS, np.iinfo(np.int64).max, dtype=np.int64)
         bad_blocks, first_bad = np.unique(block[bad], return_index=True)
-        cut[bad_blocks] = q[bad][first_bad]
+        cut[bad_blocks - first] = q[bad][first_bad]
         ino = u16[q].astype(np.int64) | (u16[q + 1].astype(np.int64) << 16)
-        first = buf[p + 8]
+        head = buf[p + 8]
         # "." and ".." are the directory's own bookkeeping.
-        dot = (first == 0x2E) & ((name_len == 1) | ((name_len == 2) & (buf[p + 9] == 0x2E)))
-        keep = fits & ok & (q < cut[block]) & (ino != 0) & (name_len > 0) & ~dot
+        dot = (head == 0x2E) & ((name_len == 1) | ((name_len == 2) & (buf[p + 9] == 0x2E)))
+        keep = fits & ok & (q < cut[block - first]) & (ino != 0) & (name_len > 0) & ~dot
         problems: list[ParserError] = [
             DamagedError(
                 "directory-block",

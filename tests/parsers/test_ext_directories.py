@@ -169,13 +169,16 @@ def test_bulk_parser_equals_entry_by_entry_parser(scratch, data: st.DataObject) 
     for number, content in by_block.items():
         image_bytes[number * bs : (number + 1) * bs] = content
 
-    # Several chunks too: each chunk's entries must say which of all the blocks they are in.
+    # Several windows and chunks too: each chunk's entries must say which of all the blocks
+    # they are in.
     chunk = data.draw(st.sampled_from([1, 2, 3, F.DIR_CHUNK_BLOCKS]), label="chunk")
-    saved, F.DIR_CHUNK_BLOCKS = F.DIR_CHUNK_BLOCKS, chunk
+    window = data.draw(st.sampled_from([1, 2, 5, 1 << 30]), label="window (blocks)")
+    saved = F.DIR_CHUNK_BLOCKS, F.DIR_WINDOW_BYTES
+    F.DIR_CHUNK_BLOCKS, F.DIR_WINDOW_BYTES = chunk, window * bs
     try:
         check_both_streams(path, image_bytes, numbers, by_block)
     finally:
-        F.DIR_CHUNK_BLOCKS = saved
+        F.DIR_CHUNK_BLOCKS, F.DIR_WINDOW_BYTES = saved
 
 
 def check_both_streams(path, image_bytes: bytearray, numbers: list[int], by_block) -> None:
