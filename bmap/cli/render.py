@@ -30,9 +30,12 @@ def content_text(content: Content | None) -> str:
 
 
 def filesystem_lines(fs: dict[str, Any] | None, indent: str) -> list[str]:
-    """Two lines about an ext filesystem: sizes and counts, then its features."""
+    """What a content mapper's ``describe`` said: for ext, two lines (sizes and counts, then
+    its features); for the others, one line of their facts, and their features if any."""
     if not fs:
         return []
+    if not {"blocks", "free_blocks", "block_size", "inodes", "free_inodes", "groups"} <= fs.keys():
+        return _facts_lines(fs, indent)
     used = fs["blocks"] - fs["free_blocks"]
     cluster = (
         f", {fs['cluster_size']}-byte clusters" if fs["cluster_size"] != fs["block_size"] else ""
@@ -44,6 +47,30 @@ def filesystem_lines(fs: dict[str, Any] | None, indent: str) -> list[str]:
         f"{fs['inodes'] - fs['free_inodes']} used; {fs['groups']} groups",
         f"{indent}features: {' '.join(fs['features'])}",
     ]
+
+
+def _facts_lines(fs: dict[str, Any], indent: str) -> list[str]:
+    """``TYPE: key value, key value, ...`` from any description, in its own order; sizes in
+    bytes shown human-readable, lists joined, empty values left out."""
+    facts = []
+    for key, value in fs.items():
+        if key in ("type", "features") or value is None or value == [] or value == "":
+            continue
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and key.endswith(("size", "offset"))
+        ):
+            shown = f"{value:#x}" if key.endswith("offset") else human_size(value)
+        elif isinstance(value, (list, tuple)):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = str(value)
+        facts.append(f"{key.replace('_', ' ')} {printable(shown)}")
+    lines = [f"{indent}{printable(str(fs.get('type', '?')))}: {', '.join(facts)}"]
+    if fs.get("features"):
+        lines.append(f"{indent}features: {printable(' '.join(map(str, fs['features'])))}")
+    return lines
 
 
 def content_dict(content: Content | None) -> dict[str, Any] | None:

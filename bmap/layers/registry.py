@@ -44,6 +44,7 @@ class Entry(NamedTuple):
 CONTENT_MAPPERS: tuple[Entry, ...] = (
     Entry("bmap.layers.ext", ("ext2", "ext3", "ext4")),
     Entry("bmap.layers.swap", ("swap",)),
+    Entry("bmap.layers.luks", ("crypto_LUKS",)),
 )
 
 #: Content kinds that a volume manager assembles across all the disks given.

@@ -219,6 +219,7 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
             with lzma.open(packed) as fh:
                 head = fh.read(MAX_LEN)
             yield packed.name, head
+        yield from _luks_seeds()
     elif target == "container":
         yield from _container_seeds()
     elif target == "lvm_metadata":
@@ -248,6 +249,36 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
         yield "csv", b"0,512\n0x1000,4096,read,1.5\n"
         yield "qemu", b"12@1.5:blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 512 flags 0x0\n"
         yield "blkparse", b"  8,0    1        1     0.000100000  1234  C   R 0 + 8 [0]\n"
+
+
+def _luks_seeds() -> Iterator[tuple[str, bytes]]:
+    """A LUKS1 and a LUKS2 volume of 1 MiB by cryptsetup (its data within the first MiB),
+    where cryptsetup is installed."""
+    import shutil
+    import subprocess
+
+    cryptsetup = shutil.which("cryptsetup")
+    if cryptsetup is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "key"
+        key.write_bytes(bytes(32))
+        for version, layout in (
+            ("luks1", ["--align-payload", "1024"]),
+            ("luks2", ["--luks2-metadata-size", "16k", "--luks2-keyslots-size", "256k"]),
+        ):
+            out = Path(tmp) / f"{version}.img"
+            with out.open("wb") as fh:
+                fh.truncate(MAX_LEN)
+            subprocess.run(
+                [cryptsetup, "luksFormat", "--type", version, "--batch-mode", "--pbkdf",
+                 "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-size", "256",
+                 *layout, str(out), str(key)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            yield version, out.read_bytes()[:MAX_LEN]
 
 
 def _container_seeds() -> Iterator[tuple[str, bytes]]:
