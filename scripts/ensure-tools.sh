@@ -37,7 +37,20 @@ tools=(
     qemu-system-x86_64:qemu-system-x86
     extlinux:extlinux
     chromium:chromium
+    mcopy:mtools
+    fls:sleuthkit
+    istat:sleuthkit
+    makefs:makefs
+    mount.exfat-fuse:exfat-fuse
+    grub-mkstandalone:grub-common
 )
+# The UEFI boot test's firmware and GRUB's EFI modules are no commands.
+if [ ! -f /usr/share/OVMF/OVMF_CODE_4M.fd ]; then
+    tools+=("ovmf-missing:ovmf")
+fi
+if [ ! -d /usr/lib/grub/x86_64-efi ]; then
+    tools+=("grub-efi-modules-missing:grub-efi-amd64-bin")
+fi
 # The boot trace test's BIOS files (mbr.bin, the .c32 modules) are no command: syslinux-common,
 # only a Recommends of extlinux, so not brought by --no-install-recommends.
 if [ ! -f /usr/lib/syslinux/mbr/mbr.bin ] || [ ! -f /usr/lib/syslinux/modules/bios/poweroff.c32 ]; then
