@@ -44,6 +44,7 @@ class Entry(NamedTuple):
 CONTENT_MAPPERS: tuple[Entry, ...] = (
     Entry("bmap.layers.ext", ("ext2", "ext3", "ext4")),
     Entry("bmap.layers.swap", ("swap",)),
+    Entry("bmap.layers.xfs", ("xfs",)),
     Entry("bmap.layers.luks", ("crypto_LUKS",)),
 )
 
