@@ -220,6 +220,7 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
                 head = fh.read(MAX_LEN)
             yield packed.name, head
         yield from _luks_seeds()
+        yield from _xfs_seeds()
     elif target == "container":
         yield from _container_seeds()
     elif target == "lvm_metadata":
@@ -249,6 +250,29 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
         yield "csv", b"0,512\n0x1000,4096,read,1.5\n"
         yield "qemu", b"12@1.5:blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 512 flags 0x0\n"
         yield "blkparse", b"  8,0    1        1     0.000100000  1234  C   R 0 + 8 [0]\n"
+
+
+def _xfs_seeds() -> Iterator[tuple[str, bytes]]:
+    """The first MiB of a v5 and a v4 XFS by mkfs.xfs (AG 0's headers, B+tree roots and first
+    inode chunk lie there), where mkfs.xfs is installed."""
+    import shutil
+    import subprocess
+
+    mkfs = shutil.which("mkfs.xfs")
+    if mkfs is None:
+        return
+    env = {**os.environ, "TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, options in (("xfs-v5", []), ("xfs-v4", ["-m", "crc=0"])):
+            out = Path(tmp) / f"{name}.img"
+            with out.open("wb") as fh:
+                fh.truncate(64 << 20)
+            result = subprocess.run(
+                [mkfs, "-q", "-f", *options, str(out)], env=env, capture_output=True, check=False
+            )
+            if result.returncode == 0:  # a mkfs.xfs that refuses v4 gives no seed
+                with out.open("rb") as fh:
+                    yield name, fh.read(MAX_LEN)
 
 
 def _luks_seeds() -> Iterator[tuple[str, bytes]]:
