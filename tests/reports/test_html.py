@@ -58,8 +58,9 @@ def test_layout_bands_merge_neighbours_and_keep_partitions(sample):
     assert (first["start"], first["end"], first["count"]) == (0, 17408, 3)
     parts = bands[bands["track"] == "partitions"]
     assert parts["label"].tolist() == ["/dev/sda1", "/dev/sda2", "/dev/sda3", "/dev/sda4"]
-    small = layout_bands(frame, max_bands=12)
-    assert len(small) <= 12
+    # 14: each track keeps a band per class (the ESP's FAT adds its metadata and free space).
+    small = layout_bands(frame, max_bands=14)
+    assert len(small) <= 14
     assert small[small["track"] == "partitions"]["label"].tolist() == parts["label"].tolist()
     # Summarising keeps every byte of each class under some band.
     files = frame[frame["type"] == "f"]

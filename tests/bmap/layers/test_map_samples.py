@@ -236,18 +236,18 @@ def test_two_disks_are_numbered_in_order(sample):
 
 
 def test_whole_disk_filesystem_not_mapped_inside_is_covered_as_unmapped(tmp_path):
-    """mkfs.vfat on a disk with no table: bmap does not read FAT yet; the disk is still
+    """mkfs.btrfs on a disk with no table: bmap does not read btrfs; the disk is still
     covered, by one u unmapped line, and a finding says why."""
-    image = tmp_path / "fat.img"
+    image = tmp_path / "btrfs.img"
     with open(image, "wb") as fh:
-        fh.truncate(16 << 20)
-    run_tool("mkfs.vfat", "-n", "WHOLE", str(image))
+        fh.truncate(128 << 20)
+    run_tool("mkfs.btrfs", "-q", "-L", "WHOLE", str(image))
     with Image(image) as img:
         bmap = map_images([img])
     frame = bmap.to_dataframe()
     assert frame[["type", "kind", "start", "end"]].values.tolist() == [
-        ["v", "disk", 0, 16 << 20],
-        ["u", "unmapped", 0, 16 << 20],
+        ["v", "disk", 0, 128 << 20],
+        ["u", "unmapped", 0, 128 << 20],
     ]
-    assert any("holds vfat" in f.message for f in bmap.findings)
-    assert_covers_exactly_once(frame, 16 << 20)
+    assert any("holds btrfs" in f.message for f in bmap.findings)
+    assert_covers_exactly_once(frame, 128 << 20)

@@ -16,13 +16,16 @@ from bmap.trace.requests import Request, TraceParser
 
 
 def test_a_content_mapper_is_a_module_and_a_registry_line(sample, monkeypatch):
-    """gpt-512's EFI partition is vfat, which bmap does not map: one line in the table makes
-    the mapper hand it to a new module, and the map names its boot sector."""
+    """gpt-512's EFI partition is vfat: with no line for vfat in the table, bmap does not map
+    it; one line in the table makes the mapper hand it to a new module, and the map names its
+    boot sector."""
+    without = tuple(e for e in registry.CONTENT_MAPPERS if "vfat" not in e.kinds)
+    monkeypatch.setattr(registry, "CONTENT_MAPPERS", without)
     with Image(sample("gpt-512")) as image:
         before = map_images([image])
     assert any("holds vfat" in f.message for f in before.findings)
     entry = registry.Entry("tests.bmap.layers.plugin_fat_boot", ("vfat",))
-    monkeypatch.setattr(registry, "CONTENT_MAPPERS", (*registry.CONTENT_MAPPERS, entry))
+    monkeypatch.setattr(registry, "CONTENT_MAPPERS", (*without, entry))
     with Image(sample("gpt-512")) as image:
         after = map_images([image])
     assert not any("holds vfat" in f.message for f in after.findings)

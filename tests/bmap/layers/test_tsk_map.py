@@ -1,0 +1,682 @@
+"""The pytsk3 layer (FAT12/16/32, exFAT, NTFS, ISO9660) against truth from outside bmap.
+
+- every file's bytes, read back from the image at the map's ranges in file-offset order,
+  equal what was written into the filesystem (tests/tsk_images.py keeps the sources);
+- the map's files, directories and NTFS streams are the ones ``fls -r -p`` lists, and each
+  file's ranges are the sectors (FAT, exFAT) or clusters (NTFS) ``istat`` lists;
+- the FAT structures sit where ``fsck.fat -v`` says and where the boot sector, decoded by
+  hand in tests/tsk_truth.py, puts them; free space equals fsck.fat's free clusters; the
+  exFAT and ISO9660 structures where their boot sector and volume descriptors say;
+- the lines cover every byte of the volume, the innermost ones once on FAT;
+- an NTFS in an LV of two segments (lvm_gpt) and one laid in two swapped pieces map through
+  their placement; the EFI system partition of a GPT disk maps its files;
+- deleted entries are findings, never lines; damaged filesystems give findings, never
+  tracebacks; TSK never reads outside its volume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bmap.errors import Severity
+from bmap.images import Image, RangeStream
+from bmap.images.streams import MappedReader
+from bmap.layers import tsk
+from bmap.layers.content import Volume
+from bmap.layers.mapper import map_images
+from bmap.layers.placement import Placement, Segment
+from bmap.model.blockmap import MapBuilder
+from bmap.model.intervals import union
+from bmap.store.mapfile import dumps_map
+from parsers.probe import Content
+from tests import lvm_truth
+from tests import tsk_truth as T
+from tests.bmap.layers.test_map_samples import assert_covers_exactly_once
+from tests.lvm_images import (  # noqa: F401 - pytest fixtures
+    lvm_gpt_image_fixture,
+    lvm_images_cache_fixture,
+    scratch_copy,
+)
+from tests.tsk_images import (  # noqa: F401 - pytest fixtures
+    ESP_OFFSET,
+    ESP_SIZE,
+    source_files,
+    tsk_image_factory_fixture,
+    tsk_images_cache_fixture,
+)
+
+FAT_IMAGES = ["fat12", "fat16", "fat32"]
+ALL_IMAGES = [*FAT_IMAGES, "ntfs", "exfat", "iso"]
+
+
+@pytest.fixture(scope="module")
+def mapped(tsk_image_factory):
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            path = tsk_image_factory(name)
+            with Image(path) as image:
+                bmap = map_images([image])
+            cache[name] = (path, bmap, bmap.to_dataframe())
+        return cache[name]
+
+    return get
+
+
+def ranges_by_path(frame, types=("f",), kinds=None):
+    """``{path: [(file_offset, start, end)]}`` of the chosen lines, sorted by file offset."""
+    sel = frame[frame["type"].isin(types)]
+    if kinds is not None:
+        sel = sel[sel["kind"].isin(kinds)]
+    out = defaultdict(list)
+    for path, fo, start, end in zip(sel["path"], sel["file_offset"], sel["start"], sel["end"]):
+        out[path].append((int(fo), int(start), int(end)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def contents(image: Path, runs, size: int) -> bytes:
+    """A file's bytes from its runs: each run at its file offset, holes as zeros."""
+    out = bytearray(max([size] + [fo + (e - s) for fo, s, e in runs]))
+    with open(image, "rb") as fh:
+        for fo, s, e in runs:
+            fh.seek(s)
+            out[fo : fo + e - s] = fh.read(e - s)
+    return bytes(out[:size])
+
+
+def structure(frame, kind):
+    sel = frame[(frame["type"] == "m") & (frame["kind"] == kind)]
+    return sorted(zip(sel["start"].tolist(), sel["end"].tolist()))
+
+
+# -- contents -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_file_bytes_at_the_map_ranges_equal_the_sources(mapped, name):
+    image, _, frame = mapped(name)
+    files = ranges_by_path(frame)
+    sources = source_files(image)
+    checked = 0
+    for path, content in sources.items():
+        if name == "ntfs" and path.startswith("/packed/"):
+            continue  # compressed: the stored ranges are not the content (below)
+        if not content:
+            assert path not in files, f"{path}: an empty file has no lines"
+            continue
+        assert path in files, f"{path} is not in the map"
+        assert contents(image, files[path], len(content)) == content, path
+        checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("name", ["fat12", "fat16", "fat32", "exfat", "ntfs"])
+def test_the_fragmented_file_has_several_runs(mapped, name):
+    _, _, frame = mapped(name)
+    runs = ranges_by_path(frame)["/frag.bin"]
+    gaps = [b[1] - a[2] for a, b in itertools.pairwise(runs)]
+    assert any(g != 0 for g in gaps), runs
+    # Offsets inside the file follow each other.
+    assert [fo for fo, _, _ in runs] == list(np.cumsum([0] + [e - s for _, s, e in runs[:-1]]))
+
+
+def test_fat_files_cover_whole_clusters(mapped):
+    image, _, frame = mapped("fat16")
+    boot = T.boot_sector_fat(image)
+    cluster = boot["bytes_per_sector"] * boot["sectors_per_cluster"]
+    for path, content in source_files(image).items():
+        if content:
+            runs = ranges_by_path(frame)[path]
+            assert sum(e - s for _, s, e in runs) == -(-len(content) // cluster) * cluster
+
+
+# -- fls and istat --------------------------------------------------------------------------
+
+
+def _fls_expected(image: Path, offset_sectors: int = 0):
+    """fls's allocated names, without TSK's virtual files and the volume label."""
+    listed = {}
+    for entry in T.fls(image, offset_sectors):
+        if entry.deleted or entry.type.startswith(("v/", "V/")) or "$OrphanFiles" in entry.path:
+            continue
+        if entry.path.endswith("(Volume Label Entry)"):
+            continue
+        listed[entry.path] = entry
+    return listed
+
+
+def _stream_of(path: str) -> str:
+    """An NTFS ``path:name:$TYPE`` as fls lists it: ``path:name`` (``path`` for the
+    directory index ``$I30`` and an unnamed attribute)."""
+    m = re.fullmatch(r"(.*?):([^:]*):(\$[A-Z_]+)", path)
+    if not m:
+        return path
+    base, name, _ = m.groups()
+    return base + (":" + name if name and name != "$I30" else "")
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_the_map_names_what_fls_lists(mapped, name):
+    image, _, frame = mapped(name)
+    listed = _fls_expected(image)
+    named = set(frame[frame["type"].isin(["f", "d"])]["path"])
+    system = frame["kind"].str.startswith(("mft", "ntfs-", "exfat-"))
+    named |= set(frame[system & (frame["kind"] != "mft-record")]["path"])
+    named.discard("")
+    # Every name the map gives is one fls lists (or "/"), streams and attributes included
+    # (an MFT record is named by its file, which fls lists only by its streams).
+    assert {_stream_of(p) for p in named} - {"/"} <= set(listed)
+    # Every non-empty source file is in both.
+    for path, content in source_files(image).items():
+        assert path in listed, f"fls does not list {path}"
+        if content and not (name == "ntfs" and path.startswith("/packed/")):
+            assert path in named, path
+    if name == "ntfs":  # and every system file fls lists (its data may be resident)
+        system = {p for p in listed if p.startswith("/$") and "$OrphanFiles" not in p}
+        records = set(frame[frame["kind"] == "mft-record"]["path"])
+        assert {p.split(":")[0] for p in system} <= records
+
+
+@pytest.mark.parametrize("name", [*FAT_IMAGES, "exfat"])
+def test_fat_file_ranges_are_the_sectors_istat_lists(mapped, name):
+    image, _, frame = mapped(name)
+    listed = _fls_expected(image)
+    files = ranges_by_path(frame, ("f", "d"))
+    if name == "exfat":
+        with open(image, "rb") as fh:
+            boot = fh.read(512)
+        cluster_sectors = 1 << boot[109]
+    else:
+        cluster_sectors = T.boot_sector_fat(image)["sectors_per_cluster"]
+    compared = 0
+    for path, runs in files.items():
+        if path not in listed or path == "/":
+            continue
+        _, attrs = T.istat(image, listed[path].meta)
+        sectors = [a for a in attrs if a.header == "Sectors:"]
+        assert sectors, path
+        # istat lists the sectors inside the size (a line padded with 0s); the map's lines
+        # hold whole clusters: the same sectors, in file order, and the cluster's tail.
+        want = [x for a in sectors for x in a.blocks if x != 0]
+        got = [x for _, s, e in runs for x in range(s // 512, e // 512)]
+        assert got[: len(want)] == want, path
+        assert len(got) - len(want) < cluster_sectors, path
+        compared += 1
+    assert compared >= 8
+
+
+def test_ntfs_runs_are_the_clusters_istat_lists(mapped):
+    image, _, frame = mapped("ntfs")
+    listed = _fls_expected(image)
+    files = ranges_by_path(frame)
+    sources = source_files(image)
+    compared = 0
+    for path, content in sources.items():
+        if not content or path.startswith("/packed/") or path not in files:
+            continue
+        _, attrs = T.istat(image, listed[path].meta)
+        stream = path.split(":", 1)[1] if ":" in path else None
+        (attr,) = [
+            a
+            for a in attrs
+            if a.header.startswith("Type: $DATA")
+            and (f"Name: {stream} " in a.header if stream else "Name: N/A" in a.header)
+        ]
+        got = sorted(x for _, s, e in files[path] for x in range(s // 4096, e // 4096))
+        if "Resident" in attr.header and "Non-Resident" not in attr.header:
+            assert len(files[path]) == 1 and files[path][0][2] - files[path][0][1] == len(content)
+        else:
+            assert got == sorted(attr.blocks), path
+        compared += 1
+    assert compared >= 6
+
+
+# -- NTFS specifics ----------------------------------------------------------------------------
+
+
+def test_ntfs_resident_data_lies_inside_its_mft_record(mapped):
+    image, _, frame = mapped("ntfs")
+    ((offset, start, end),) = ranges_by_path(frame)["/README.txt"]
+    assert offset == 0
+    records = ranges_by_path(frame, ("m",), ["mft-record"])["/README.txt"]
+    ((_, rec_start, rec_end),) = records
+    assert rec_start <= start < end <= rec_end and rec_end - rec_start == 1024
+    assert T.read_ranges(image, [(start, end)]) == source_files(image)["/README.txt"]
+    mft = structure(frame, "mft")
+    assert any(lo <= rec_start and rec_end <= hi for lo, hi in mft)
+
+
+def test_ntfs_hard_links_and_streams_are_named(mapped):
+    _, _, frame = mapped("ntfs")
+    files = ranges_by_path(frame)
+    assert [r[1:] for r in files["/hardlink.bin"]] == [r[1:] for r in files["/docs/big.bin"]]
+    assert "/docs/big.bin:bigstream" in files and "/docs/big.bin:small" in files
+    # The small stream is resident: inside the file's MFT record.
+    ((_, s, e),) = files["/docs/big.bin:small"]
+    ((_, rs, re_),) = ranges_by_path(frame, ("m",), ["mft-record"])["/docs/big.bin"]
+    assert rs <= s < e <= re_
+
+
+def test_ntfs_compressed_file_names_its_stored_ranges_only(mapped):
+    image, _, frame = mapped("ntfs")
+    listed = _fls_expected(image)
+    text, attrs = T.istat(image, listed["/packed/text.txt"].meta)
+    (attr,) = [a for a in attrs if a.header.startswith("Type: $DATA")]
+    runs = ranges_by_path(frame)["/packed/text.txt"]
+    stored = sum(e - s for _, s, e in runs)
+    if "Compressed" not in text:
+        pytest.skip("ntfs-3g did not compress the file")
+    assert 0 < stored < len(source_files(image)["/packed/text.txt"])
+    # The stored clusters are those istat lists, without the sparse ones it prints as 0.
+    got = sorted(x for _, s, e in runs for x in range(s // 4096, e // 4096))
+    assert got == sorted(b for b in attr.blocks if b != 0)
+
+
+def test_ntfs_system_files_are_metadata(mapped):
+    _, _, frame = mapped("ntfs")
+    kinds = set(frame[frame["type"] == "m"]["kind"])
+    assert {"mft", "mft-mirror", "ntfs-log", "ntfs-bitmap", "ntfs-boot", "ntfs-upcase"} <= kinds
+    assert {"ntfs-secure", "ntfs-extend", "mft-record"} <= kinds
+    (boot,) = structure(frame, "ntfs-boot")
+    assert boot[0] == 0
+    assert not (frame["path"].str.startswith("/$MFT") & (frame["type"] == "f")).any()
+
+
+# -- FAT structures against fsck.fat and the boot sector --------------------------------------
+
+
+@pytest.mark.parametrize("name", FAT_IMAGES)
+def test_fat_structures_where_fsck_fat_and_the_boot_sector_say(mapped, name):
+    image, _, frame = mapped(name)
+    fsck = T.fsck_fat(image)
+    boot = T.boot_sector_fat(image)
+    bps = boot["bytes_per_sector"]
+    assert structure(frame, "fat-boot-sector") == [(0, bps)]
+    fat_bytes = boot["fat_sectors"] * bps
+    assert (
+        fsck["bytes_per_fat"] == fat_bytes and fsck["first_fat"] == boot["reserved_sectors"] * bps
+    )
+    assert structure(frame, "fat") == [(fsck["first_fat"], fsck["first_fat"] + fat_bytes)]
+    assert structure(frame, "fat-backup") == [
+        (fsck["first_fat"] + i * fat_bytes, fsck["first_fat"] + (i + 1) * fat_bytes)
+        for i in range(1, fsck["fats"])
+    ]
+    if name == "fat32":
+        assert structure(frame, "fat-fsinfo") == [
+            (boot["fsinfo_sector"] * bps, (boot["fsinfo_sector"] + 1) * bps)
+        ]
+        backup = boot["backup_boot_sector"] * bps
+        assert structure(frame, "fat-boot-sector-backup") == [(backup, backup + bps)]
+        assert structure(frame, "fat-root-dir") == []
+        assert "/" in set(frame[frame["type"] == "d"]["path"])
+    else:
+        assert structure(frame, "fat-root-dir") == [(fsck["root_dir"], fsck["data_start"])]
+        assert fsck["data_start"] - fsck["root_dir"] == boot["root_entries"] * 32
+    # Free space: the clusters fsck.fat counts free.
+    unalloc = frame[(frame["type"] == "u") & (frame["kind"] == "unallocated")]
+    free = int((unalloc["end"] - unalloc["start"]).sum())
+    assert free == (fsck["total_clusters"] - fsck["used_clusters"]) * fsck["bytes_per_cluster"]
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_every_byte_is_covered(mapped, name):
+    image, bmap, frame = mapped(name)
+    size = image.stat().st_size
+    inner = frame[frame["type"] != "v"]
+    s, e = union(inner["start"].to_numpy(), inner["end"].to_numpy())
+    assert s.tolist() == [0] and e.tolist() == [size]
+    assert bmap.covered_bytes() == size
+    if name in FAT_IMAGES:
+        assert_covers_exactly_once(frame, size)
+
+
+@pytest.mark.parametrize("name", FAT_IMAGES)
+def test_deleted_entries_are_findings_not_lines(mapped, name):
+    image, bmap, frame = mapped(name)
+    # FAT marks a deleted entry by its first byte: fls and bmap show "_one.txt".
+    deleted = [e for e in T.fls(image) if e.deleted and "$OrphanFiles" not in e.path]
+    assert "/dir1/_one.txt" in {e.path for e in deleted}
+    paths = set(frame["path"])
+    assert not paths & {e.path for e in deleted}
+    assert not any("one.txt" in p or "ILL0" in p or "ILL2" in p for p in paths)
+    (finding,) = [f for f in bmap.findings if "deleted" in f.message]
+    assert "'/dir1/_one.txt'" in finding.message and finding.severity == Severity.INFO
+    assert finding.message.startswith(f"{len(deleted)} deleted")
+
+
+def test_fat_volume_label_and_virtual_files_are_not_files(mapped):
+    _, _, frame = mapped("fat16")
+    paths = set(frame["path"])
+    assert not any("Volume Label" in p or p.startswith("/$") for p in paths)
+
+
+# -- the EFI system partition ----------------------------------------------------------------
+
+
+def test_an_esp_in_a_gpt_disk_maps_its_files(tsk_image_factory):
+    disk = tsk_image_factory("esp_in_gpt")
+    with Image(disk) as image:
+        bmap = map_images([image])
+    frame = bmap.to_dataframe()
+    assert not any("holds vfat" in f.message for f in bmap.findings)
+    text = dumps_map(bmap)
+    files = ranges_by_path(frame[frame["device"] == "/dev/sda1"])
+    for path, content in source_files(disk).items():
+        runs = files[path]
+        assert all(ESP_OFFSET <= s < e <= ESP_OFFSET + ESP_SIZE for _, s, e in runs)
+        assert contents(disk, runs, len(content)) == content, path
+    first = files["/EFI/BOOT/BOOTX64.EFI"][0]
+    assert f"1 {first[1]:x} " in text and " f /dev/sda1 /EFI/BOOT/BOOTX64.EFI\n" in text
+    assert structure(frame, "fat-boot-sector") == [(ESP_OFFSET, ESP_OFFSET + 512)]
+    assert_covers_exactly_once(frame, disk.stat().st_size)
+    # fls on the partition agrees.
+    listed = _fls_expected(disk, ESP_OFFSET // 512)
+    assert set(source_files(disk)) <= set(listed)
+
+
+# -- ISO9660 -------------------------------------------------------------------------------------
+
+
+def test_iso_structures(mapped):
+    image, _, frame = mapped("iso")
+    vds = structure(frame, "iso-volume-descriptor")
+    assert vds[0] == (16 * 2048, 17 * 2048) and len(vds) >= 3  # primary, Joliet, terminator
+    assert structure(frame, "iso-system-area") == [(0, 16 * 2048)]
+    with open(image, "rb") as fh:
+        fh.seek(16 * 2048)
+        pvd = fh.read(2048)
+    l_table = int.from_bytes(pvd[140:144], "little") * 2048
+    m_table = int.from_bytes(pvd[148:152], "big") * 2048
+    tables = [lo for lo, _ in structure(frame, "iso-path-table")]
+    assert l_table in tables and m_table in tables
+
+
+# -- damage and hostile input -------------------------------------------------------------------
+
+
+def test_an_error_inside_tsk_is_a_finding_naming_the_structure(tsk_image_factory, tmp_path):
+    """The ESP's FAT32 with its root directory cluster set to 0: detection still says vfat,
+    TSK cannot open the root directory; a finding names it and the partition is covered."""
+    disk = tsk_image_factory("esp_in_gpt")
+    broken = tmp_path / "broken.img"
+    broken.write_bytes(disk.read_bytes())
+    with open(broken, "r+b") as fh:
+        fh.seek(ESP_OFFSET + 44)  # BPB_RootClus
+        fh.write(bytes(4))
+    with Image(broken) as image:
+        bmap = map_images([image])
+    (finding,) = [f for f in bmap.findings if f.source == "/dev/sda1 tsk"]
+    assert finding.severity == Severity.ERROR and "directory '/'" in finding.message
+    frame = bmap.to_dataframe()
+    assert structure(frame, "fat") and not (frame["type"] == "f").any()
+    assert bmap.covered_bytes() == broken.stat().st_size
+
+
+def test_a_filesystem_tsk_cannot_open_is_one_finding_and_no_lines():
+    """Content that detection called vfat but TSK cannot open: a finding, nothing mapped."""
+    zeros = bytes(4 << 20)
+
+    class Zeros:
+        def pread(self, offset, size):
+            return zeros[offset : offset + size]
+
+    volume = Volume(
+        device="/dev/sda1",
+        disk=1,
+        offset=1 << 20,
+        stream=RangeStream(Zeros(), 0, len(zeros)),
+        placement=Placement.contiguous(1, 1 << 20, len(zeros)),
+        content=Content("vfat", "FAT32", None, None, len(zeros)),
+    )
+    builder = MapBuilder()
+    (finding,) = tsk.map_volume(volume, builder)
+    assert finding.source == "/dev/sda1 tsk" and finding.offset == 1 << 20
+    assert "cannot open the vfat filesystem" in finding.message
+    assert builder.extent_count() == 0
+
+
+def test_tsk_never_reads_outside_its_volume(tsk_image_factory):
+    image = tsk_image_factory("fat16")
+    data = image.read_bytes()
+
+    class Recorder:
+        def __init__(self):
+            self.reads = []
+
+        def pread(self, offset, size):
+            self.reads.append((offset, size))
+            return data[offset : offset + size]
+
+    source = Recorder()
+    stream = RangeStream(source, 0, len(data))
+    img = tsk.VolumeImage(stream.view(0, len(data) // 2))
+    assert img.read(len(data) // 2 - 100, 4096) == data[len(data) // 2 - 100 : len(data) // 2]
+    assert img.read(len(data), 512) == b""
+    assert all(o + s <= len(data) // 2 for o, s in source.reads)
+
+
+def test_a_directory_loop_is_walked_once(tsk_image_factory, tmp_path):
+    """FAT16 where /dir1/dir2 points back at /dir1's cluster: the walk ends, each directory is
+    read once, and the map still covers everything."""
+    image = tsk_image_factory("fat16")
+    looped = tmp_path / "loop.img"
+    data = bytearray(image.read_bytes())
+    boot = T.boot_sector_fat(image)
+    bps, spc = boot["bytes_per_sector"], boot["sectors_per_cluster"]
+    root = (boot["reserved_sectors"] + boot["fats"] * boot["fat_sectors"]) * bps
+    data_start = root + boot["root_entries"] * 32
+
+    def entries(at, count):
+        for i in range(count):
+            yield at + 32 * i, bytes(data[at + 32 * i : at + 32 * i + 32])
+
+    (dir1,) = [o for o, e in entries(root, boot["root_entries"]) if e[:11] == b"DIR1       "]
+    dir1_cluster = int.from_bytes(data[dir1 + 26 : dir1 + 28], "little")
+    at = data_start + (dir1_cluster - 2) * spc * bps
+    (dir2,) = [o for o, e in entries(at, spc * bps // 32) if e[:11] == b"DIR2       "]
+    data[dir2 + 26 : dir2 + 28] = dir1_cluster.to_bytes(2, "little")
+    looped.write_bytes(bytes(data))
+    with Image(looped) as img:
+        bmap = map_images([img])
+    frame = bmap.to_dataframe()
+    paths = frame[frame["type"] == "d"]["path"].tolist()
+    assert max(p.count("/") for p in paths) < 10
+    assert bmap.covered_bytes() == len(data)
+
+
+def test_a_truncated_filesystem_maps_what_is_there(tsk_image_factory, tmp_path):
+    image = tsk_image_factory("fat32")
+    cut = tmp_path / "cut.img"
+    cut.write_bytes(image.read_bytes()[: 3 * (1 << 20)])
+    with Image(cut) as img:
+        bmap = map_images([img])
+    frame = bmap.to_dataframe()
+    assert (frame["end"] <= 3 << 20).all()
+    assert bmap.covered_bytes() == 3 << 20
+
+
+def test_describe_says_what_tsk_reads(tsk_image_factory):
+    image = tsk_image_factory("fat16")
+    data = image.read_bytes()
+    boot = T.boot_sector_fat(image)
+
+    class Bytes:
+        def pread(self, offset, size):
+            return data[offset : offset + size]
+
+    facts = tsk.describe(RangeStream(Bytes(), 0, len(data)), len(data))
+    assert facts is not None
+    assert (facts["type"], facts["block_size"], facts["blocks"]) == (
+        "fat16",
+        boot["bytes_per_sector"],
+        boot["total_sectors"],
+    )
+    zeros = bytes(1 << 20)
+
+    class Zeros:
+        def pread(self, offset, size):
+            return zeros[offset : offset + size]
+
+    assert tsk.describe(RangeStream(Zeros(), 0, len(zeros)), len(zeros)) is None
+
+
+def test_a_volume_in_pieces_maps_through_its_placement(tsk_image_factory):
+    """The NTFS as a device of two pieces laid on a disk in the other order (as an LV may
+    lie): every line is the contiguous map's, cut where the pieces meet and moved with its
+    piece."""
+    image = tsk_image_factory("ntfs")
+    data = image.read_bytes()
+    half = len(data) // 2
+    disk = data[half:] + data[:half]  # the device's second half first
+    first_at = len(data) - half  # where the device's first half lies on the disk
+
+    class Bytes:
+        def __init__(self, blob):
+            self.blob = blob
+
+        def pread(self, offset, size):
+            return self.blob[offset : offset + size]
+
+    on_disk = Bytes(disk)
+    reader = MappedReader([(0, half, on_disk, first_at), (half, len(data), on_disk, 0)], len(data))
+    content = Content("ntfs", None, None, None, len(data))
+    flat = Volume(
+        "/dev/vg/lv",
+        1,
+        0,
+        RangeStream(Bytes(data), 0, len(data)),
+        Placement.contiguous(1, 0, len(data)),
+        content,
+    )
+    split = Volume(
+        "/dev/vg/lv",
+        1,
+        None,
+        reader.stream(),
+        Placement([Segment(0, half, 1, first_at), Segment(half, len(data), 1, 0)]),
+        content,
+    )
+
+    def lines(volume):
+        builder = MapBuilder()
+        tsk.map_volume(volume, builder)
+        frame = builder.build().to_dataframe()
+        cols = (frame[c].tolist() for c in ("type", "kind", "path", "start", "end", "file_offset"))
+        return list(zip(*cols))
+
+    want = []
+    for t, k, p, s, e, fo in lines(flat):
+        for lo, hi in ((s, min(e, half)), (max(s, half), e)):
+            if lo < hi:
+                shift = first_at if lo < half else -half
+                offset = fo + (lo - s) if fo is not pd.NA and fo is not None else fo
+                want.append((t, k, p, lo + shift, hi + shift, offset))
+    got = lines(split)
+    assert sorted(map(str, got)) == sorted(map(str, want))
+    assert any(t == "f" for t, *_ in got)
+
+
+@pytest.mark.parametrize("name", ["fat16", "fat32", "ntfs", "exfat", "iso"])
+def test_damaged_metadata_gives_findings_never_tracebacks(tsk_image_factory, tmp_path, name):
+    """Bytes of the first 256 KiB after the boot region (FATs, root directories, the MFT's
+    first records, volume descriptors) overwritten at random, eight images per filesystem: each
+    maps, every line lies inside the disk, and every byte is covered."""
+    image = tsk_image_factory(name)
+    data = image.read_bytes()
+    rng = random.Random(f"tsk-damage-{name}")
+    for round_ in range(8):
+        broken = bytearray(data)
+        for _ in range(64):
+            # After the boot region (exFAT's is 24 sectors), so that detection still says
+            # what it is: boot sector damage is the test above.
+            at = rng.randrange(24 * 512, min(len(data), 256 << 10))
+            broken[at : at + 4] = rng.randbytes(4)
+        path = tmp_path / f"{name}-{round_}.img"
+        path.write_bytes(bytes(broken))
+        with Image(path) as img:
+            bmap = map_images([img])
+        frame = bmap.to_dataframe()
+        assert (frame["end"] <= len(data)).all() and (frame["start"] >= 0).all()
+        assert bmap.covered_bytes() == len(data), round_
+
+
+def test_exfat_structures_where_the_boot_sector_says(mapped):
+    """Offsets decoded by hand from the exFAT boot sector (Microsoft's exFAT specification,
+    3.1); the bitmap and up-case table start at the sectors istat lists for them."""
+    image, _, frame = mapped("exfat")
+    with open(image, "rb") as fh:
+        boot = fh.read(512)
+
+    def u(at, size):
+        return int.from_bytes(boot[at : at + size], "little")
+
+    bps, spc = 1 << boot[108], 1 << boot[109]
+    fat_offset, fat_length, heap, count = u(80, 4), u(84, 4), u(88, 4), u(92, 4)
+    assert structure(frame, "exfat-boot-region") == [(0, 12 * bps)]
+    assert structure(frame, "exfat-boot-region-backup") == [(12 * bps, 24 * bps)]
+    assert structure(frame, "exfat-fat") == [(fat_offset * bps, (fat_offset + fat_length) * bps)]
+    listed = {e.path: e for e in T.fls(image)}
+    for kind, name in (("exfat-bitmap", "/$ALLOC_BITMAP"), ("exfat-upcase", "/$UPCASE_TABLE")):
+        _, attrs = T.istat(image, listed[name].meta)
+        first = attrs[0].blocks[0]
+        ((start, end),) = structure(frame, kind)
+        assert start == first * bps and (end - start) % (spc * bps) == 0
+    # The heap ends the clusters; every byte after the boot regions is named.
+    lines = frame[frame["type"] != "v"]
+    assert lines["end"].max() == image.stat().st_size
+    assert heap * bps + count * spc * bps <= image.stat().st_size
+
+
+def test_ntfs_in_an_lvm_volume_of_two_segments(tsk_image_factory, lvm_gpt_image):
+    """An NTFS written into lvm_gpt's LV ``data`` (two segments with 4 MiB of free extents
+    between them): its files map through the LV, in disk coordinates, and their bytes read
+    back from the disk at the map's ranges are the files'."""
+    ntfs = tsk_image_factory("ntfs_small")
+    content = ntfs.read_bytes()
+    with scratch_copy(lvm_gpt_image) as lvm:
+        ranges = lvm_truth.physical_ranges(lvm.images)["data"]
+        assert len(content) == lvm.lv_sizes["data"]
+        for r in lvm_truth.lv_to_disk(ranges, 0, len(content)):  # every byte, zeros too
+            with open(r.image, "r+b") as fh:
+                fh.seek(r.start)
+                fh.write(content[r.lv_offset : r.lv_offset + r.end - r.start])
+        disk = lvm.images[0]
+        with Image(disk) as image:
+            bmap = map_images([image])
+        frame = bmap.to_dataframe()
+        inside = frame[frame["device"] == "/dev/vg0/data"]
+        assert not any("holds ntfs" in f.message for f in bmap.findings)
+        files = ranges_by_path(inside)
+        for path, data in source_files(ntfs).items():
+            assert contents(disk, files[path], len(data)) == data, path
+        # big.bin lies in both segments, every line inside one of them.
+        segments = sorted((r.start, r.end) for r in ranges)
+        big = files["/big.bin"]
+        for lo, hi in segments:
+            assert any(lo <= s < hi for _, s, _ in big)
+        assert all(any(lo <= s and e <= hi for lo, hi in segments) for _, s, e in big)
+        assert structure(inside, "ntfs-boot")[0][0] == segments[0][0]
+        assert bmap.covered_bytes() == disk.stat().st_size
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_every_kind_is_documented(mapped, name):
+    """Each ``m`` and ``u`` kind of the map is in docs/format.md's section for these
+    filesystems (its table and its unused kinds)."""
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "format.md").read_text()
+    section = docs[docs.index("### FAT, exFAT, NTFS, ISO9660 specifics") :]
+    section = section[: section.index("\n### ", 1)]
+    documented = set(re.findall(r"`([a-z0-9-]+)(?: <path>)?`", section))
+    _, _, frame = mapped(name)
+    kinds = set(frame.loc[frame["type"].isin(["m", "u"]), "kind"])
+    assert kinds <= documented, kinds - documented
+    assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor"}
