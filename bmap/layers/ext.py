@@ -23,20 +23,20 @@ Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for ext2, ext3 and ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bmap.errors import BUDGET_SOURCE, Finding, Severity
+from bmap.errors import Finding, Severity
 from bmap.images import RangeStream
 from bmap.layers.content import Volume
+from bmap.layers.fswalk import FilesystemWalk, map_filesystem
 from bmap.model import textcols
 from bmap.model.blockmap import MapBuilder, PathColumn
-from bmap.model.intervals import intersect_length, ragged_ranges, subtract, union
-from bmap.model.units import human_size
+from bmap.model.intervals import ragged_ranges, subtract, union
 from parsers.errors import ParserError
 from parsers.ext import structs as S
 from parsers.ext.filesystem import BlockRuns, ExtFS, split_names
@@ -60,8 +60,6 @@ NAME_WINDOW = 1 << 17
 #: 1,501,011; the model gives 72, 117 and 206 MiB).
 WALK_BYTES = 28 << 20
 BYTES_PER_INODE = 124
-#: Claimed ranges held unmerged at most.
-CLAIM_MERGE = 1 << 18
 
 
 @dataclass
@@ -121,21 +119,16 @@ def _in_order(row: Array, logical: Array) -> bool:
     return bool(((step > 0) | ((step == 0) & (np.diff(logical) > 0))).all())
 
 
-class _Mapper:
+class _Mapper(FilesystemWalk):
     """One filesystem's walk: every structure, name and free run, as lines of ``builder``."""
 
+    walk_bytes = WALK_BYTES
+    bytes_per_inode = BYTES_PER_INODE
+
     def __init__(self, fs: ExtFS, volume: Volume, builder: MapBuilder) -> None:
+        super().__init__(volume, builder)
         self.fs = fs
-        self.device = volume.device
-        self.builder = builder
-        self.placement = volume.placement
-        self.disk = volume.disk
-        self.device_size = volume.size
         self.bs = fs.block_size
-        self.findings: list[Finding] = []
-        self.claimed_starts: list[Array] = []
-        self.claimed_ends: list[Array] = []
-        self._claims_pending = 0
         # Per inode row, set as the walk goes (live_rows, slim_table, code_rows).
         empty = np.zeros(0, dtype=np.int64)
         self.undeleted = np.zeros(0, dtype=bool)
@@ -143,78 +136,12 @@ class _Mapper:
         self.acl_rows: Array = empty
         self.acl_blocks: Array = empty
         self.codes = np.zeros(0, dtype=np.uint8)
-        self._kind_objects: dict[str, int] = {}
         self.special_rows: set[int] = set()
 
-    # -- output helpers ------------------------------------------------------------------
-
-    def finding(self, severity: Severity, offset: int | None, source: str, message: str) -> None:
-        self.findings.append(Finding(severity, self.disk, offset, source, message))
-
-    def report(self, problems: Iterable[ParserError]) -> None:
-        """Damage the parser worked around, as findings."""
-        for problem in problems:
-            # A backup superblock stands in for the primary with nothing lost.
-            recovered = problem.structure == "superblock" and "backup" in problem.reason
-            self.finding(
-                Severity.WARNING if recovered else Severity.ERROR,
-                problem.offset,
-                f"{self.device} {problem.structure}",
-                problem.reason,
-            )
-
-    def kind_object(self, kind: str, type_: str = "m") -> int:
-        obj = self._kind_objects.get(kind)
-        if obj is None:
-            obj = self.builder.add_object(type_, self.device, kind)
-            self._kind_objects[kind] = obj
-        return obj
-
-    def emit(
-        self,
-        obj: int | Array,
-        starts: npt.ArrayLike,
-        ends: npt.ArrayLike,
-        file_offsets: npt.ArrayLike | None = None,
-        claim: bool = True,
-    ) -> None:
-        s = np.asarray(starts, dtype=np.int64)
-        e = np.asarray(ends, dtype=np.int64)
-        self.placement.place(self.builder, obj, s, e, file_offsets)
-        if claim:
-            self.claim(s, e)
-
-    def claim(self, starts: Array, ends: Array) -> None:
-        """Ranges that something in the filesystem holds, for :meth:`free_space`; merged as
-        they come, so they cost what their union costs, not one pair per line."""
-        self.claimed_starts.append(starts)
-        self.claimed_ends.append(ends)
-        self._claims_pending += len(starts)
-        if self._claims_pending > CLAIM_MERGE:
-            merged = union(np.concatenate(self.claimed_starts), np.concatenate(self.claimed_ends))
-            self.claimed_starts, self.claimed_ends = [merged[0]], [merged[1]]
-            self._claims_pending = 0
-
-    def emit_kind(
-        self,
-        kind: str,
-        starts: npt.ArrayLike,
-        ends: npt.ArrayLike,
-        file_offsets: npt.ArrayLike | None = None,
-        type_: str = "m",
-        claim: bool = True,
-    ) -> None:
-        """Lines of the device-wide object ``kind``; none (and no object) when empty.
-
-        A structure's lines carry the offset inside themselves unless told otherwise; unused
-        space has no offset.
-        """
-        s = np.asarray(starts, dtype=np.int64)
-        if len(s) == 0:
-            return
-        if file_offsets is None and type_ == "m":
-            file_offsets = np.zeros(len(s), dtype=np.int64)
-        self.emit(self.kind_object(kind, type_), s, ends, file_offsets, claim=claim)
+    def severity_of(self, problem: ParserError) -> Severity:
+        # A backup superblock stands in for the primary with nothing lost.
+        recovered = problem.structure == "superblock" and "backup" in problem.reason
+        return Severity.WARNING if recovered else Severity.ERROR
 
     def emit_blocks(self, kind: str, blocks: npt.ArrayLike, counts: npt.ArrayLike = 1) -> None:
         b = np.asarray(blocks, dtype=np.int64)
@@ -226,7 +153,8 @@ class _Mapper:
 
     def run(self) -> None:
         self.report(self.fs.take_problems())  # the superblock's
-        if not self.within_budget():
+        # Inodes in use by the inode bitmaps (bounded by the real inode tables).
+        if not self.within_budget(self.fs.inodes_in_use):
             return
         self.static_structures()
         live = self.live_rows()
@@ -239,26 +167,6 @@ class _Mapper:
         self.code_rows()
         self.emit_named(names, runs, tree)
         self.free_space()
-
-    def within_budget(self) -> bool:
-        """Whether the walk fits in what is left of the memory budget, by the inodes in use
-        its inode bitmaps count (bounded by its real inode tables); a finding if not."""
-        room = self.builder.room()
-        if room is None:
-            return True
-        count = self.fs.inodes_in_use
-        need = WALK_BYTES + count * BYTES_PER_INODE
-        if need <= room:
-            return True
-        self.finding(
-            Severity.ERROR,
-            None,
-            f"{self.device} {BUDGET_SOURCE}",
-            f"mapping its {count:,} inodes in use needs about {human_size(need)}, more than "
-            f"the {human_size(max(room, 0))} left of the memory budget (--memory-limit): the "
-            "filesystem is not mapped inside",
-        )
-        return False
 
     def code_rows(self) -> None:
         """After the walk, what the names need of each inode in one byte (:data:`_CODE`), and
@@ -827,18 +735,8 @@ class _Mapper:
         free = (first * ratio + sb.first_data_block, end * ratio + sb.first_data_block)
         fs_end = sb.blocks_count
         free = (free[0] * bs, np.minimum(free[1], fs_end) * bs)
-        claimed = union(
-            np.concatenate(self.claimed_starts) if self.claimed_starts else np.zeros(0, np.int64),
-            np.concatenate(self.claimed_ends) if self.claimed_ends else np.zeros(0, np.int64),
-        )
-        overlap = intersect_length(claimed, free)
-        if overlap:
-            self.finding(
-                Severity.WARNING,
-                None,
-                self.device,
-                f"{overlap:#x} bytes in use by files or structures are free in the block bitmap",
-            )
+        claimed = self.claimed_union()
+        self.check_free(claimed, free, "block bitmap")
         # Groups whose bitmap was never written are free but for their own structures.
         uninit = np.asarray(fs.uninit_block_groups(), dtype=np.int64)
         group_start = (sb.first_data_block + uninit * sb.blocks_per_group) * bs
@@ -846,9 +744,7 @@ class _Mapper:
         free = union(np.concatenate((free[0], group_start)), np.concatenate((free[1], group_end)))
         free = subtract(free, claimed)
         self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
-        readable_end = min(fs_end * bs, self.device_size)
-        everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
-        rest = subtract(subtract(everything, claimed), free)
+        rest = self.unreferenced(claimed, free, fs_end * bs)
         if ratio > 1 and len(rest[0]):
             # bigalloc allocates whole clusters: the unused blocks of a cluster that holds
             # something are that cluster's slack, not lost space.
@@ -859,49 +755,13 @@ class _Mapper:
             rest = outside
             if len(slack[0]):
                 self.emit_kind("cluster-slack", slack[0], slack[1], type_="u", claim=False)
-        if len(rest[0]):
-            self.emit_kind("unreferenced", rest[0], rest[1], type_="u", claim=False)
-        if self.device_size > fs_end * bs:
-            self.emit_kind(
-                "volume-slack", [fs_end * bs], [self.device_size], type_="u", claim=False
-            )
+        self.emit_rest(rest, fs_end * bs)
 
 
 def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
-    """Map the ext filesystem of ``volume`` into ``builder``; returns the findings.
-
-    A filesystem with no usable superblock is one finding, and nothing of it is mapped; damage
-    met later ends the walk where it stands, with a finding, and what was mapped stays.
-    """
-    try:
-        fs = ExtFS(volume.stream, volume.size)
-    except ParserError as exc:
-        return [
-            Finding(
-                Severity.ERROR,
-                volume.disk,
-                exc.offset,
-                f"{volume.device} {exc.structure}",
-                f"{exc.reason}; the filesystem is not mapped",
-            )
-        ]
-    device = volume.device
-    fs.progress = lambda stage, done, total: builder.progress(f"{device}: {stage}", done, total)
-    mapper = _Mapper(fs, volume, builder)
-    try:
-        mapper.run()
-    except ParserError as exc:
-        mapper.report(fs.take_problems())  # what was found before the walk had to stop
-        mapper.finding(Severity.ERROR, exc.offset, f"{volume.device} {exc.structure}", exc.reason)
-    except MemoryError:
-        # The machine had less than the budget: what was mapped stays, the rest is left out.
-        mapper.finding(
-            Severity.ERROR,
-            None,
-            f"{volume.device} {BUDGET_SOURCE}",
-            "ran out of memory while mapping the filesystem; what was mapped before stays",
-        )
-    return mapper.findings
+    """Map the ext filesystem of ``volume`` into ``builder``; returns the findings
+    (:func:`~bmap.layers.fswalk.map_filesystem`)."""
+    return map_filesystem(volume, builder, ExtFS, _Mapper)
 
 
 def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:

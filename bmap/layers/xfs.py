@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bmap.errors import BUDGET_SOURCE, Finding, Severity
+from bmap.errors import Finding, Severity
 from bmap.images import RangeStream
 from bmap.layers.content import Volume
+from bmap.layers.fswalk import FilesystemWalk, map_filesystem
 from bmap.model.blockmap import MapBuilder, PathColumn
-from bmap.model.intervals import intersect_length, ragged_ranges, subtract, union
-from bmap.model.units import human_size
+from bmap.model.intervals import ragged_ranges, subtract, union
 from parsers.errors import ParserError
 from parsers.xfs import structs as S
 from parsers.xfs.filesystem import XFS, BulkEntries, ForkRuns, InodeTable, TreeBlocks
@@ -51,8 +51,6 @@ ORPHAN_DIR = "/$OrphanFiles"
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 #: Names emitted at a time: bounds the working columns of a window.
 NAME_WINDOW = 1 << 17
-#: Claimed ranges held unmerged at most.
-CLAIM_MERGE = 1 << 18
 #: The memory budget's model of a walk: a fixed part and a part per inode in use (the
 #: table's columns, runs, entries and names), above the peaks measured on images of 50,000,
 #: 200,000 and 600,000 files (28, 71 and 129 MiB above start-up, less the map's own lines and
@@ -63,85 +61,19 @@ BYTES_PER_INODE = 200
 MAX_LISTED = 20
 
 
-class _Mapper:
+class _Mapper(FilesystemWalk):
     """One filesystem's walk: every structure, name and free run, as lines of ``builder``."""
 
+    walk_bytes = WALK_BYTES
+    bytes_per_inode = BYTES_PER_INODE
+
     def __init__(self, fs: XFS, volume: Volume, builder: MapBuilder) -> None:
+        super().__init__(volume, builder)
         self.fs = fs
         self.sb = fs.sb
-        self.device = volume.device
-        self.builder = builder
-        self.placement = volume.placement
-        self.disk = volume.disk
-        self.device_size = volume.size
         self.bs = fs.block_size
-        self.findings: list[Finding] = []
-        self.claimed_starts: list[Array] = []
-        self.claimed_ends: list[Array] = []
-        self._claims_pending = 0
         self.free: tuple[list[Array], list[Array]] = ([], [])
-        self._kind_objects: dict[str, int] = {}
         self.special_rows: list[int] = []
-
-    # -- output helpers ------------------------------------------------------------------
-
-    def finding(self, severity: Severity, offset: int | None, source: str, message: str) -> None:
-        self.findings.append(Finding(severity, self.disk, offset, source, message))
-
-    def report(self, problems: Any) -> None:
-        for problem in problems:
-            self.finding(
-                Severity.ERROR, problem.offset, f"{self.device} {problem.structure}", problem.reason
-            )
-
-    def kind_object(self, kind: str, type_: str = "m") -> int:
-        obj = self._kind_objects.get(kind)
-        if obj is None:
-            obj = self._kind_objects[kind] = self.builder.add_object(type_, self.device, kind)
-        return obj
-
-    def emit(
-        self,
-        obj: int | Array,
-        starts: npt.ArrayLike,
-        ends: npt.ArrayLike,
-        file_offsets: npt.ArrayLike | None = None,
-        claim: bool = True,
-    ) -> None:
-        s = np.asarray(starts, dtype=np.int64)
-        e = np.asarray(ends, dtype=np.int64)
-        if not len(s):
-            return
-        self.placement.place(self.builder, obj, s, e, file_offsets)
-        if claim:
-            self.claim(s, e)
-
-    def claim(self, starts: Array, ends: Array) -> None:
-        self.claimed_starts.append(starts)
-        self.claimed_ends.append(ends)
-        self._claims_pending += len(starts)
-        if self._claims_pending > CLAIM_MERGE:
-            merged = union(np.concatenate(self.claimed_starts), np.concatenate(self.claimed_ends))
-            self.claimed_starts, self.claimed_ends = [merged[0]], [merged[1]]
-            self._claims_pending = 0
-
-    def emit_kind(
-        self,
-        kind: str,
-        starts: npt.ArrayLike,
-        ends: npt.ArrayLike,
-        file_offsets: npt.ArrayLike | None = None,
-        type_: str = "m",
-        claim: bool = True,
-    ) -> None:
-        """Lines of the device-wide object ``kind``; none (and no object) when empty. A
-        structure's lines carry the offset inside themselves unless told otherwise."""
-        s = np.asarray(starts, dtype=np.int64)
-        if not len(s):
-            return
-        if file_offsets is None and type_ == "m":
-            file_offsets = np.zeros(len(s), dtype=np.int64)
-        self.emit(self.kind_object(kind, type_), s, ends, file_offsets, claim=claim)
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -199,25 +131,6 @@ class _Mapper:
                 f"incompatible features bmap does not read ({', '.join(names)}): the map may be "
                 "incomplete",
             )
-
-    def within_budget(self, count: int) -> bool:
-        """Whether the walk fits in what is left of the memory budget, by the inodes in use
-        the inode btrees list (bounded by the blocks those btrees really hold)."""
-        room = self.builder.room()
-        if room is None:
-            return True
-        need = WALK_BYTES + count * BYTES_PER_INODE
-        if need <= room:
-            return True
-        self.finding(
-            Severity.ERROR,
-            None,
-            f"{self.device} {BUDGET_SOURCE}",
-            f"mapping its {count:,} inodes in use needs about {human_size(need)}, more than "
-            f"the {human_size(max(room, 0))} left of the memory budget (--memory-limit): the "
-            "filesystem is not mapped inside",
-        )
-        return False
 
     def allocation_groups(self) -> tuple[dict[str, Any], dict[str, tuple[Array, Array]]]:
         """Every AG's headers and btrees, walked: the inode chunks of every AG (in inode
@@ -644,70 +557,22 @@ class _Mapper:
     # -- free space ----------------------------------------------------------------------
 
     def free_space(self) -> None:
-        sb = self.sb
         free = union(
             np.concatenate(self.free[0]) if self.free[0] else np.zeros(0, np.int64),
             np.concatenate(self.free[1]) if self.free[1] else np.zeros(0, np.int64),
         )
-        claimed = union(
-            np.concatenate(self.claimed_starts) if self.claimed_starts else np.zeros(0, np.int64),
-            np.concatenate(self.claimed_ends) if self.claimed_ends else np.zeros(0, np.int64),
-        )
-        overlap = intersect_length(claimed, free)
-        if overlap:
-            self.finding(
-                Severity.WARNING,
-                None,
-                self.device,
-                f"{overlap:#x} bytes in use by files or structures are free in the free-space "
-                "btree",
-            )
+        claimed = self.claimed_union()
+        self.check_free(claimed, free, "free-space btree")
         free = subtract(free, claimed)
         self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
-        fs_end = sb.data_blocks * self.bs
-        readable_end = min(fs_end, self.device_size)
-        everything = (np.array([0], np.int64), np.array([readable_end], np.int64))
-        rest = subtract(subtract(everything, claimed), free)
-        if len(rest[0]):
-            self.emit_kind("unreferenced", rest[0], rest[1], type_="u", claim=False)
-        if self.device_size > fs_end:
-            self.emit_kind("volume-slack", [fs_end], [self.device_size], type_="u", claim=False)
+        fs_end = self.sb.data_blocks * self.bs
+        self.emit_rest(self.unreferenced(claimed, free, fs_end), fs_end)
 
 
 def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
-    """Map the XFS filesystem of ``volume`` into ``builder``; returns the findings.
-
-    A filesystem with no usable superblock is one finding, and nothing of it is mapped; damage
-    met later becomes findings and the walk goes on where it can.
-    """
-    try:
-        fs = XFS(volume.stream, volume.size)
-    except ParserError as exc:
-        return [
-            Finding(
-                Severity.ERROR,
-                volume.disk,
-                exc.offset,
-                f"{volume.device} {exc.structure}",
-                f"{exc.reason}; the filesystem is not mapped",
-            )
-        ]
-    device = volume.device
-    fs.progress = lambda stage, done, total: builder.progress(f"{device}: {stage}", done, total)
-    mapper = _Mapper(fs, volume, builder)
-    try:
-        mapper.run()
-    except ParserError as exc:
-        mapper.report(fs.take_problems())
-        mapper.finding(Severity.ERROR, exc.offset, f"{volume.device} {exc.structure}", exc.reason)
-    except MemoryError:
-        mapper.finding(
-            Severity.ERROR,
-            None,
-            f"{volume.device} {BUDGET_SOURCE}",
-            "ran out of memory while mapping the filesystem; what was mapped before stays",
-        )
-    return mapper.findings
+    """Map the XFS filesystem of ``volume`` into ``builder``; returns the findings
+    (:func:`~bmap.layers.fswalk.map_filesystem`)."""
+    return map_filesystem(volume, builder, XFS, _Mapper)
 
 
 def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:

@@ -16,45 +16,18 @@ from typing import Any
 import construct as cs
 import numpy as np
 
-_CS = {"u8": cs.Int8ul, "u16": cs.Int16ul, "u32": cs.Int32ul, "u64": cs.Int64ul}
-_NP = {"u8": "u1", "u16": "<u2", "u32": "<u4", "u64": "<u8"}
-
-Field = tuple[int, str, str, str]
-
-
-def _bytes_kind(kind: str) -> int | None:
-    return int(kind[5:]) if kind.startswith("bytes") else None
+from parsers import fieldlist
+from parsers.fieldlist import Field
 
 
 def make_struct(fields: list[Field], size: int) -> cs.Construct:
-    """A construct Struct with padding wherever the field list skips bytes."""
-    parts: list[Any] = []
-    pos = 0
-    for offset, name, kind, doc in sorted(fields):
-        if offset < pos:
-            raise ValueError(f"field {name} at {offset:#x} overlaps the previous one")
-        if offset > pos:
-            parts.append(cs.Padding(offset - pos))
-        width = _bytes_kind(kind)
-        sub = cs.Bytes(width) if width is not None else _CS[kind]
-        parts.append(name / sub * doc)
-        pos = offset + (width if width is not None else sub.sizeof())
-    if pos < size:
-        parts.append(cs.Padding(size - pos))
-    return cs.Struct(*parts)
+    """A construct Struct (little-endian) with padding wherever the field list skips bytes."""
+    return fieldlist.make_struct(fields, size, "<")
 
 
 def make_dtype(fields: list[Field], itemsize: int) -> np.dtype[Any]:
     """A numpy dtype that decodes only the listed fields of records of ``itemsize`` bytes."""
-    names, formats, offsets = [], [], []
-    for offset, name, kind, _ in fields:
-        if offset >= itemsize:
-            continue  # a field of the larger record layout (64-byte descriptors, big inodes)
-        width = _bytes_kind(kind)
-        names.append(name)
-        formats.append(f"V{width}" if width is not None else _NP[kind])
-        offsets.append(offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+    return fieldlist.make_dtype(fields, itemsize, "<")
 
 
 SUPERBLOCK_OFFSET = 1024
