@@ -51,7 +51,8 @@ def filesystem_lines(fs: dict[str, Any] | None, indent: str) -> list[str]:
 
 def _facts_lines(fs: dict[str, Any], indent: str) -> list[str]:
     """``TYPE: key value, key value, ...`` from any description, in its own order; sizes in
-    bytes shown human-readable, lists joined, empty values left out."""
+    bytes (keys ending in ``size`` or ``_bytes``) shown human-readable, offsets in hex, lists
+    joined, empty values left out."""
     facts = []
     for key, value in fs.items():
         if key in ("type", "features") or value is None or value == [] or value == "":
@@ -59,9 +60,10 @@ def _facts_lines(fs: dict[str, Any], indent: str) -> list[str]:
         if (
             isinstance(value, int)
             and not isinstance(value, bool)
-            and key.endswith(("size", "offset"))
+            and key.endswith(("size", "offset", "_bytes"))
         ):
             shown = f"{value:#x}" if key.endswith("offset") else human_size(value)
+            key = key.removesuffix("_bytes")
         elif isinstance(value, (list, tuple)):
             shown = ",".join(str(v) for v in value)
         else:

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import pytsk3
 
-from bmap.errors import Finding, Severity
+from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.images.streams import MappedReader, PositionalReader
 from bmap.layers.content import Volume
@@ -1087,7 +1087,7 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
         mapper.finding(
             Severity.ERROR,
             None,
-            f"{volume.device} memory-budget",
+            f"{volume.device} {BUDGET_SOURCE}",
             "ran out of memory while mapping the filesystem; what was mapped before stays",
         )
     return mapper.findings
@@ -1112,11 +1112,28 @@ def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
     except TskError:
         return None
     info = fs.info
-    return {
-        "type": _fs_type_name(int(info.ftype)),
-        "block_size": int(info.block_size),
-        "blocks": int(info.block_count),
-        "first_inode": int(info.first_inum),
-        "last_inode": int(info.last_inum),
-        "reader": "The Sleuth Kit (pytsk3)",
-    }
+    kind = _fs_type_name(int(info.ftype))
+    facts: dict[str, Any] = {"type": kind}
+    try:
+        if kind.startswith("fat"):
+            layout: Layout | None = fat_layout(stream)
+        elif kind == "exfat":
+            layout = exfat_layout(stream)
+        elif kind == "ntfs":
+            layout = ntfs_layout(stream, int(info.block_size))
+        else:
+            layout = None
+    except (TskError, ValueError):
+        layout = None
+    if layout is not None:
+        facts["cluster_size"] = layout.cluster
+        facts["size"] = layout.fs_end
+        if layout.free is not None:
+            free = int((layout.free[1] - layout.free[0]).sum())
+            facts["used_bytes"] = max(0, layout.fs_end - free)
+            facts["free_bytes"] = free
+    else:
+        facts["block_size"] = int(info.block_size)
+        facts["size"] = int(info.block_size) * int(info.block_count)
+    facts["reader"] = "The Sleuth Kit (pytsk3)"
+    return facts

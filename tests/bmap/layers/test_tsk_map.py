@@ -515,11 +515,16 @@ def test_describe_says_what_tsk_reads(tsk_image_factory):
 
     facts = tsk.describe(RangeStream(Bytes(), 0, len(data)), len(data))
     assert facts is not None
-    assert (facts["type"], facts["block_size"], facts["blocks"]) == (
+    fsck = T.fsck_fat(image)
+    assert (facts["type"], facts["cluster_size"], facts["size"]) == (
         "fat16",
-        boot["bytes_per_sector"],
-        boot["total_sectors"],
+        fsck["bytes_per_cluster"],
+        boot["total_sectors"] * boot["bytes_per_sector"],
     )
+    # Free space as fsck.fat counts it: the clusters no file or directory holds.
+    free_clusters = fsck["total_clusters"] - fsck["used_clusters"]
+    assert facts["free_bytes"] == free_clusters * fsck["bytes_per_cluster"]
+    assert facts["used_bytes"] + facts["free_bytes"] == facts["size"]
     zeros = bytes(1 << 20)
 
     class Zeros:
