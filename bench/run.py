@@ -1,7 +1,7 @@
 """``make bench``: time ``bmap map`` against a pytsk3 walk and a dissect.extfs walk.
 
     python bench/run.py [--rounds 5] [--image full --image half ...] [--no-index] [--no-trace]
-                        [--no-reports] [--no-scale] [--no-write]
+                        [--no-reports] [--no-fs] [--no-scale] [--no-write]
 
 1. Builds or reuses the ext4 images (bench/make_image.py): /usr and two subtrees of it.
 2. For each image, smallest first: one untimed warm-up run of each tool, then ROUNDS rounds
@@ -20,7 +20,10 @@
    in Chromium), which rewrites the ``bench:reports`` section, and bench/scale.py (synthetic
    ext4 trees of 375,000 to 1,500,000 files: memory and speed against pytsk3 and e2fsck, and
    ``--memory-limit 256M``), which rewrites the ``bench:scale`` section (its images, about 20
-   GiB sparse, take a few minutes to build the first time).
+   GiB sparse, take a few minutes to build the first time). Before the scale series,
+   bench/fs_bench.py (issue 14: an XFS of /usr against the kernel's FIEMAP walk and
+   ``xfs_bmap -v`` on a sample of its files; FAT32 and NTFS trees of 100,000 files against the
+   pytsk3 walk) rewrites the ``bench:xfs`` and ``bench:tsk`` sections (``--no-fs`` skips it).
 """
 
 from __future__ import annotations
@@ -327,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-index", action="store_true", help="skip bench/index_lookups.py")
     ap.add_argument("--no-trace", action="store_true", help="skip bench/trace_bench.py")
     ap.add_argument("--no-reports", action="store_true", help="skip bench/reports_bench.py")
+    ap.add_argument("--no-fs", action="store_true", help="skip bench/fs_bench.py")
     ap.add_argument("--no-scale", action="store_true", help="skip bench/scale.py")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -366,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reports and (args.image is None or "full" in args.image):
         # after trace_bench.py, which makes the 1,000,000-request log the reports use
         cmd = [sys.executable, str(HERE / "reports_bench.py"), "--rounds", "3"]
+        if not args.no_write:
+            cmd.append("--write")
+        subprocess.run(cmd, check=True, env=report.child_env())
+    if not args.no_fs and args.image is None:
+        cmd = [sys.executable, str(HERE / "fs_bench.py"), "--rounds", str(args.rounds)]
         if not args.no_write:
             cmd.append("--write")
         subprocess.run(cmd, check=True, env=report.child_env())
