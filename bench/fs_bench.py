@@ -367,18 +367,11 @@ def build_tsk(kind: str, files: int, rebuild: bool) -> dict:
 
 
 @dataclass
-class Run:
-    wall: float
-    rss_kib: int
-    cpu: float
-
-
-@dataclass
 class Result:
     kind: str
     image: dict
     tools: tuple[str, ...]
-    runs: dict[str, list[Run]] = field(default_factory=dict)
+    runs: dict[str, list[report.Run]] = field(default_factory=dict)
     summary: dict[str, str] = field(default_factory=dict)  # warm-up's last stdout line
     lines: dict[str, list[str]] = field(default_factory=dict)  # each timed run's last line
     map_lines: int = 0
@@ -433,12 +426,12 @@ def bench(
     path, out = image["image"], str(workdir / "x.bmap")
     before = report.code_fingerprint()
 
-    def once(tool: str) -> tuple[Run, str]:
+    def once(tool: str) -> tuple[report.Run, str]:
         cmd = command(kind, tool, path, out, every)
         wall, rss, cpu, code, stdout, stderr = report.timed_run(tool, cmd, workdir)
         if code not in (OK_CODES if tool.startswith("bmap") else {0}):
             raise SystemExit(f"fs_bench: {' '.join(cmd)} exited {code}:\n{stderr[-2000:]}")
-        return Run(wall, rss, cpu), stdout
+        return report.Run(wall, rss, cpu), stdout
 
     for block in (pair, tools) if pair else (tools,):
         rounds_of(block, result, rounds, once, Path(path).name)

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -177,6 +178,15 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
 
 #: GNU time (Debian package ``time``): starts each timed child and reports its peak RSS.
 TIME = "/usr/bin/time"
+
+
+@dataclass
+class Run:
+    """One timed whole process: wall seconds, peak RSS (KiB), CPU seconds."""
+
+    wall: float
+    rss_kib: int
+    cpu: float
 
 
 def timed_run(name: str, cmd: list[str], workdir: Path) -> tuple[float, int, float, int, str, str]:

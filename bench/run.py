@@ -58,16 +58,9 @@ TIME = report.TIME
 
 
 @dataclass
-class Run:
-    wall: float
-    rss_kib: int
-    cpu: float
-
-
-@dataclass
 class Result:
     image: dict
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {t: [] for t in TOOLS})
+    runs: dict[str, list[report.Run]] = field(default_factory=lambda: {t: [] for t in TOOLS})
     summary: dict[str, str] = field(default_factory=dict)  # walkers' last stdout line
     errors: dict[str, str] = field(default_factory=dict)  # first stderr lines of a walker
     map_lines: int = 0
@@ -87,13 +80,13 @@ def command(tool: str, image: str, out: str) -> list[str]:
     return [sys.executable, str(HERE / f"walk_{tool}.py"), image]
 
 
-def run_once(tool: str, cmd: list[str], workdir: Path) -> tuple[Run, str, str]:
+def run_once(tool: str, cmd: list[str], workdir: Path) -> tuple[report.Run, str, str]:
     """Run one whole process (:func:`report.timed_run`); its wall time, peak RSS and CPU
     time, stdout and stderr."""
     wall, rss_kib, cpu, code, stdout, stderr = report.timed_run(tool, cmd, workdir)
     if code not in OK_CODES[tool]:
         raise SystemExit(f"bench: {' '.join(cmd)} exited {code}:\n{stderr[-2000:]}")
-    return Run(wall, rss_kib, cpu), stdout, stderr
+    return report.Run(wall, rss_kib, cpu), stdout, stderr
 
 
 def count_map_lines(path: Path) -> int:

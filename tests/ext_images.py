@@ -802,9 +802,23 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def cache_root_of(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """The image cache of a test session: ``$BMAP_TEST_CACHE`` when set (images survive
+    across runs), else ``name`` under pytest's base temporary directory."""
+    root = default_cache_root() or tmp_path_factory.getbasetemp() / name
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def _cached(cache_root: Path, filename: str, build: Callable[[Path, Path], object]) -> Path:
-    """Build ``filename`` in ``cache_root/<version>`` once: to a temp name, then rename."""
-    folder = cache_root / cache_version()
+    """Build ``filename`` in ``cache_root/<version>`` once (:func:`cached_file`)."""
+    return cached_file(cache_root / cache_version(), filename, build)
+
+
+def cached_file(folder: Path, filename: str, build: Callable[[Path, Path], object]) -> Path:
+    """``folder/filename``, built once by ``build(partial, workdir)``: to a temp name in a
+    work directory, then renamed, under a lock, so a broken build is never reused and
+    parallel workers share it."""
     target = folder / filename
     with _locked(folder / f".{filename}.lock"):
         if target.exists():
@@ -844,11 +858,7 @@ def ext4_in_gpt(cache_root: Path) -> DiskImage:
 
 @pytest.fixture(scope="session", name="ext_images_cache")
 def ext_images_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = default_cache_root()
-    if root is None:
-        root = tmp_path_factory.getbasetemp() / "ext-images"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return cache_root_of(tmp_path_factory, "ext-images")
 
 
 def _get_or_skip(name: str, cache_root: Path) -> Path:

@@ -27,14 +27,13 @@ import random
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ext_images import NeedsRoot, _locked, is_root, run, tool_path
+from tests.ext_images import NeedsRoot, cache_root_of, cached_file, is_root, run, tool_path
 
 IMAGES_VERSION = "tsk-images-3"
 MiB = 1 << 20
@@ -448,31 +447,21 @@ def tsk_image(name: str, cache_root: Path) -> Path:
         tool_path(tool)  # FileNotFoundError: the caller skips
     folder = cache_root / IMAGES_VERSION
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.img"
-    with _locked(folder / f".{name}.lock"):
-        if target.exists():
-            return target
-        work = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=folder))
-        try:
-            partial = work / f"{name}.img"
-            files = BUILDERS[name](partial, work)
-            staged = work / f"{name}.files"
-            _save_sources(staged, files)
-            shutil.rmtree(target.with_suffix(".files"), ignore_errors=True)
-            staged.rename(target.with_suffix(".files"))
-            partial.chmod(0o444)
-            partial.rename(target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    sources = folder / f"{name}.files"
+
+    def build(partial: Path, work: Path) -> None:
+        # The source files beside the image, in place before the image is.
+        staged = work / f"{name}.files"
+        _save_sources(staged, BUILDERS[name](partial, work))
+        shutil.rmtree(sources, ignore_errors=True)
+        staged.rename(sources)
+
+    return cached_file(folder, f"{name}.img", build)
 
 
 @pytest.fixture(scope="session", name="tsk_images_cache")
 def tsk_images_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env = os.environ.get("BMAP_TEST_CACHE")
-    root = Path(env) if env else tmp_path_factory.getbasetemp() / "tsk-images"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return cache_root_of(tmp_path_factory, "tsk-images")
 
 
 @pytest.fixture(scope="session", name="tsk_image_factory")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ext_images import NeedsRoot, _locked, is_root, tool_path
+from tests.ext_images import NeedsRoot, cache_root_of, cached_file, is_root, tool_path
 
 IMAGES_VERSION = "xfs-images-2"
 MKFS_ENV = {"TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
@@ -399,34 +398,14 @@ BUILDERS: dict[str, Callable[[Path, Path], Path]] = {
 }
 
 
-def _cached(cache_root: Path, filename: str, build: Callable[[Path, Path], object]) -> Path:
-    folder = cache_root / cache_version()
-    target = folder / filename
-    with _locked(folder / f".{filename}.lock"):
-        if target.exists():
-            return target
-        work = Path(tempfile.mkdtemp(prefix=f"build-{filename}-", dir=folder))
-        try:
-            partial = work / filename
-            build(partial, work)
-            partial.chmod(0o444)
-            partial.rename(target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
 def xfs_image(name: str, cache_root: Path) -> Path:
     """The image ``name`` (a key of :data:`BUILDERS`), built once into the cache."""
-    return _cached(cache_root, f"{name}.img", BUILDERS[name])
+    return cached_file(cache_root / cache_version(), f"{name}.img", BUILDERS[name])
 
 
 @pytest.fixture(scope="session", name="xfs_images_cache")
 def xfs_images_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env = os.environ.get("BMAP_TEST_CACHE")
-    root = Path(env) if env else tmp_path_factory.getbasetemp() / "xfs-images"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return cache_root_of(tmp_path_factory, "xfs-images")
 
 
 @pytest.fixture(scope="session", name="xfs_image_factory")

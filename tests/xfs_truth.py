@@ -17,15 +17,13 @@ import os
 import re
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
-
+from tests import ext_truth
 from tests.ext_images import tool_path
-from tests.ext_truth import Extent, _walk, fiemap_fd, require_root
+from tests.ext_truth import Extent, _walk, fiemap_fd
 
 SECTOR = 512
 
@@ -220,46 +218,12 @@ def fsmap(image: Path | str) -> list[FsmapRecord]:
 # read-only mounts
 
 
-@contextlib.contextmanager
-def ro_mount(image: Path | str, offset: int = 0) -> Iterator[Path]:
-    """Attach ``image`` (from ``offset``) read-only to a loop device and mount it ro,norecovery;
-    always unmounted and detached, also when the body raises."""
-    require_root()
-    dev = subprocess.run(
-        [
-            tool_path("losetup"),
-            "--find",
-            "--show",
-            "--read-only",
-            "--offset",
-            str(offset),
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    try:
-        mnt = Path(tempfile.mkdtemp(prefix="bmap-xfs-truth-"))
-        try:
-            proc = subprocess.run(
-                [tool_path("mount"), "-t", "xfs", "-o", "ro,norecovery", dev, str(mnt)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode:
-                pytest.skip(f"the kernel does not mount this XFS: {proc.stderr.strip()}")
-            try:
-                yield mnt
-            finally:
-                if subprocess.run([tool_path("umount"), str(mnt)], check=False).returncode:
-                    subprocess.run([tool_path("umount"), "-l", str(mnt)], check=False)
-        finally:
-            with contextlib.suppress(OSError):
-                mnt.rmdir()
-    finally:
-        subprocess.run([tool_path("losetup"), "--detach", dev], check=False)
+def ro_mount(image: Path | str, offset: int = 0) -> contextlib.AbstractContextManager[Path]:
+    """Attach ``image`` (from ``offset``) read-only to a loop device and mount it
+    ro,norecovery (:func:`tests.ext_truth.ro_mount`); a refused mount skips the test."""
+    return ext_truth.ro_mount(
+        image, offset, "xfs", "ro,norecovery", refused="the kernel does not mount this XFS"
+    )
 
 
 _XFS_BMAP_LINE = re.compile(
