@@ -45,7 +45,6 @@ from parsers.ext.filesystem import describe as describe_superblock
 Array = npt.NDArray[np.int64]
 #: Inode rows, of any integer width (the walk's are int32).
 Rows = npt.NDArray[np.integer[Any]]
-ORPHAN_DIR = "/$OrphanFiles"
 #: (type, kind) of a name's data, by code: a directory, a file, a slow symlink's target.
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 #: (type, kind) of the blocks of a name's block map, by code.
@@ -653,37 +652,7 @@ class _Mapper(FilesystemWalk):
         fs = self.fs
         table = fs.inodes
         live = self.undeleted & (table.ino >= fs.sb.first_ino)
-        reached = np.zeros(len(table), dtype=bool)
-        reached[named_rows] = True
-        reached[list(self.special_rows)] = True
-        orphans = np.flatnonzero(live & ~reached).astype(np.int64)
-        if len(orphans):
-            self.finding(
-                Severity.WARNING,
-                None,
-                self.device,
-                f"{len(orphans)} inode(s) in use but named by no directory; listed under "
-                f"{ORPHAN_DIR}",
-            )
-        return orphans, [f"{ORPHAN_DIR}/OrphanFile-{int(i)}" for i in table.ino[orphans].tolist()]
-
-    def _objects(
-        self,
-        sel: Array,
-        classes: list[tuple[str, str]],
-        codes: npt.ArrayLike,
-        paths: PathColumn,
-        ino: Array,
-    ) -> Array:
-        """One object per selected name, of type and kind ``classes[codes[i]]``; returns
-        their numbers."""
-        return self.builder.add_objects(
-            classes,
-            np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
-            self.device,
-            paths.take(sel),
-            ino[sel],
-        )
+        return self.orphans_among(live, [named_rows, list(self.special_rows)], table.ino)
 
     def _emit_joined(
         self,

@@ -18,12 +18,14 @@ import numpy.typing as npt
 
 from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.layers.content import Volume
-from bmap.model.blockmap import MapBuilder
+from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import intersect_length, subtract, union
 from bmap.model.units import human_size
 from parsers.errors import ParserError
 
 Array = npt.NDArray[np.int64]
+#: Where inodes in use that no directory names are listed, as The Sleuth Kit lists them.
+ORPHAN_DIR = "/$OrphanFiles"
 #: Claimed ranges held unmerged at most.
 CLAIM_MERGE = 1 << 18
 
@@ -127,6 +129,48 @@ class FilesystemWalk:
         if file_offsets is None and type_ == "m":
             file_offsets = np.zeros(len(s), dtype=np.int64)
         self.emit(self.kind_object(kind, type_), s, ends, file_offsets, claim=claim)
+
+    # -- names ---------------------------------------------------------------------------
+
+    def _objects(
+        self,
+        sel: Array,
+        classes: list[tuple[str, str]],
+        codes: npt.ArrayLike,
+        paths: PathColumn,
+        ino: Array,
+    ) -> Array:
+        """One object per selected name, of type and kind ``classes[codes[i]]``; returns
+        their numbers."""
+        return self.builder.add_objects(
+            classes,
+            np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
+            self.device,
+            paths.take(sel),
+            ino[sel],
+        )
+
+    def orphans_among(
+        self,
+        candidates: npt.NDArray[np.bool_],
+        reached_rows: Iterable[npt.ArrayLike],
+        ino: npt.NDArray[np.integer[Any]],
+    ) -> tuple[Array, list[str]]:
+        """The rows of ``candidates`` (inodes in use) that none of ``reached_rows`` reached,
+        with their names under :data:`ORPHAN_DIR`, and a finding if there are any."""
+        reached = np.zeros(len(candidates), dtype=bool)
+        for rows in reached_rows:
+            reached[np.asarray(rows, dtype=np.int64)] = True
+        orphans = np.flatnonzero(candidates & ~reached).astype(np.int64)
+        if len(orphans):
+            self.finding(
+                Severity.WARNING,
+                None,
+                self.device,
+                f"{len(orphans)} inode(s) in use but named by no directory; listed under "
+                f"{ORPHAN_DIR}",
+            )
+        return orphans, [f"{ORPHAN_DIR}/OrphanFile-{int(i)}" for i in ino[orphans].tolist()]
 
     # -- the free space ------------------------------------------------------------------
 

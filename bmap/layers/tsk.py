@@ -52,6 +52,7 @@ from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.images.streams import MappedReader, PositionalReader
 from bmap.layers.content import Volume
+from bmap.layers.fswalk import ORPHAN_DIR
 from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import intersect_length, subtract, union
 
@@ -123,7 +124,6 @@ _NTFS_SYSTEM = {
 #: NTFS attributes that are always resident and hold no data of the file's: skipped early.
 _ALWAYS_RESIDENT = frozenset((0x10, 0x30, 0x60, 0x70))
 _FAT_LABEL_SUFFIX = b"(Volume Label Entry)"
-ORPHAN_DIR = "/$OrphanFiles"
 
 #: The classes of the objects a walk makes, by code.
 _CLASSES: list[tuple[str, str]] = [

@@ -46,7 +46,6 @@ from parsers.xfs.filesystem import XFS, BulkEntries, ForkRuns, InodeTable, TreeB
 from parsers.xfs.filesystem import describe as describe_superblock
 
 Array = npt.NDArray[np.int64]
-ORPHAN_DIR = "/$OrphanFiles"
 #: (type, kind) of a name's data, by code: a directory, a file, a remote symlink's target.
 _DATA_CLASSES = [("d", "dir"), ("f", "file"), ("m", "symlink")]
 #: Names emitted at a time: bounds the working columns of a window.
@@ -429,19 +428,8 @@ class _Mapper(FilesystemWalk):
         return rows, paths
 
     def _orphans(self, inodes: InodeTable, named_rows: Array) -> tuple[Array, list[str]]:
-        reached = np.zeros(len(inodes), dtype=bool)
-        reached[named_rows] = True
-        reached[self.special_rows] = True
-        orphans = np.flatnonzero(~reached).astype(np.int64)
-        if len(orphans):
-            self.finding(
-                Severity.WARNING,
-                None,
-                self.device,
-                f"{len(orphans)} inode(s) in use but named by no directory; listed under "
-                f"{ORPHAN_DIR}",
-            )
-        return orphans, [f"{ORPHAN_DIR}/OrphanFile-{int(i)}" for i in inodes.ino[orphans].tolist()]
+        every = np.ones(len(inodes), dtype=bool)  # the table holds inodes in use only
+        return self.orphans_among(every, [named_rows, self.special_rows], inodes.ino)
 
     def emit_named(
         self,
@@ -463,22 +451,6 @@ class _Mapper(FilesystemWalk):
             self.builder.progress(
                 f"{self.device}: names", min(lo + NAME_WINDOW, len(row)), len(row)
             )
-
-    def _objects(
-        self,
-        sel: Array,
-        classes: list[tuple[str, str]],
-        codes: npt.ArrayLike,
-        paths: PathColumn,
-        ino: Array,
-    ) -> Array:
-        return self.builder.add_objects(
-            classes,
-            np.broadcast_to(np.asarray(codes, dtype=np.int64), (len(sel),)),
-            self.device,
-            paths.take(sel),
-            ino[sel],
-        )
 
     def _join(
         self,
