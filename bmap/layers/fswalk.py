@@ -185,14 +185,9 @@ class FilesystemWalk:
         self, claimed: tuple[Array, Array], free: tuple[Array, Array], table: str
     ) -> None:
         """A finding for bytes the filesystem's ``table`` calls free that something holds."""
-        overlap = intersect_length(claimed, free)
-        if overlap:
-            self.finding(
-                Severity.WARNING,
-                None,
-                self.device,
-                f"{overlap:#x} bytes in use by files or structures are free in the {table}",
-            )
+        message = free_in_use(claimed, free, table)
+        if message:
+            self.finding(Severity.WARNING, None, self.device, message)
 
     def unreferenced(
         self, claimed: tuple[Array, Array], free: tuple[Array, Array], fs_end: int
@@ -231,6 +226,15 @@ class FilesystemWalk:
             "filesystem is not mapped inside",
         )
         return False
+
+
+def free_in_use(claimed: tuple[Array, Array], free: tuple[Array, Array], table: str) -> str | None:
+    """What to say of bytes the allocation ``table`` calls free that a file or structure
+    holds (None: there are none)."""
+    overlap = intersect_length(claimed, free)
+    if not overlap:
+        return None
+    return f"{overlap:#x} bytes in use by files or structures are free in the {table}"
 
 
 class Filesystem(Protocol):

@@ -52,9 +52,9 @@ from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.images.streams import MappedReader, PositionalReader
 from bmap.layers.content import Volume
-from bmap.layers.fswalk import ORPHAN_DIR
+from bmap.layers.fswalk import ORPHAN_DIR, free_in_use
 from bmap.model.blockmap import MapBuilder, PathColumn
-from bmap.model.intervals import intersect_length, subtract, union
+from bmap.model.intervals import subtract, union
 
 Array = npt.NDArray[np.int64]
 
@@ -985,15 +985,9 @@ class _Mapper:
         free = self.allocation_free()
         if free is not None:
             free = (np.clip(free[0], 0, fs_end), np.clip(free[1], 0, fs_end))
-            overlap = intersect_length(claimed, free)
-            if overlap:
-                self.finding(
-                    Severity.WARNING,
-                    None,
-                    self.device,
-                    f"{overlap:#x} bytes in use by files or structures are free in the "
-                    "allocation table",
-                )
+            message = free_in_use(claimed, free, "allocation table")
+            if message:
+                self.finding(Severity.WARNING, None, self.device, message)
             free = subtract(free, claimed)
             self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
         else:
