@@ -8,9 +8,9 @@ sectors a label lives in, never the whole device: every probe reads through one
 The probes are one table, :data:`PROBES`, one line per format; each probe lives beside its
 format's own structures. They run in the order libblkid runs them, so that a volume whose old
 signatures were left underneath (a LUKS or LVM header written over a file system, say) is named
-as blkid names it: LVM2 and LUKS first, then vfat, swap, XFS, ext, ISO9660, NTFS, btrfs and
-exFAT. Where blkid would report an "ambivalent result" (two file system signatures) we answer
-with the first.
+as blkid names it: LVM2 and LUKS first, then vfat, swap, XFS, ext, ISO9660, HFS+, UFS, NTFS,
+btrfs and exFAT. Where blkid would report an "ambivalent result" (two file system signatures) we
+answer with the first.
 
 What each probe accepts and how it words LABEL, UUID and VERSION follow libblkid, checked
 against ``blkid -p -o export`` on images made by the real tools (tests/parsers/test_detect.py):
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import construct as cs
 
-from parsers import btrfs, exfat, fat, iso9660, luks, ntfs, swap, xfs
+from parsers import btrfs, exfat, fat, hfsplus, iso9660, luks, ntfs, swap, ufs, xfs
 from parsers.errors import ParserError
 from parsers.ext import probe as ext_probe
 from parsers.lvm2 import label as lvm2_label
@@ -55,6 +55,8 @@ PROBES: tuple[tuple[str, Probe], ...] = (
     ("xfs", xfs.probe),
     ("ext", ext_probe.probe),
     ("iso9660", iso9660.probe),
+    ("hfsplus", hfsplus.probe),
+    ("ufs", ufs.probe),
     ("ntfs", ntfs.probe),
     ("btrfs", btrfs.probe),
     ("exfat", exfat.probe),
