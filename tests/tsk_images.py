@@ -11,6 +11,8 @@
   fragmented by filling the volume and deleting every other filler, and a deleted file.
 - exFAT: ``mkfs.exfat``, files written through ``mount.exfat-fuse`` on a loop device.
 - ISO9660: ``genisoimage -R -J``.
+- HFS+: ``xorriso -as mkisofs -hfsplus``, cut out of the hybrid image at its ``Apple_HFS``
+  partition (Debian 12 has no mkfs.hfsplus).
 
 Each image is built once into ``$BMAP_TEST_CACHE/<version>`` (or pytest's temporary
 directory), as :mod:`tests.ext_images` does, and every source file's bytes are kept beside it
@@ -400,6 +402,60 @@ def build_iso(image: Path, work: Path) -> dict[str, bytes]:
 
 
 # --------------------------------------------------------------------------------------------
+# HFS+
+
+#: Apple partition map entries (Inside Macintosh: Devices): "PM", the map's entry count,
+#: the partition's first block and block count, its name and type.
+_APM_ENTRY = struct.Struct(">2s2xIII32s32s")
+
+
+def apple_partitions(image: Path) -> list[tuple[str, int, int]]:
+    """``(type, byte offset, byte length)`` of each Apple partition map entry, decoded by hand:
+    the driver descriptor ("ER") at block 0 gives the block size, the map starts at block 1."""
+    with open(image, "rb") as fh:
+        ddr = fh.read(512)
+        block = int.from_bytes(ddr[2:4], "big") if ddr[:2] == b"ER" else 512
+        out = []
+        fh.seek(block)
+        first = _APM_ENTRY.unpack(fh.read(_APM_ENTRY.size))
+        for i in range(first[1]):
+            fh.seek(block * (1 + i))
+            sig, _count, start, length, _name, kind = _APM_ENTRY.unpack(fh.read(_APM_ENTRY.size))
+            if sig != b"PM":
+                break
+            out.append((kind.split(b"\0")[0].decode(), start * block, length * block))
+    return out
+
+
+def build_hfsplus(image: Path, work: Path) -> dict[str, bytes]:
+    """An HFS+ volume made by xorriso (``-hfsplus``: the HFS+ side of a hybrid ISO, the only
+    HFS+ writer in Debian 12), cut out of the hybrid image at its ``Apple_HFS`` partition.
+    Many files, so that the catalog B-tree has several nodes."""
+    files: dict[str, bytes] = {
+        "/README.TXT": b"bmap HFS+ test image\n",
+        "/System/Library/kernel": data("hfs-kernel", 900 * KiB),
+        "/System/Library/Extensions/deep/leaf.txt": b"leaf\n" * 300,
+        "/empty.txt": b"",
+        "/näme with spaces.txt": b"a decomposed name\n",
+        "/odd.bin": data("hfs-odd", 4097),
+    }
+    for i in range(300):
+        files[f"/many/file{i:03d}.txt"] = f"file {i}\n".encode() * (i % 7 + 1)
+    src = work / "src"
+    _write_tree(src, files)
+    for dirpath, dirnames, filenames in os.walk(src):
+        for name in [*dirnames, *filenames]:
+            os.utime(os.path.join(dirpath, name), (1_700_000_000, 1_700_000_000))
+    hybrid = work / "hybrid.iso"
+    run("xorriso", "-as", "mkisofs", "-quiet", "-hfsplus", "-V", "BMAPHFS", "-o", hybrid, src)
+    (hfs,) = [(o, n) for kind, o, n in apple_partitions(hybrid) if kind == "Apple_HFS"]
+    with open(hybrid, "rb") as fh, open(image, "wb") as out:
+        fh.seek(hfs[0])
+        out.write(fh.read(hfs[1]))
+    return files
+
+
+# --------------------------------------------------------------------------------------------
 # the cache
 
 BUILDERS: dict[str, Callable[[Path, Path], dict[str, bytes]]] = {
@@ -411,6 +467,7 @@ BUILDERS: dict[str, Callable[[Path, Path], dict[str, bytes]]] = {
     "ntfs_small": build_ntfs_small,
     "exfat": build_exfat,
     "iso": build_iso,
+    "hfsplus": build_hfsplus,
 }
 #: The tools each image needs.
 TOOLS = {
@@ -422,6 +479,7 @@ TOOLS = {
     "ntfs_small": ("mkntfs", "ntfs-3g"),
     "exfat": ("mkfs.exfat", "mount.exfat-fuse", "losetup"),
     "iso": ("genisoimage",),
+    "hfsplus": ("xorriso",),
 }
 
 

@@ -145,3 +145,44 @@ def read_ranges(image: Path, ranges: list[tuple[int, int]]) -> bytes:
             fh.seek(start)
             out += fh.read(end - start)
     return bytes(out)
+
+
+#: What ``fsstat`` calls the unit of TSK's block addresses, per filesystem type.
+_BLOCK_UNIT = {
+    "fat": "Sector Size",
+    "exfat": "Sector Size",
+    "ntfs": "Cluster Size",
+    "hfs": "Allocation Block Size",
+    "ufs": "Fragment Size",
+    "iso9660": "Block Size",
+}
+
+
+def blkls_free(
+    image: Path, fstype: str, sector_offset: int = 0
+) -> tuple[list[tuple[int, int]], int]:
+    """The byte ranges of the blocks TSK's block walk (``blkls -l -e``) calls free (``f``),
+    merged, and the end of the last block it lists; the unit of its addresses from
+    ``fsstat`` (``fstype`` as ``-f`` takes it: ``fat``, ``ntfs``, ``hfs``, ...)."""
+    where: list[str | Path] = ["-o", str(sector_offset)] if sector_offset else []
+    stat = _tool("fsstat", "-f", fstype, *where, image)
+    key = _BLOCK_UNIT[fstype if fstype in _BLOCK_UNIT else fstype.rstrip("0123456789")]
+    m = re.search(rf"^{key}: ?(\d+)", stat, re.MULTILINE)
+    if m is None:
+        raise RuntimeError(f"fsstat gives no {key!r}")
+    unit = int(m.group(1))
+    ranges: list[tuple[int, int]] = []
+    listed = 0
+    for line in _tool("blkls", "-f", fstype, "-l", "-e", *where, image).splitlines():
+        addr, _, flag = line.partition("|")
+        if not addr.isdigit():
+            continue
+        lo = int(addr) * unit
+        listed = max(listed, lo + unit)
+        if flag != "f":
+            continue
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], lo + unit)
+        else:
+            ranges.append((lo, lo + unit))
+    return ranges, listed

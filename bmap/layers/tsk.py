@@ -1,5 +1,5 @@
-"""FAT12/16/32, exFAT, NTFS and ISO9660 through The Sleuth Kit (pytsk3): every structure,
-directory and file of a filesystem as map lines.
+"""FAT12/16/32, exFAT, NTFS, ISO9660 and HFS+ through The Sleuth Kit (pytsk3): every
+structure, directory and file of a filesystem as map lines.
 
 This is the only module that imports pytsk3. TSK reads the volume through
 :class:`VolumeImage`, an ``Img_Info`` over the volume's own stream view: it sees a partition,
@@ -10,19 +10,23 @@ What it writes, in the volume's coordinates placed through ``volume.placement``:
 
 - ``f`` and ``d`` lines for every file's and directory's non-resident data runs, with their
   offsets inside the file, under every name TSK lists; NTFS alternate data streams as
-  ``path:stream``; NTFS resident data (``$DATA`` and a directory's ``$INDEX_ROOT``) as the
-  value's bytes inside its MFT record; compressed and sparse runs name the stored ranges only;
-  on FAT, exFAT and ISO9660 runs are clipped to the file's size rounded up to the cluster (an
-  NTFS run list ends at the allocated size, which is the file's);
-- ``m`` lines for each filesystem's own structures (decoded by hand from its boot sector or
-  volume descriptors), and for NTFS's system files and each file's MFT record;
+  ``path:stream``, an HFS+ resource fork as ``path/..namedfork/rsrc``; NTFS resident data
+  (``$DATA`` and a directory's ``$INDEX_ROOT``) as the value's bytes inside its MFT record;
+  compressed and sparse runs name the stored ranges only; on FAT, exFAT, ISO9660 and HFS+
+  runs are clipped to the file's size rounded up to the cluster (an NTFS run list ends at the
+  allocated size, which is the file's);
+- ``m`` lines for each filesystem's own structures (decoded by hand from its boot sector,
+  volume descriptors or volume header), for NTFS's system files and each file's MFT record,
+  and for HFS+'s special files (catalog, extents, attributes, allocation, startup) and journal;
 - ``u unallocated`` from the filesystem's own allocation table (the FAT, the exFAT allocation
-  bitmap, NTFS's ``$Bitmap``), decoded with numpy; ``u unreferenced`` for what is neither
-  claimed nor free; ``u fat-tail`` (``exfat-tail``, ``ntfs-tail``) for the sectors after the
-  last whole cluster; ``u volume-slack`` after the filesystem's end.
+  bitmap, NTFS's ``$Bitmap``, the HFS+ allocation file), decoded with numpy; ``u
+  unreferenced`` for what is neither claimed nor free; ``u fat-tail`` (``exfat-tail``,
+  ``ntfs-tail``) for the sectors after the last whole cluster; ``u volume-slack`` after the
+  filesystem's end.
 
 pytsk3 has no block walk, so the allocation tables are read here, a chunk at a time: the
-FAT and the exFAT bitmap from the volume, NTFS's ``$Bitmap`` through TSK.
+FAT and the exFAT bitmap from the volume, NTFS's ``$Bitmap`` and the HFS+ allocation file
+through TSK.
 
 Deleted entries TSK still lists are findings (a count and the first few paths); their space is
 never claimed. Files TSK finds under its virtual ``$OrphanFiles`` directory whose metadata is
@@ -32,7 +36,8 @@ partition line and a finding. The walk is bounded: each directory is read once (
 metadata address), at most :data:`MAX_DEPTH` deep, at most one entry per 32 bytes of the
 volume, at most one run per block of it; names and runs go to the builder in windows.
 
-Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for vfat, exfat, ntfs and iso9660.
+Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for vfat, exfat, ntfs, iso9660 and
+hfsplus.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from bmap.layers.content import Volume
 from bmap.layers.fswalk import ORPHAN_DIR, free_in_use
 from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import subtract, union
+from parsers import hfsplus
+from parsers.errors import ParserError
 
 Array = npt.NDArray[np.int64]
 
@@ -121,6 +128,23 @@ _NTFS_SYSTEM = {
     10: "ntfs-upcase",
     11: "ntfs-extend",
 }
+#: HFS+ special files by catalog node ID (TSK's inode numbers): the kind of their ``m`` lines.
+_HFS_SYSTEM = {
+    3: "hfs-extents",
+    4: "hfs-catalog",
+    5: "hfs-badblocks",
+    6: "hfs-allocation",
+    7: "hfs-startup",
+    8: "hfs-attributes",
+}
+#: HFS+ journal files in the root directory (hidden from the Finder), by name.
+_HFS_JOURNAL_FILES = {b".journal": "hfs-journal", b".journal_info_block": "hfs-journal-info"}
+_HFS_DATA = (int(pytsk3.TSK_FS_ATTR_TYPE_HFS_DATA), int(pytsk3.TSK_FS_ATTR_TYPE_HFS_DEFAULT))
+_HFS_RSRC = int(pytsk3.TSK_FS_ATTR_TYPE_HFS_RSRC)
+_HFS_EXT_ATTR = int(pytsk3.TSK_FS_ATTR_TYPE_HFS_EXT_ATTR)
+#: A resource fork's name, as macOS names it.
+_HFS_RSRC_SUFFIX = b"/..namedfork/rsrc"
+_COMP = int(pytsk3.TSK_FS_ATTR_COMP)
 #: NTFS attributes that are always resident and hold no data of the file's: skipped early.
 _ALWAYS_RESIDENT = frozenset((0x10, 0x30, 0x60, 0x70))
 _FAT_LABEL_SUFFIX = b"(Volume Label Entry)"
@@ -134,6 +158,9 @@ _CLASSES: list[tuple[str, str]] = [
     *(("m", kind) for kind in dict.fromkeys(_NTFS_SYSTEM.values())),
     ("m", "exfat-bitmap"),
     ("m", "exfat-upcase"),
+    *(("m", kind) for kind in _HFS_SYSTEM.values()),
+    *(("m", kind) for kind in _HFS_JOURNAL_FILES.values()),
+    ("m", "hfs-xattr"),
 ]
 _CODE = {cls: code for code, cls in enumerate(_CLASSES)}
 _DIR_CODE, _FILE_CODE = _CODE["d", "dir"], _CODE["f", "file"]
@@ -190,6 +217,11 @@ class Layout:
     directories: list[tuple[int, int]] = field(default_factory=list)
     """ISO9660: every directory's extent, from the path tables of every descriptor (the
     tree TSK does not read, Joliet's or the primary one, is named from these)."""
+    after_walk: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(kind, start, end)`` named after the walk where no line holds them yet (HFS+: the
+    special files' first extents and the journal, which TSK may also list as files)."""
+    msb_first: bool = False
+    """The allocation bitmap numbers block 0 by the most significant bit of byte 0 (HFS+)."""
     skip_root: bool = False
     """FAT12/16: the root directory is the fixed region ``fat-root-dir``, not a ``d`` line."""
     findings: list[tuple[Severity, int | None, str]] = field(default_factory=list)
@@ -211,10 +243,12 @@ def _joined(starts: list[Array], ends: list[Array]) -> tuple[Array, Array]:
     return union(np.concatenate(starts), np.concatenate(ends))
 
 
-def bitmap_free(read: Callable[[int, int], bytes], count: int) -> tuple[Array, Array, int]:
-    """Runs ``[first, end)`` of clear bits (LSB first) among the first ``count`` bits of the
-    bitmap ``read(offset, size)`` gives, read :data:`TABLE_CHUNK` bytes at a time; and how many
-    bits it held (fewer than ``count`` where it is cut short)."""
+def bitmap_free(
+    read: Callable[[int, int], bytes], count: int, msb_first: bool = False
+) -> tuple[Array, Array, int]:
+    """Runs ``[first, end)`` of clear bits (LSB first, or MSB first) among the first ``count``
+    bits of the bitmap ``read(offset, size)`` gives, read :data:`TABLE_CHUNK` bytes at a time;
+    and how many bits it held (fewer than ``count`` where it is cut short)."""
     starts, ends = [], []
     done = 0
     while done < count:
@@ -222,7 +256,9 @@ def bitmap_free(read: Callable[[int, int], bytes], count: int) -> tuple[Array, A
         data = read(done // 8, want)
         if not data:
             break
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        bits = np.unpackbits(
+            np.frombuffer(data, dtype=np.uint8), bitorder="big" if msb_first else "little"
+        )
         bits = bits[: count - done]
         first, end = _free_runs(bits == 0)
         starts.append(first + done)
@@ -393,6 +429,35 @@ def ntfs_layout(stream: RangeStream, cluster: int) -> Layout:
     if sectors * bps + bps <= stream.size:
         layout.structures.append(("ntfs-boot-backup", sectors * bps, sectors * bps + bps))
         layout.fs_end = sectors * bps + bps
+    return layout
+
+
+_SEVERITY = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
+
+
+def hfs_layout(stream: RangeStream) -> Layout:
+    """HFS+ and HFSX (:mod:`parsers.hfsplus`): the boot blocks, both volume headers and the
+    reserved sector after the alternate one before the walk; the special files' first extents
+    and the journal after it, where TSK did not list them; free blocks from the allocation
+    file, read through TSK."""
+    try:
+        hfs = hfsplus.read_layout(stream.pread, stream.size)
+    except ParserError as exc:
+        raise TskError(str(exc)) from exc
+    layout = Layout(cluster=hfs.block, fs_end=hfs.fs_end, msb_first=True)
+    for kind, lo, hi in hfs.structures:
+        if kind in ("hfs-journal", "hfs-journal-info"):
+            layout.after_walk.append((kind, lo, hi))
+        else:
+            layout.structures.append((kind, lo, hi))
+    for kind, ranges in hfs.special.values():
+        layout.after_walk.extend((kind, lo, hi) for lo, hi in ranges)
+    if stream.size > hfs.fs_end:
+        # The alternate header and the sector after it lie past the last allocation block
+        # when the volume is no whole number of blocks: they belong to the filesystem.
+        ends = [hi for _, _, hi in hfs.structures]
+        layout.fs_end = max([hfs.fs_end, *ends])
+    layout.findings.extend((_SEVERITY[sev], off, msg) for sev, off, msg in hfs.findings)
     return layout
 
 
@@ -599,6 +664,7 @@ class _Mapper:
         self.walk()
         self.flush()
         self.directory_records()
+        self.structures_after_walk()
         self.report()
         self.free_space()
 
@@ -612,6 +678,19 @@ class _Mapper:
         ends = np.array([d[1] for d in layout.directories], np.int64)
         rest = subtract((starts, ends), self.claimed_union())
         self.emit_kind("iso-directory", rest[0], rest[1])
+
+    def structures_after_walk(self) -> None:
+        """The layout's structures that the walk may have named already (as TSK's files), each
+        only where no line holds it yet."""
+        layout = self.layout
+        if layout is None or not layout.after_walk:
+            return
+        claimed = self.claimed_union()
+        for kind, lo, hi in layout.after_walk:
+            lo, hi = max(0, lo), min(hi, self.size)
+            if hi > lo:
+                rest = subtract((np.array([lo], np.int64), np.array([hi], np.int64)), claimed)
+                self.emit_kind(kind, rest[0], rest[1])
 
     def claimed_union(self) -> tuple[Array, Array]:
         if not self.claimed:
@@ -632,6 +711,8 @@ class _Mapper:
                 layout = exfat_layout(stream)
             elif self.kind == "ntfs":
                 layout = ntfs_layout(stream, self.block)
+            elif self.kind == "hfsplus":
+                layout = hfs_layout(stream)
             else:
                 layout = iso_layout(stream)
         except TskError as exc:
@@ -788,6 +869,9 @@ class _Mapper:
         if self.kind == "ntfs":
             self.map_ntfs_entry(entry, prefix, name, inode, mtype)
             return
+        if self.kind == "hfsplus":
+            self.map_hfs_entry(entry, prefix, name, inode, mtype)
+            return
         code = _DIR_CODE if mtype == _DIR else _FILE_CODE
         system = None
         if self.kind == "exfat" and prefix == "/" and name in _EXFAT_SPECIAL:
@@ -799,6 +883,39 @@ class _Mapper:
                 if int(info.flags) & _NONRES:
                     limit = -(-int(info.size) // self.unit) * self.unit
                     self.take_runs(attr, limit, code, prefix, name, inode, system)
+        except OSError as exc:
+            self.tsk_error(f"attributes of {prefix + name.decode('utf-8', 'replace')!r}", exc)
+
+    def map_hfs_entry(self, entry: Any, prefix: str, name: bytes, inode: int, mtype: int) -> None:
+        """HFS+: the data fork under the path, the resource fork as ``path/..namedfork/rsrc``,
+        an extended attribute stored in fork data as ``path:name`` (``m hfs-xattr``); the
+        special files and the journal files as their kinds. A compressed file's data is
+        stored in its resource fork or the attributes file, named there: TSK's decompressed
+        view of it is skipped."""
+        system = _HFS_SYSTEM.get(inode)
+        if system is None and prefix == "/" and name in _HFS_JOURNAL_FILES:
+            system = _HFS_JOURNAL_FILES[name]
+        try:
+            for attr in entry:
+                info = attr.info
+                flags = int(info.flags)
+                if not flags & _NONRES or flags & _COMP:
+                    continue
+                atype = int(info.type)
+                if atype in _HFS_DATA:
+                    suffix, code = b"", _FILE_CODE
+                elif atype == _HFS_RSRC:
+                    suffix, code = _HFS_RSRC_SUFFIX, _FILE_CODE
+                elif atype == _HFS_EXT_ATTR:
+                    suffix, code = b":" + bytes(info.name or b""), _CODE["m", "hfs-xattr"]
+                else:
+                    continue
+                if system is not None:
+                    code = _CODE["m", system]
+                elif mtype == _DIR and atype in _HFS_DATA:
+                    code = _DIR_CODE
+                limit = -(-int(info.size) // self.unit) * self.unit
+                self.take_runs(attr, limit, code, prefix, name + suffix, inode, system)
         except OSError as exc:
             self.tsk_error(f"attributes of {prefix + name.decode('utf-8', 'replace')!r}", exc)
 
@@ -953,6 +1070,25 @@ class _Mapper:
                         None,
                         f"{self.device} ntfs-bitmap",
                         f"$Bitmap holds {held} of {clusters} clusters; the rest are not named",
+                    )
+                return first * self.block, end * self.block
+            if self.kind == "hfsplus":
+                allocation = self.fs.open_meta(inode=6)
+                size = min(int(allocation.info.meta.size), self.size)
+                blocks = layout.fs_end // self.block
+
+                def read_allocation(offset: int, want: int) -> bytes:
+                    want = min(want, size - offset)
+                    return bytes(allocation.read_random(offset, want)) if want > 0 else b""
+
+                first, end, held = bitmap_free(read_allocation, blocks, msb_first=True)
+                if held < blocks:
+                    self.finding(
+                        Severity.ERROR,
+                        None,
+                        f"{self.device} hfs-allocation",
+                        f"the allocation file holds {held} of {blocks} blocks; the rest are "
+                        "not named",
                     )
                 return first * self.block, end * self.block
             if self.kind == "exfat":
@@ -1129,5 +1265,16 @@ def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
     else:
         facts["block_size"] = int(info.block_size)
         facts["size"] = int(info.block_size) * int(info.block_count)
+    if kind.startswith("hfs"):
+        raw = stream.pread(hfsplus.HEADER_OFFSET, hfsplus.HEADER_SIZE)
+        if len(raw) == hfsplus.HEADER_SIZE:
+            header = hfsplus.VOLUME_HEADER.parse(raw)
+            facts["version"] = "HFSX" if header.signature == b"HX" else "HFS+"
+            facts["files"], facts["folders"] = header.file_count, header.folder_count
+            facts["free_bytes"] = min(header.free_blocks * header.block_size, facts["size"])
+            facts["journaled"] = bool(header.attributes & hfsplus.JOURNALED)
+            ident = hfsplus.volume_identifier(header.finder_info)
+            if ident is not None:
+                facts["volume_identifier"] = ident
     facts["reader"] = "The Sleuth Kit (pytsk3)"
     return facts

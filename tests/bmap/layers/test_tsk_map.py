@@ -34,7 +34,7 @@ from bmap.layers.content import Volume
 from bmap.layers.mapper import map_images
 from bmap.layers.placement import Placement, Segment
 from bmap.model.blockmap import MapBuilder
-from bmap.model.intervals import union
+from bmap.model.intervals import subtract, union
 from bmap.store.mapfile import dumps_map
 from parsers.probe import Content
 from tests import lvm_truth
@@ -54,7 +54,7 @@ from tests.tsk_images import (  # noqa: F401 - pytest fixtures
 )
 
 FAT_IMAGES = ["fat12", "fat16", "fat32"]
-ALL_IMAGES = [*FAT_IMAGES, "ntfs", "exfat", "iso"]
+ALL_IMAGES = [*FAT_IMAGES, "ntfs", "exfat", "iso", "hfsplus"]
 
 
 @pytest.fixture(scope="module")
@@ -327,6 +327,35 @@ def test_fat_structures_where_fsck_fat_and_the_boot_sector_say(mapped, name):
     assert free == (fsck["total_clusters"] - fsck["used_clusters"]) * fsck["bytes_per_cluster"]
 
 
+#: ``-f`` of TSK's tools for each image.
+TSK_TYPE = {"fat12": "fat", "fat16": "fat", "fat32": "fat", "ntfs": "ntfs", "exfat": "exfat"}
+TSK_TYPE |= {"iso": "iso9660", "hfsplus": "hfs"}
+
+
+# Not ISO9660: it has no allocation table, and TSK's block walk there calls the system area
+# and the volume descriptors free (blocks 0-31) and everything up to the last file's end used.
+@pytest.mark.parametrize("name", [n for n in ALL_IMAGES if n != "iso"])
+def test_unallocated_is_what_tsks_block_walk_calls_free(mapped, name):
+    """``u unallocated`` is every block ``blkls -l -e`` calls free, less what a line of the
+    map holds (a free block in use is a finding instead). TSK also calls free the sectors
+    after the last whole cluster (bmap's ``*-tail``)."""
+    image, _bmap, frame = mapped(name)
+    free_kinds = ["unallocated", "fat-tail", "exfat-tail", "ntfs-tail"]
+    free, listed = T.blkls_free(image, TSK_TYPE[name])
+    claimed = frame[frame["type"].isin(["f", "d", "m"])]
+    expect = subtract(
+        (np.array([r[0] for r in free], np.int64), np.array([r[1] for r in free], np.int64)),
+        union(claimed["start"].to_numpy(), claimed["end"].to_numpy()),
+    )
+    unalloc = frame[(frame["type"] == "u") & frame["kind"].isin(free_kinds)]
+    # Only the blocks TSK lists (not the volume slack after the filesystem).
+    unalloc = unalloc[unalloc["start"] < listed]
+    got = union(unalloc["start"].to_numpy(), np.minimum(unalloc["end"], listed).to_numpy())
+    assert got[0].tolist() == expect[0].tolist() and got[1].tolist() == expect[1].tolist()
+    if name != "hfsplus":  # xorriso leaves no free block
+        assert len(got[0]) > 0
+
+
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_every_byte_is_covered(mapped, name):
     image, bmap, frame = mapped(name)
@@ -335,7 +364,7 @@ def test_every_byte_is_covered(mapped, name):
     s, e = union(inner["start"].to_numpy(), inner["end"].to_numpy())
     assert s.tolist() == [0] and e.tolist() == [size]
     assert bmap.covered_bytes() == size
-    if name in FAT_IMAGES:
+    if name in [*FAT_IMAGES, "hfsplus"]:
         assert_covers_exactly_once(frame, size)
 
 
@@ -590,7 +619,7 @@ def test_a_volume_in_pieces_maps_through_its_placement(tsk_image_factory):
     assert any(t == "f" for t, *_ in got)
 
 
-@pytest.mark.parametrize("name", ["fat16", "fat32", "ntfs", "exfat", "iso"])
+@pytest.mark.parametrize("name", ["fat16", "fat32", "ntfs", "exfat", "iso", "hfsplus"])
 def test_damaged_metadata_gives_findings_never_tracebacks(tsk_image_factory, tmp_path, name):
     """Bytes of the first 256 KiB after the boot region (FATs, root directories, the MFT's
     first records, volume descriptors) overwritten at random, eight images per filesystem: each
@@ -678,10 +707,10 @@ def test_every_kind_is_documented(mapped, name):
     """Each ``m`` and ``u`` kind of the map is in docs/format.md's section for these
     filesystems (its table and its unused kinds)."""
     docs = (Path(__file__).resolve().parents[3] / "docs" / "format.md").read_text()
-    section = docs[docs.index("### FAT, exFAT, NTFS, ISO9660 specifics") :]
+    section = docs[docs.index("### FAT, exFAT, NTFS, ISO9660") :]
     section = section[: section.index("\n### ", 1)]
     documented = set(re.findall(r"`([a-z0-9-]+)(?: <path>)?`", section))
     _, _, frame = mapped(name)
     kinds = set(frame.loc[frame["type"].isin(["m", "u"]), "kind"])
     assert kinds <= documented, kinds - documented
-    assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor"}
+    assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor", "hfs-catalog"}
