@@ -53,6 +53,9 @@ SUPERBLOCK_AREA = 8192
 SUPERBLOCK_SIZE = 1376
 CG_HEADER_SIZE = 168
 INODE_SIZE = {1: 128, 2: 256}
+#: UFS_NDADDR: direct block addresses in an inode; only a file that fits in them may end in
+#: fragments (ffs_balloc), a longer one ends in a whole block.
+DIRECT_BLOCKS = 12
 #: MINBSIZE and MAXBSIZE; MAXFRAG.
 MIN_BLOCK, MAX_BLOCK, MAX_FRAGS_PER_BLOCK = 4096, 65536, 8
 MIN_FRAGMENT = 512
@@ -316,6 +319,9 @@ class UfsLayout:
     """Free byte ranges (starts, ends: int64, sorted, merged) from the groups' free maps."""
     findings: list[tuple[str, int | None, str]] = field(default_factory=list)
     """``(severity, offset, message)``: ``error``, ``warning`` or ``info``."""
+    inode_tables: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(first inode number, byte offset, inodes)`` of each group's inode table, inside the
+    volume."""
 
 
 class _Findings:
@@ -372,7 +378,8 @@ def read_layout(read: Callable[[int, int], bytes], size: int) -> UfsLayout:
     num_cgs, fs_frags = _bounded_counts(sb, size, findings)
     layout.cylinder_groups = num_cgs
     layout.fs_end = fs_frags * fsize
-    structures = _fixed_structures(sb, num_cgs, findings)
+    structures = _fixed_structures(sb, num_cgs, findings, layout.inode_tables)
+    layout.inode_tables = [t for t in layout.inode_tables if t[1] < size]
     starts, ends = [], []
     for cg in range(num_cgs):
         free = _cg_free(read_bounded, sb, cg, fs_frags, size, findings)
@@ -442,9 +449,10 @@ def _bounded_counts(sb: Superblock, size: int, findings: _Findings) -> tuple[int
 
 
 def _fixed_structures(
-    sb: Superblock, num_cgs: int, findings: _Findings
+    sb: Superblock, num_cgs: int, findings: _Findings, tables: list[tuple[int, int, int]]
 ) -> list[tuple[str, int, int]]:
-    """The structures the superblock places (not yet cut at the volume's end)."""
+    """The structures the superblock places (not yet cut at the volume's end); each group's
+    inode table is also added to ``tables``."""
     fsize = sb.fragment_size
     primary = sb.offset
     structures = []
@@ -487,6 +495,7 @@ def _fixed_structures(
         structures.append(("ufs-cg", (start + sb.cblkno) * fsize, (start + sb.iblkno) * fsize))
         inodes = (start + sb.iblkno) * fsize
         structures.append(("ufs-inodes", inodes, inodes + inode_frags * fsize))
+        tables.append((cg * sb.inodes_per_group, inodes, inode_frags * fsize // sb.inode_size))
     expected = -(-sb.num_cgs * 16 // fsize) * fsize  # struct csum is 16 bytes
     summary = sb.summary_size
     if summary != expected:
@@ -625,3 +634,140 @@ def _check_free_against_structures(layout: UfsLayout, findings: _Findings) -> No
             start,
             f"{kind} at {start:#x}: the free map marks part of it free",
         )
+
+
+# -- inodes whose block trees a walker should not follow -------------------------------------
+
+#: The dinode fields read here: (offset of di_mode, di_size, di_blocks, the 12 direct and 3
+#: indirect addresses; the width of an address), UFS1 and UFS2 (FreeBSD ufs/ufs/dinode.h).
+_DINODE = {1: (0, 8, 104, 40, 4), 2: (0, 16, 24, 112, 8)}
+#: A symlink shorter than this lives in the inode's address fields (a fast symlink).
+_FAST_SYMLINK = {1: 60, 2: 120}
+_IFMT, _IFLNK = 0o170000, 0o120000
+#: Inode table bytes decoded at a time.
+_INODE_CHUNK = 1 << 20
+#: A file may span at most this many times the volume's blocks (sparse files do) before a
+#: walker is shown it shorter.
+SPAN_PER_VOLUME_BLOCK = 8
+
+
+@dataclass(frozen=True)
+class Overrun:
+    """An inode whose block tree a walker should not follow as it stands."""
+
+    inode: int
+    size_offset: int
+    """Byte offset of its ``di_size`` field in the volume."""
+    shown_size: int
+    """The size to show a walker instead: 0 where the tree is inconsistent, else the span
+    the volume allows."""
+    why: str
+
+
+def tree_overruns(read: Callable[[int, int], bytes], layout: UfsLayout, size: int) -> list[Overrun]:
+    """Inodes in use whose block trees would make a walker work past what the volume holds.
+
+    A walker that builds a file's run list (TSK's) visits every address up to the file's size,
+    the absent (sparse) parts of the tree included, and appends a run for each stretch. So:
+
+    - a file whose size spans more than :data:`SPAN_PER_VOLUME_BLOCK` times the volume's
+      blocks (plus the direct and one indirect block's worth) is shown that long;
+    - a file longer than the blocks it holds (``di_blocks``) whose indirect blocks, followed,
+      reach more addresses than that is inconsistent (crafted, or an indirect pointer to a
+      data block) and is shown empty.
+
+    Each candidate's tree is walked with a budget of the blocks it holds; the whole scan reads
+    at most twice the volume's blocks of indirect blocks, and a candidate left unchecked once
+    that is spent is shown empty too.
+    """
+    order = layout.byte_order
+    version = layout.version
+    mode_at, size_at, blocks_at, addr_at, width = _DINODE[version]
+    isize = INODE_SIZE[version]
+    fsize, bsize = layout.fragment, layout.block
+    per_block = bsize // width
+    volume_blocks = max(1, size // bsize)
+    span = SPAN_PER_VOLUME_BLOCK * volume_blocks + DIRECT_BLOCKS + per_block
+    addr_type = np.dtype(f"{order}i{width}")
+    out: list[Overrun] = []
+    work = 2 * volume_blocks  # indirect blocks read, all candidates together
+
+    def addresses(raw: bytes) -> np.ndarray:
+        return np.frombuffer(raw[: len(raw) // width * width], dtype=addr_type).astype(np.int64)
+
+    for first, offset, count in layout.inode_tables:
+        step = _INODE_CHUNK // isize
+        for done in range(0, count, step):
+            raw = read(offset + done * isize, min(step, count - done) * isize)
+            n = len(raw) // isize
+            if n == 0:
+                break
+            table = np.frombuffer(raw[: n * isize], dtype=np.uint8).reshape(n, isize)
+
+            def column(at: int, kind: str, table: np.ndarray = table) -> np.ndarray:
+                return table[:, at : at + int(kind[-1])].copy().view(f"{order}{kind}").ravel()
+
+            mode = column(mode_at, "u2").astype(np.int64)
+            length = column(size_at, "u8")
+            held = column(blocks_at, "u4" if version == 1 else "u8").astype(np.float64)
+            indirect = table[:, addr_at + DIRECT_BLOCKS * width : addr_at + 15 * width]
+            fast = ((mode & _IFMT) == _IFLNK) & (length < _FAST_SYMLINK[version])
+            spans = np.ceil(length.astype(np.float64) / bsize)
+            held_blocks = np.minimum(held * 512 / bsize, volume_blocks) + 1
+            candidates = np.flatnonzero(
+                (mode != 0)
+                & ~fast
+                & indirect.any(axis=1)
+                & ((spans > held_blocks + DIRECT_BLOCKS) | (spans > span))
+            )
+            for i in candidates.tolist():
+                inode = first + done + i
+                at = offset + (done + i) * isize + size_at
+                budget = int(held_blocks[i]) + DIRECT_BLOCKS
+                if work <= 0:
+                    out.append(Overrun(inode, at, 0, "not checked: the scan's budget was spent"))
+                    continue
+                tops = addresses(bytes(indirect[i]))
+                followed, reads = _follow(read, tops, fsize, bsize, size, budget, addresses)
+                work -= reads
+                if followed > budget:
+                    why = (
+                        f"its indirect blocks reach more than the {budget} blocks it holds "
+                        f"(size {int(length[i])})"
+                    )
+                    out.append(Overrun(inode, at, 0, why))
+                elif spans[i] > span:
+                    why = (
+                        f"its size {int(length[i])} spans more than {SPAN_PER_VOLUME_BLOCK} "
+                        "times the volume"
+                    )
+                    out.append(Overrun(inode, at, span * bsize, why))
+    return out
+
+
+def _follow(
+    read: Callable[[int, int], bytes],
+    tops: np.ndarray,
+    fsize: int,
+    bsize: int,
+    size: int,
+    budget: int,
+    addresses: Callable[[bytes], np.ndarray],
+) -> tuple[int, int]:
+    """Addresses followed below the three top indirect addresses (single, double, triple),
+    stopping once past ``budget``; and the indirect blocks read."""
+    stack = [(int(a), level) for level, a in enumerate(tops.tolist()) if a != 0]
+    followed = len(stack)
+    reads = 0
+    while stack and followed <= budget:
+        addr, level = stack.pop()
+        at = addr * fsize
+        if at < 0 or at + bsize > size:
+            continue  # outside the volume: a walker reads nothing there
+        reads += 1
+        children = addresses(read(at, bsize))
+        nonzero = children[children != 0]
+        followed += len(nonzero)
+        if level > 0 and followed <= budget:
+            stack.extend((int(c), level - 1) for c in nonzero.tolist())
+    return followed, reads

@@ -11,8 +11,8 @@ PowerPC wrote it.
 
 Determinism: makefs takes ``fs_id`` from the time (``-T``) and an unseeded ``random()``, so
 blkid's UUID is the same on every build (``6553f1006b8b4567``); the tree's mtimes are fixed.
-Each image is built once into ``$BMAP_TEST_CACHE/<version>`` (or pytest's temporary
-directory) with the bytes of every regular file beside it, as :mod:`tests.tsk_images` does.
+The builders join :data:`tests.tsk_images.BUILDERS`: each image is built once into that
+module's cache, with the bytes of every regular file beside it.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.ext_images import FAKE_TIME, NeedsRoot, cache_root_of, cached_file, run, tool_path
+from tests import tsk_images
+from tests.ext_images import FAKE_TIME, run
 from tests.tsk_images import data
 
-IMAGES_VERSION = "ufs-images-1"
 KiB = 1 << 10
 MiB = 1 << 20
 IMAGE_SIZE = 15 * MiB
@@ -109,54 +109,15 @@ BUILDERS: dict[str, Callable[[Path, Path], dict[str, bytes]]] = {
 }
 
 
-def _save_sources(folder: Path, files: dict[str, bytes]) -> None:
-    folder.mkdir()
-    for i, (path, content) in enumerate(sorted(files.items())):
-        (folder / f"{i:04d}").write_bytes(content)
-        (folder / f"{i:04d}.path").write_bytes(path.encode())
-
-
-def source_files(image: Path) -> dict[str, bytes]:
-    """What was written into ``image`` as regular files: path -> contents."""
-    folder = image.with_suffix(".files")
-    return {
-        meta.read_bytes().decode(): meta.with_suffix("").read_bytes()
-        for meta in sorted(folder.glob("*.path"))
-    }
-
-
-def ufs_image(name: str, cache_root: Path) -> Path:
-    """The image ``name`` (a key of :data:`BUILDERS`), built once into the cache."""
-    tool_path("makefs")  # FileNotFoundError: the caller skips
-    folder = cache_root / IMAGES_VERSION
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = folder / f"{name}.files"
-
-    def build(partial: Path, work: Path) -> None:
-        staged = work / f"{name}.files"
-        _save_sources(staged, BUILDERS[name](partial, work))
-        if sources.exists():
-            for old in sources.iterdir():
-                old.unlink()
-            sources.rmdir()
-        staged.rename(sources)
-
-    return cached_file(folder, f"{name}.img", build)
-
-
-@pytest.fixture(scope="session", name="ufs_images_cache")
-def ufs_images_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cache_root_of(tmp_path_factory, "ufs-images")
+# The images are built and cached by tests.tsk_images, beside the other TSK-family images.
+tsk_images.BUILDERS.update(BUILDERS)
+tsk_images.TOOLS.update({name: ("makefs",) for name in BUILDERS})
+source_files = tsk_images.source_files
 
 
 @pytest.fixture(scope="session", name="ufs_image_factory")
-def ufs_image_factory_fixture(ufs_images_cache: Path) -> Callable[[str], Path]:
+def ufs_image_factory_fixture(
+    tsk_image_factory: Callable[[str], Path],
+) -> Callable[[str], Path]:
     """``ufs_image_factory("ufs1")`` -> Path; skips when makefs is missing."""
-
-    def get(name: str) -> Path:
-        try:
-            return ufs_image(name, ufs_images_cache)
-        except (NeedsRoot, FileNotFoundError) as exc:
-            pytest.skip(str(exc))
-
-    return get
+    return tsk_image_factory

@@ -45,7 +45,7 @@ CONTENT_MAPPERS: tuple[Entry, ...] = (
     Entry("bmap.layers.ext", ("ext2", "ext3", "ext4")),
     Entry("bmap.layers.swap", ("swap",)),
     Entry("bmap.layers.xfs", ("xfs",)),
-    Entry("bmap.layers.tsk", ("vfat", "exfat", "ntfs", "iso9660", "hfsplus")),
+    Entry("bmap.layers.tsk", ("vfat", "exfat", "ntfs", "iso9660", "hfsplus", "ufs")),
     Entry("bmap.layers.luks", ("crypto_LUKS",)),
 )
 

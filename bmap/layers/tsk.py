@@ -60,7 +60,7 @@ from bmap.layers.content import Volume
 from bmap.layers.fswalk import ORPHAN_DIR, free_in_use
 from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import subtract, union
-from parsers import hfsplus
+from parsers import hfsplus, ufs
 from parsers.errors import ParserError
 
 Array = npt.NDArray[np.int64]
@@ -145,6 +145,8 @@ _HFS_EXT_ATTR = int(pytsk3.TSK_FS_ATTR_TYPE_HFS_EXT_ATTR)
 #: A resource fork's name, as macOS names it.
 _HFS_RSRC_SUFFIX = b"/..namedfork/rsrc"
 _COMP = int(pytsk3.TSK_FS_ATTR_COMP)
+#: UFS: a file's indirect blocks, which TSK lists as an attribute of their own.
+_UNIX_INDIR = int(pytsk3.TSK_FS_ATTR_TYPE_UNIX_INDIR)
 #: NTFS attributes that are always resident and hold no data of the file's: skipped early.
 _ALWAYS_RESIDENT = frozenset((0x10, 0x30, 0x60, 0x70))
 _FAT_LABEL_SUFFIX = b"(Volume Label Entry)"
@@ -161,6 +163,7 @@ _CLASSES: list[tuple[str, str]] = [
     *(("m", kind) for kind in _HFS_SYSTEM.values()),
     *(("m", kind) for kind in _HFS_JOURNAL_FILES.values()),
     ("m", "hfs-xattr"),
+    ("m", "ufs-indirect"),
 ]
 _CODE = {cls: code for code, cls in enumerate(_CLASSES)}
 _DIR_CODE, _FILE_CODE = _CODE["d", "dir"], _CODE["f", "file"]
@@ -174,17 +177,35 @@ class TskError(Exception):
 
 
 class VolumeImage(pytsk3.Img_Info):  # type: ignore[misc]
-    """A volume's stream as TSK's image: TSK never reads outside it."""
+    """A volume's stream as TSK's image: TSK never reads outside it. ``overlay`` maps byte
+    offsets to bytes TSK is shown there instead of the volume's (a hostile field made
+    harmless); the volume itself is never written."""
 
-    def __init__(self, stream: RangeStream) -> None:
+    def __init__(self, stream: RangeStream, overlay: dict[int, bytes] | None = None) -> None:
         self._stream = stream
         self._size = stream.size
+        self._overlay = sorted((overlay or {}).items())
+        self._overlay_at = [at for at, _ in self._overlay]
         super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
 
     def read(self, offset: int, size: int) -> bytes:
         if offset < 0 or size <= 0 or offset >= self._size:
             return b""
-        return self._stream.pread(offset, min(size, self._size - offset))
+        data = self._stream.pread(offset, min(size, self._size - offset))
+        if self._overlay:
+            end = offset + len(data)
+            first = bisect.bisect_left(self._overlay_at, offset - 64)
+            patched = None
+            for at, value in self._overlay[first:]:
+                if at >= end:
+                    break
+                lo, hi = max(at, offset), min(at + len(value), end)
+                if lo < hi:
+                    patched = patched if patched is not None else bytearray(data)
+                    patched[lo - offset : hi - offset] = value[lo - at : hi - at]
+            if patched is not None:
+                data = bytes(patched)
+        return data
 
     def get_size(self) -> int:
         return self._size
@@ -220,6 +241,9 @@ class Layout:
     after_walk: list[tuple[str, int, int]] = field(default_factory=list)
     """``(kind, start, end)`` named after the walk where no line holds them yet (HFS+: the
     special files' first extents and the journal, which TSK may also list as files)."""
+    whole_blocks: tuple[int, int] | None = None
+    """UFS: ``(block size, length)``: a file longer than the length (its direct blocks) ends in
+    a whole block, not in fragments, so its runs are clipped to whole blocks."""
     msb_first: bool = False
     """The allocation bitmap numbers block 0 by the most significant bit of byte 0 (HFS+)."""
     skip_root: bool = False
@@ -461,6 +485,26 @@ def hfs_layout(stream: RangeStream) -> Layout:
     return layout
 
 
+def ufs_layout(stream: RangeStream) -> Layout:
+    """UFS1 (and UFS2, which TSK does not open) from :mod:`parsers.ufs`: the boot area, the
+    superblock and its copies, each cylinder group's header and inode table, the summary area,
+    and the free fragments of each group's bitmap."""
+    try:
+        layout = ufs.read_layout(stream.pread, stream.size)
+    except ParserError as exc:
+        raise TskError(str(exc)) from exc
+    out = Layout(
+        cluster=layout.fragment,
+        fs_end=min(layout.fs_end, stream.size),
+        structures=list(layout.structures),
+        free=layout.free,
+        # ffs_balloc: only a file that fits in its 12 direct blocks may end in fragments.
+        whole_blocks=(layout.block, ufs.DIRECT_BLOCKS * layout.block),
+    )
+    out.findings.extend((_SEVERITY[sev], off, msg) for sev, off, msg in layout.findings)
+    return out
+
+
 def iso_layout(stream: RangeStream) -> Layout:
     """ISO9660: the system area, every volume descriptor up to the terminator, the path
     tables of the primary and supplementary descriptors."""
@@ -574,7 +618,8 @@ class _Mapper:
         self.builder = builder
         self.device = volume.device
         self.size = volume.size
-        self.block = int(fs.info.block_size)
+        # Without TSK (it cannot open the filesystem) only the layout is mapped: no runs.
+        self.block = int(fs.info.block_size) if fs is not None else 512
         self.findings: list[Finding] = []
         self.window = _Window()
         self.claimed: list[tuple[Array, Array]] = []
@@ -655,14 +700,15 @@ class _Mapper:
         if self.layout is None:
             return
         self.unit = self.layout.cluster
-        if self.kind == "ntfs":
+        if self.kind == "ntfs" and self.fs is not None:
             self.read_mft_runs()
         for kind, lo, hi in self.layout.structures:
             lo, hi = max(0, lo), min(hi, self.size)
             if hi > lo:
                 self.emit_kind(kind, np.array([lo], np.int64), np.array([hi], np.int64))
-        self.walk()
-        self.flush()
+        if self.fs is not None:
+            self.walk()
+            self.flush()
         self.directory_records()
         self.structures_after_walk()
         self.report()
@@ -713,6 +759,8 @@ class _Mapper:
                 layout = ntfs_layout(stream, self.block)
             elif self.kind == "hfsplus":
                 layout = hfs_layout(stream)
+            elif self.kind == "ufs":
+                layout = ufs_layout(stream)
             else:
                 layout = iso_layout(stream)
         except TskError as exc:
@@ -881,7 +929,15 @@ class _Mapper:
             for attr in entry:
                 info = attr.info
                 if int(info.flags) & _NONRES:
-                    limit = -(-int(info.size) // self.unit) * self.unit
+                    unit = self.unit
+                    whole = self.layout.whole_blocks if self.layout is not None else None
+                    if whole is not None and int(info.size) > whole[1]:
+                        unit = whole[0]
+                    limit = -(-int(info.size) // unit) * unit
+                    if int(info.type) == _UNIX_INDIR:  # UFS: the file's indirect blocks
+                        indirect = _CODE["m", "ufs-indirect"]
+                        self.take_runs(attr, limit, indirect, prefix, name, inode, None)
+                        continue
                     self.take_runs(attr, limit, code, prefix, name, inode, system)
         except OSError as exc:
             self.tsk_error(f"attributes of {prefix + name.decode('utf-8', 'replace')!r}", exc)
@@ -1053,6 +1109,8 @@ class _Mapper:
         assert layout is not None
         if layout.free is not None:
             return layout.free
+        if self.fs is None:
+            return None
         try:
             if self.kind == "ntfs":
                 bitmap = self.fs.open_meta(inode=6)
@@ -1184,33 +1242,48 @@ def _resident_value(record: bytes, atype: int, name: bytes) -> tuple[int, int] |
 # -- the registry's entry points -----------------------------------------------------------
 
 
-def open_filesystem(stream: RangeStream) -> Any:
-    """TSK's view of the filesystem in ``stream``; raises :class:`TskError`."""
+def open_filesystem(stream: RangeStream, overlay: dict[int, bytes] | None = None) -> Any:
+    """TSK's view of the filesystem in ``stream`` (with ``overlay`` shown over it); raises
+    :class:`TskError`."""
     try:
-        return pytsk3.FS_Info(VolumeImage(stream), offset=0)
+        return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0)
     except OSError as exc:
         raise TskError(str(exc).strip() or "TSK cannot open the filesystem") from exc
 
 
 def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
-    """Map the FAT, exFAT, NTFS or ISO9660 filesystem of ``volume`` into ``builder``; returns
-    the findings. A filesystem TSK cannot open is one finding, and nothing inside is mapped."""
+    """Map the FAT, exFAT, NTFS, ISO9660, HFS+ or UFS filesystem of ``volume`` into
+    ``builder``; returns the findings. Where TSK cannot open the filesystem (UFS2, a damaged
+    one) a finding says so, and what its own headers say is still mapped (its structures and,
+    where the table is read without TSK, its free space); no file is named."""
     kind = volume.content.kind if volume.content is not None else "unknown"
+    overlay, shown = _harmless(kind, volume)
     try:
-        fs = open_filesystem(volume.stream)
+        fs = open_filesystem(volume.stream, overlay)
     except TskError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "cannot open"
-        return [
-            Finding(
-                Severity.ERROR,
-                volume.disk,
-                volume.offset,
-                f"{volume.device} tsk",
-                f"The Sleuth Kit cannot open the {kind} filesystem ({first}); it is not mapped "
-                "inside",
-            )
-        ]
+        mapper = _Mapper(None, kind, volume, builder)
+        try:
+            mapper.run()
+        except MemoryError:
+            mapper.findings = []
+        inside = (
+            "its files are not mapped; its structures are, from its own headers"
+            if mapper.layout is not None
+            else "it is not mapped inside"
+        )
+        opened = Finding(
+            Severity.ERROR,
+            volume.disk,
+            volume.offset,
+            f"{volume.device} tsk",
+            f"The Sleuth Kit cannot open the {kind} filesystem ({first}); {inside}",
+        )
+        # Without a layout, the layout's own complaint says the same again.
+        return [opened, *(mapper.findings if mapper.layout is not None else [])]
     mapper = _Mapper(fs, kind, volume, builder)
+    for offset, message in shown:
+        mapper.finding(Severity.ERROR, offset, volume.device, message)
     try:
         mapper.run()
     except MemoryError:
@@ -1221,6 +1294,41 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
             "ran out of memory while mapping the filesystem; what was mapped before stays",
         )
     return mapper.findings
+
+
+#: Inodes named one by one in findings before a count takes over.
+_SHOWN_INODES = 16
+
+
+def _harmless(kind: str, volume: Volume) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
+    """What TSK is shown instead of hostile fields, and a finding for each: UFS inodes whose
+    block trees would make TSK's run list builder work past the volume's size
+    (:func:`parsers.ufs.tree_overruns`), shown shorter or empty."""
+    if kind != "ufs":
+        return {}, []
+    stream = volume.stream
+    try:
+        layout = ufs.read_layout(stream.pread, stream.size)
+    except ParserError:
+        return {}, []
+    overlay: dict[int, bytes] = {}
+    shown: list[tuple[int, str]] = []
+    overruns = ufs.tree_overruns(stream.pread, layout, stream.size)
+    for n, over in enumerate(overruns):
+        value = over.shown_size.to_bytes(8, "little")
+        overlay[over.size_offset] = value if layout.byte_order == "<" else value[::-1]
+        if n < _SHOWN_INODES:
+            what = "empty" if over.shown_size == 0 else f"{over.shown_size} bytes long"
+            shown.append(
+                (
+                    over.size_offset,
+                    f"inode {over.inode}: {over.why}; The Sleuth Kit is shown it {what}, and "
+                    "its blocks past that are not named",
+                )
+            )
+    if len(overruns) > _SHOWN_INODES:
+        shown.append((0, f"{len(overruns) - _SHOWN_INODES} more such inodes"))
+    return overlay, shown
 
 
 def _fs_type_name(code: int) -> str:

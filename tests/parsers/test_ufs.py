@@ -32,12 +32,15 @@ from parsers import ufs
 from parsers.detect import detect
 from parsers.errors import DamagedError, NotThisFormat, ParserError
 from tests.ext_images import tool_path
+from tests.tsk_images import (  # noqa: F401 - pytest fixtures
+    tsk_image_factory_fixture,
+    tsk_images_cache_fixture,
+)
 from tests.ufs_images import (  # noqa: F401 - pytest fixtures
     EXPECTED_UUID,
     SYMLINK,
     source_files,
     ufs_image_factory_fixture,
-    ufs_images_cache_fixture,
 )
 
 IMAGES = ["ufs1", "ufs2", "ufs1_be"]

@@ -52,9 +52,10 @@ from tests.tsk_images import (  # noqa: F401 - pytest fixtures
     tsk_image_factory_fixture,
     tsk_images_cache_fixture,
 )
+from tests.ufs_images import SYMLINK
 
 FAT_IMAGES = ["fat12", "fat16", "fat32"]
-ALL_IMAGES = [*FAT_IMAGES, "ntfs", "exfat", "iso", "hfsplus"]
+ALL_IMAGES = [*FAT_IMAGES, "ntfs", "exfat", "iso", "hfsplus", "ufs1", "ufs1_be"]
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +330,7 @@ def test_fat_structures_where_fsck_fat_and_the_boot_sector_say(mapped, name):
 
 #: ``-f`` of TSK's tools for each image.
 TSK_TYPE = {"fat12": "fat", "fat16": "fat", "fat32": "fat", "ntfs": "ntfs", "exfat": "exfat"}
-TSK_TYPE |= {"iso": "iso9660", "hfsplus": "hfs"}
+TSK_TYPE |= {"iso": "iso9660", "hfsplus": "hfs", "ufs1": "ufs1", "ufs1_be": "ufs1"}
 
 
 # Not ISO9660: it has no allocation table, and TSK's block walk there calls the system area
@@ -364,7 +365,7 @@ def test_every_byte_is_covered(mapped, name):
     s, e = union(inner["start"].to_numpy(), inner["end"].to_numpy())
     assert s.tolist() == [0] and e.tolist() == [size]
     assert bmap.covered_bytes() == size
-    if name in [*FAT_IMAGES, "hfsplus"]:
+    if name in [*FAT_IMAGES, "hfsplus", "ufs1", "ufs1_be"]:
         assert_covers_exactly_once(frame, size)
 
 
@@ -427,6 +428,116 @@ def test_iso_structures(mapped):
     m_table = int.from_bytes(pvd[148:152], "big") * 2048
     tables = [lo for lo, _ in structure(frame, "iso-path-table")]
     assert l_table in tables and m_table in tables
+
+
+# -- UFS -----------------------------------------------------------------------------------------
+
+
+def test_ufs_structures_where_fsstat_says(mapped):
+    """Each cylinder group's superblock copy, header and inode table at the fragments
+    ``fsstat`` lists for the group; the superblock at 8 KiB."""
+    image, _, frame = mapped("ufs1")
+    text = T._tool("fsstat", "-f", "ufs1", image)
+    fragment = int(re.search(r"^Fragment Size: (\d+)", text, re.MULTILINE).group(1))
+    want: dict[str, list] = {"ufs-superblock-backup": [], "ufs-cg": [], "ufs-inodes": []}
+    names = {"Super Block": "ufs-superblock-backup", "Group Desc": "ufs-cg"}
+    names["Inode Table"] = "ufs-inodes"
+    for line in text.splitlines():
+        m = re.match(r"\s+(Super Block|Group Desc|Inode Table): (\d+) - (\d+)", line)
+        if m:
+            lo, hi = int(m.group(2)) * fragment, (int(m.group(3)) + 1) * fragment
+            want[names[m.group(1)]].append((lo, hi))
+    assert len(want["ufs-cg"]) >= 4
+    # fsstat lists group 0's copy beside the primary (fragments 8-15, at 8 KiB): that one is
+    # the superblock itself.
+    want["ufs-superblock-backup"].remove((8192, 16384))
+    assert structure(frame, "ufs-superblock") == [(8192, 16384)]
+    for kind, ranges in want.items():
+        assert structure(frame, kind) == sorted(ranges), kind
+
+
+def test_ufs_indirect_blocks_are_metadata_of_their_file(mapped):
+    """istat's "Indirect Blocks" of the 1.2 MiB file are an ``m ufs-indirect`` line named by
+    it; its data ends in a whole block, as its last block lies past the 12 direct ones."""
+    image, _, frame = mapped("ufs1")
+    entry = next(e for e in T.fls(image) if e.path == "/big.bin")
+    text = T._tool("istat", "-f", "ufs1", image, str(entry.inode))
+    indirect = [int(b) for b in text.split("Indirect Blocks:", 1)[1].split()]
+    fragment = 1024
+    sel = frame[(frame["kind"] == "ufs-indirect") & (frame["path"] == "/big.bin")]
+    got = sorted(zip(sel["start"], sel["end"]))
+    assert got == [(min(indirect) * fragment, (max(indirect) + 1) * fragment)]
+    assert len(indirect) == max(indirect) - min(indirect) + 1
+    size = len(source_files(image)["/big.bin"])
+    runs = ranges_by_path(frame)["/big.bin"]
+    assert sum(e - s for _, s, e in runs) == -(-size // 8192) * 8192
+
+
+def test_ufs_symlink_and_empty_file_have_no_lines(mapped):
+    """A short symlink lives in its inode (a fast symlink), an empty file has no block."""
+    _, _, frame = mapped("ufs1")
+    assert SYMLINK[0] not in set(frame["path"])
+    assert "/empty.txt" not in set(frame["path"])
+
+
+def test_ufs2_which_tsk_cannot_open_still_names_its_structures(tsk_image_factory):
+    """TSK 4.15 does not find makefs's UFS2 (its superblock at 8 KiB): one error finding, and
+    the structures and free space from bmap's own reading of the cylinder groups; the files'
+    blocks are unreferenced."""
+    image = tsk_image_factory("ufs2")
+    with Image(image) as img:
+        bmap = map_images([img])
+    frame = bmap.to_dataframe()
+    (finding,) = [f for f in bmap.findings if f.source == "/dev/sda tsk"]
+    assert "its files are not mapped" in finding.message
+    assert len(structure(frame, "ufs-cg")) >= 4 and structure(frame, "ufs-inodes")
+    assert not frame["type"].isin(["f", "d"]).any()
+    unalloc = frame[frame["kind"] == "unallocated"]
+    assert (unalloc["end"] - unalloc["start"]).sum() > 0
+    assert_covers_exactly_once(frame, image.stat().st_size)
+
+
+def _ufs1_inode_offset(image: Path, inode: int) -> int:
+    """Where UFS1 inode ``inode`` lies, from fsstat's group 0 inode table (a fragment number)
+    and 128-byte inodes; only group 0's inodes here."""
+    text = T._tool("fsstat", "-f", "ufs1", image)
+    fragment = int(re.search(r"^Fragment Size: (\d+)", text, re.MULTILINE).group(1))
+    first = int(re.search(r"Inode Table: (\d+) - ", text).group(1))
+    return first * fragment + inode * 128
+
+
+@pytest.mark.parametrize("case", ["huge size", "garbage indirect block"])
+def test_a_ufs_inode_whose_tree_would_stall_tsk(mapped, tmp_path, case):
+    """A file claiming 2**62 bytes makes TSK's run list builder walk its whole (sparse) tree:
+    TSK is shown it shorter, with a finding, and the map finishes with the file's real blocks.
+    An indirect address pointing at a block of random bytes (2**40 bytes claimed) reaches far
+    more blocks than the inode holds: TSK is shown it empty."""
+    image, _, frame = mapped("ufs1")
+    inode = next(e.inode for e in T.fls(image) if e.path == "/big.bin")
+    at = _ufs1_inode_offset(image, inode)
+    data = bytearray(image.read_bytes())
+    if case == "huge size":
+        data[at + 8 : at + 16] = (1 << 62).to_bytes(8, "little")
+    else:
+        random_block = min(s for _, s, _ in ranges_by_path(frame)["/fill/f00.bin"])
+        data[at + 8 : at + 16] = (1 << 40).to_bytes(8, "little")
+        data[at + 88 : at + 92] = (random_block // 1024).to_bytes(4, "little")  # di_ib[0]
+    crafted = tmp_path / "crafted.img"
+    crafted.write_bytes(bytes(data))
+    with Image(crafted) as img:
+        bmap = map_images([img])
+    messages = [f.message for f in bmap.findings if f"inode {inode}:" in f.message]
+    assert len(messages) == 1, bmap.findings
+    got = bmap.to_dataframe()
+    mine = got[got["path"] == "/big.bin"]
+    if case == "huge size":
+        assert "spans more than" in messages[0]
+        want = ranges_by_path(frame, types=("f", "m"))["/big.bin"]
+        assert ranges_by_path(got, types=("f", "m"))["/big.bin"] == want
+    else:
+        assert "shown it empty" in messages[0]
+        assert mine.empty
+    assert bmap.covered_bytes() == crafted.stat().st_size
 
 
 # -- damage and hostile input -------------------------------------------------------------------
@@ -619,7 +730,7 @@ def test_a_volume_in_pieces_maps_through_its_placement(tsk_image_factory):
     assert any(t == "f" for t, *_ in got)
 
 
-@pytest.mark.parametrize("name", ["fat16", "fat32", "ntfs", "exfat", "iso", "hfsplus"])
+@pytest.mark.parametrize("name", ["fat16", "fat32", "ntfs", "exfat", "iso", "hfsplus", "ufs1"])
 def test_damaged_metadata_gives_findings_never_tracebacks(tsk_image_factory, tmp_path, name):
     """Bytes of the first 256 KiB after the boot region (FATs, root directories, the MFT's
     first records, volume descriptors) overwritten at random, eight images per filesystem: each
@@ -713,4 +824,4 @@ def test_every_kind_is_documented(mapped, name):
     _, _, frame = mapped(name)
     kinds = set(frame.loc[frame["type"].isin(["m", "u"]), "kind"])
     assert kinds <= documented, kinds - documented
-    assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor", "hfs-catalog"}
+    assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor", "hfs-catalog", "ufs-cg"}
