@@ -22,6 +22,7 @@ by ``tests/fuzz/test_fuzz.py`` on every kept crasher.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -221,6 +222,7 @@ def seeds(target: str) -> Iterator[tuple[str, bytes]]:
             yield packed.name, head
         yield from _luks_seeds()
         yield from _xfs_seeds()
+        yield from _tsk_seeds()
     elif target == "container":
         yield from _container_seeds()
     elif target == "lvm_metadata":
@@ -273,6 +275,95 @@ def _xfs_seeds() -> Iterator[tuple[str, bytes]]:
             if result.returncode == 0:  # a mkfs.xfs that refuses v4 gives no seed
                 with out.open("rb") as fh:
                     yield name, fh.read(MAX_LEN)
+
+
+#: Why a Sleuth Kit seed was not made (its tool is missing or failed): seed name -> reason.
+TSK_SEEDS_SKIPPED: dict[str, str] = {}
+
+
+def _tsk_seeds() -> Iterator[tuple[str, bytes]]:
+    """Small FAT12, FAT16, exFAT, NTFS and ISO9660 volumes made by the real tools, for the
+    Sleuth Kit layer: made once per process (:func:`_tsk_seed_list`)."""
+    yield from _tsk_seed_list()
+
+
+@functools.cache
+def _tsk_seed_list() -> tuple[tuple[str, bytes], ...]:
+    """The seeds of :func:`_tsk_seeds`, each at most :data:`MAX_LEN` bytes (one FAT16 needs
+    4,085 clusters, 2.1 MiB at one sector each: its first MiB holds the boot sector, both FATs,
+    the root directory and the files, written first). A seed whose tool is missing or fails is
+    left out, its reason in :data:`TSK_SEEDS_SKIPPED` and a warning."""
+    import shutil
+    import subprocess
+    import warnings
+
+    made: list[tuple[str, bytes]] = []
+    mtools_env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        small = work / "note.txt"
+        small.write_bytes(b"bmap fuzz seed: a small file\n")
+        big = work / "data.bin"
+        big.write_bytes(bytes(range(256)) * 80)  # 20 KiB: a few clusters, a FAT chain
+        src = work / "src"
+        (src / "dir" / "sub").mkdir(parents=True)
+        (src / "README.TXT").write_bytes(small.read_bytes())
+        (src / "dir" / "data.bin").write_bytes(big.read_bytes())
+        (src / "dir" / "sub" / "A long name.txt").write_bytes(b"deep\n" * 100)
+
+        def build(name: str, tools: tuple[str, ...], size: int, steps: list[list[str]]) -> None:
+            missing = [t for t in tools if shutil.which(t) is None]
+            if missing:
+                TSK_SEEDS_SKIPPED[name] = f"{', '.join(missing)} not installed"
+                return
+            out = work / f"{name}.img"
+            if size:
+                with out.open("wb") as fh:
+                    fh.truncate(size)
+            for step in steps:
+                argv = [str(out) if arg == "IMG" else arg for arg in step]
+                result = subprocess.run(
+                    argv, env=mtools_env, capture_output=True, cwd=work, check=False
+                )
+                if result.returncode != 0:
+                    error = result.stderr.decode(errors="replace").strip().splitlines()
+                    TSK_SEEDS_SKIPPED[name] = f"{argv[0]} failed: {error[-1] if error else ''}"
+                    return
+            with out.open("rb") as fh:
+                made.append((name, fh.read(MAX_LEN)))
+
+        def fat(bits: int, cluster: list[str]) -> list[list[str]]:
+            return [
+                ["mkfs.vfat", "-F", str(bits), *cluster, "-n", f"SEED{bits}", "--invariant",
+                 "-i", f"{bits}{bits}{bits}{bits}", "IMG"],
+                ["mcopy", "-i", "IMG", str(small), "::/README.TXT"],
+                ["mmd", "-i", "IMG", "::/dir", "::/dir/sub"],
+                ["mcopy", "-i", "IMG", str(big), "::/dir/data.bin"],
+                ["mcopy", "-i", "IMG", str(small), "::/dir/sub/A long name.txt"],
+            ]  # fmt: skip
+
+        fat_tools = ("mkfs.vfat", "mcopy", "mmd")
+        build("tsk-fat12", fat_tools, MAX_LEN, fat(12, []))
+        build("tsk-fat16", fat_tools, 2200 * 1024, fat(16, ["-s", "1"]))
+        exfat = ["mkfs.exfat", "-b", "4096", "-c", "4096", "-L", "SEEDEX", "IMG"]
+        build("tsk-exfat", ("mkfs.exfat",), MAX_LEN, [exfat])
+        # mkntfs's smallest volume: 1 MiB and the sector of its backup boot sector (the seed
+        # is the first MiB); files written by ntfscp, without a mount.
+        build(
+            "tsk-ntfs",
+            ("mkntfs", "ntfscp"),
+            MAX_LEN + 512,
+            [
+                ["mkntfs", "-Q", "-F", "-q", "-L", "SEEDNTFS", "IMG"],
+                ["ntfscp", "IMG", str(small), "/note.txt"],
+                ["ntfscp", "IMG", str(big), "/data.bin"],
+            ],
+        )
+        iso = ["genisoimage", "-quiet", "-R", "-J", "-V", "SEEDISO", "-o", "IMG", str(src)]
+        build("tsk-iso", ("genisoimage",), 0, [iso])
+    for name, reason in sorted(TSK_SEEDS_SKIPPED.items()):
+        warnings.warn(f"fuzz seed {name} not made: {reason}", stacklevel=2)
+    return tuple(made)
 
 
 def _luks_seeds() -> Iterator[tuple[str, bytes]]:
