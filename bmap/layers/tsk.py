@@ -92,6 +92,7 @@ _NONRES = int(pytsk3.TSK_FS_ATTR_NONRES)
 _RES = int(pytsk3.TSK_FS_ATTR_RES)
 _RUN_SKIP = int(pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE) | int(pytsk3.TSK_FS_ATTR_RUN_FLAG_FILLER)
 _DIR = int(pytsk3.TSK_FS_META_TYPE_DIR)
+_REG = int(pytsk3.TSK_FS_META_TYPE_REG)
 _VIRT = (int(pytsk3.TSK_FS_META_TYPE_VIRT), int(pytsk3.TSK_FS_META_TYPE_VIRT_DIR))
 _DATA_TYPES = (int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT), int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA))
 _IDXROOT = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_IDXROOT)
@@ -246,6 +247,8 @@ class Layout:
     a whole block, not in fragments, so its runs are clipped to whole blocks."""
     msb_first: bool = False
     """The allocation bitmap numbers block 0 by the most significant bit of byte 0 (HFS+)."""
+    path_entries: int = 0
+    """ISO9660: entries of the longest path table (its directories, as a reader sees them)."""
     skip_root: bool = False
     """FAT12/16: the root directory is the fixed region ``fat-root-dir``, not a ``d`` line."""
     findings: list[tuple[Severity, int | None, str]] = field(default_factory=list)
@@ -354,6 +357,15 @@ def fat_layout(stream: RangeStream) -> Layout:
     clusters = max(0, (fs_end - data_start) // (spc * bps))
     cluster = spc * bps
     layout = Layout(cluster=cluster, fs_end=fs_end, skip_root=not fat32)
+    if total * bps > stream.size:
+        layout.findings.append(
+            (
+                Severity.ERROR,
+                0,
+                f"fat-boot-sector: the filesystem claims {total * bps:#x} bytes but the volume "
+                f"holds {stream.size:#x}; what lies past the end is not read",
+            )
+        )
     structures = layout.structures
     structures.append(("fat-boot-sector", 0, bps))
     reserved_taken = [(0, bps)]
@@ -384,7 +396,10 @@ def fat_layout(stream: RangeStream) -> Layout:
         structures.append(("fat-root-dir", root_start, data_start))
     # Free clusters: entries 2 .. clusters + 1 of the first FAT that hold 0 (the FAT's own
     # size and the volume's bound what is read).
-    bits = 32 if fat32 else (16 if clusters >= 4085 else 12)
+    # The FAT's width follows the cluster count the boot sector gives (fatgen103), not the
+    # count a cut-short volume still holds.
+    claimed_clusters = max(0, (total * bps - data_start) // (spc * bps))
+    bits = 32 if fat32 else (16 if claimed_clusters >= 4085 else 12)
     entries = min(clusters + 2, fat_size * bps * 8 // bits)
     first, end, held = fat_free(stream, fat_start, bits, entries)
     if held < clusters + 2:
@@ -541,7 +556,10 @@ def iso_layout(stream: RangeStream) -> Layout:
         layout.structures.append(("iso-path-table", lo, lo + -(-size // block) * block))
     seen_dirs: set[int] = set()
     for lba, size in l_tables:
+        entries = 0
         for extent in _path_table_extents(stream.pread(lba * block, min(size, stream.size))):
+            entries += 1
+            layout.path_entries = max(layout.path_entries, entries)
             if extent in seen_dirs or extent * block >= stream.size:
                 continue
             seen_dirs.add(extent)
@@ -625,6 +643,10 @@ class _Mapper:
         self.claimed: list[tuple[Array, Array]] = []
         self.deleted = 0
         self.deleted_shown: list[str] = []
+        # Files with data whose runs TSK left out (it drops what it rejects without an error).
+        self.placed = False
+        self.unplaced = 0
+        self.unplaced_shown: list[str] = []
         self.orphans = 0
         self.outside = 0
         self.errors: collections.Counter[str] = collections.Counter()
@@ -852,7 +874,11 @@ class _Mapper:
                 if orphan:
                     self.orphans += 1
                 inode = int(meta.addr)
+                self.placed = False
                 self.map_entry(entry, prefix, name, inode, mtype)
+                # (Every NTFS file has an unnamed $DATA, even an empty one.)
+                if mtype == _REG and not self.placed and (self.kind == "ntfs" or meta.size):
+                    self.count_unplaced(prefix + name.decode("utf-8", "surrogateescape"))
                 if len(self.window.obj) >= RUN_WINDOW or len(self.window.code) >= NAME_WINDOW:
                     self.flush()
                 if mtype == _DIR and inode not in visited:
@@ -870,6 +896,11 @@ class _Mapper:
                     queue.append((inode, path_text + "/", depth + 1, orphan))
             if len(self.window.code) >= NAME_WINDOW:
                 self.flush()
+
+    def count_unplaced(self, path: str) -> None:
+        self.unplaced += 1
+        if len(self.unplaced_shown) < DELETED_SHOWN:
+            self.unplaced_shown.append(path)
 
     def count_deleted(self, path: str) -> None:
         self.deleted += 1
@@ -955,7 +986,10 @@ class _Mapper:
             for attr in entry:
                 info = attr.info
                 flags = int(info.flags)
-                if not flags & _NONRES or flags & _COMP:
+                if flags & _COMP:
+                    self.placed = True  # stored in the resource fork or attributes file
+                    continue
+                if not flags & _NONRES:
                     continue
                 atype = int(info.type)
                 if atype in _HFS_DATA:
@@ -999,6 +1033,8 @@ class _Mapper:
             aname = bytes(info.name or b"")
             if atype == _DATA_TYPES[1]:
                 suffix = b":" + aname if aname else b""
+                if not aname:
+                    self.placed = True
             elif atype in (_IDXALLOC, _IDXROOT) and aname == b"$I30":
                 suffix = b""  # a directory's own index: the directory
             else:
@@ -1021,6 +1057,7 @@ class _Mapper:
                 value = _resident_value(record_bytes, atype, aname)
                 if value is not None and value[1] > value[0]:
                     obj = w.add(code, prefix, name + suffix, inode)
+                    self.placed = True
                     w.run(obj, record[0] + value[0], record[0] + value[1], 0)
 
     def take_runs(
@@ -1060,6 +1097,7 @@ class _Mapper:
                         continue
                 if obj < 0:
                     obj = w.add(code, prefix, name, inode)
+                    self.placed = True
                 w.run(obj, lo, hi, off)
                 if system == "exfat-bitmap" and len(self.exfat_bitmap) < MAX_BITMAP_RUNS:
                     self.exfat_bitmap.append((lo, hi, off))
@@ -1082,6 +1120,18 @@ class _Mapper:
                 self.device,
                 f"{self.deleted} deleted entries still listed (their space is not claimed): "
                 f"{shown}{more}",
+            )
+        if self.unplaced:
+            shown = ", ".join(repr(p) for p in self.unplaced_shown)
+            more = self.unplaced - len(self.unplaced_shown)
+            self.finding(
+                Severity.WARNING,
+                None,
+                f"{self.device} tsk",
+                f"{self.unplaced} files hold data The Sleuth Kit gives no place for (it drops "
+                "runs it rejects: an entry claiming more than the volume holds, a run past its "
+                f"end); their blocks are not named: {shown}"
+                + (f" and {more} more" if more > 0 else ""),
             )
         if self.orphans:
             self.finding(
@@ -1258,7 +1308,10 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
     where the table is read without TSK, its free space); no file is named."""
     kind = volume.content.kind if volume.content is not None else "unknown"
     overlay, shown = _harmless(kind, volume)
+    costly = _too_costly(volume.stream)
     try:
+        if costly is not None:
+            raise TskError(costly)
         fs = open_filesystem(volume.stream, overlay)
     except TskError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "cannot open"
@@ -1277,7 +1330,9 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
             volume.disk,
             volume.offset,
             f"{volume.device} tsk",
-            f"The Sleuth Kit cannot open the {kind} filesystem ({first}); {inside}",
+            f"The Sleuth Kit is not given the {kind} filesystem: {first}; {inside}"
+            if costly is not None
+            else f"The Sleuth Kit cannot open the {kind} filesystem ({first}); {inside}",
         )
         # Without a layout, the layout's own complaint says the same again.
         return [opened, *(mapper.findings if mapper.layout is not None else [])]
@@ -1298,6 +1353,36 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
 
 #: Inodes named one by one in findings before a count takes over.
 _SHOWN_INODES = 16
+#: ISO9660: TSK's open grows faster than the square of the path table's entries (10,000: 0.4 s,
+#: 30,000: 5.5 s) and its directory read with the square of a directory's records (60,000:
+#: 23 s). Past these, TSK is not given the volume: its structures are mapped, its files not.
+ISO_MAX_PATH_ENTRIES = 16_384
+ISO_MAX_DIRECTORY_BYTES = 16_384 * 34
+
+
+def _too_costly(stream: RangeStream) -> str | None:
+    """Why TSK should not be given this volume at all (its work would grow with the square of
+    a count read from the volume), or None."""
+    if stream.pread(16 * 2048 + 1, 5) != b"CD001":
+        return None
+    try:
+        layout = iso_layout(stream)
+    except TskError:
+        return None
+    if layout.path_entries > ISO_MAX_PATH_ENTRIES:
+        return (
+            f"its path table lists {layout.path_entries:,} directories, more than "
+            f"{ISO_MAX_PATH_ENTRIES:,}: The Sleuth Kit's reading of it grows faster than the "
+            "square of that"
+        )
+    longest = max((hi - lo for lo, hi in layout.directories), default=0)
+    if longest > ISO_MAX_DIRECTORY_BYTES:
+        return (
+            f"a directory of {longest:,} bytes holds up to {longest // 34:,} records, more than "
+            f"{ISO_MAX_DIRECTORY_BYTES // 34:,}: The Sleuth Kit's reading of it grows with the "
+            "square of that"
+        )
+    return None
 
 
 def _harmless(kind: str, volume: Volume) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
@@ -1344,7 +1429,10 @@ def _fs_type_name(code: int) -> str:
 
 
 def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
-    """What TSK says of the filesystem, for ``bmap info``; None where it cannot open it."""
+    """What TSK says of the filesystem, for ``bmap info``; None where it cannot open it (or is
+    not given it: :func:`_too_costly`)."""
+    if _too_costly(stream) is not None:
+        return None
     try:
         fs = open_filesystem(stream)
     except TskError:

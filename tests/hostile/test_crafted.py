@@ -50,24 +50,12 @@ from tests.tsk_images import (  # noqa: F401 - pytest fixtures
 KILL_AFTER_SECONDS = 60  # (b) wall clock; the whole process group is killed then: a hang
 MAX_RSS_MIB = 600  # (c) peak RSS of the bmap process (ru_maxrss)
 
-XFAIL: dict[str, str] = {
-    "iso_path_table_100k": (
-        "killed after 60 s: The Sleuth Kit's ISO9660 open (pytsk3.FS_Info) grows faster than "
-        "quadratically with the path table's entries, before bmap sees a name (10,000 entries "
-        "0.4 s, 30,000 5.5 s, 100,000 over 200 s an open), and bmap opens each volume twice "
-        "(tsk.describe for the partition's facts, then map_volume)"
-    ),
-    "iso_root_150k_files": (
-        "killed after 60 s: The Sleuth Kit's ISO9660 directory read is quadratic in the "
-        "directory's records (open_dir of 20,000 records 1.9 s, of 60,000 23 s; bmap map of "
-        "60,000 takes 30 s), so one 6.4 MiB directory of 150,000 files passes the guard; the "
-        "walk's bound (an entry per 32 bytes of the volume, 210,000 here) is never reached"
-    ),
-}
+XFAIL: dict[str, str] = {}
 """Case name -> what happens today, for a case that fails (a strict xfail). The GPT and LVM
 ones (the 65,536-entry GPTs at 10.7-13.9 s, a 16 MiB ring of broken records at 18 s) were
-fixed by 51fb99d and the lazy metadata tokenizer; the two ISO9660 hangs are inside The Sleuth
-Kit's C code."""
+fixed by 51fb99d and the lazy metadata tokenizer; the two ISO9660 hangs inside The Sleuth
+Kit's C code by not giving it a volume past tsk.ISO_MAX_PATH_ENTRIES or
+tsk.ISO_MAX_DIRECTORY_BYTES."""
 
 
 def _sha256(path: Path) -> str:

@@ -40,6 +40,7 @@ from parsers.probe import Content
 from tests import lvm_truth
 from tests import tsk_truth as T
 from tests.bmap.layers.test_map_samples import assert_covers_exactly_once
+from tests.hostile.craft import NtfsVolume, copy_image, encode_run
 from tests.lvm_images import (  # noqa: F401 - pytest fixtures
     lvm_gpt_image_fixture,
     lvm_images_cache_fixture,
@@ -365,6 +366,7 @@ def test_every_byte_is_covered(mapped, name):
     s, e = union(inner["start"].to_numpy(), inner["end"].to_numpy())
     assert s.tolist() == [0] and e.tolist() == [size]
     assert bmap.covered_bytes() == size
+    assert not [f for f in bmap.findings if "gives no place" in f.message], bmap.findings
     if name in [*FAT_IMAGES, "hfsplus", "ufs1", "ufs1_be"]:
         assert_covers_exactly_once(frame, size)
 
@@ -633,8 +635,29 @@ def test_a_directory_loop_is_walked_once(tsk_image_factory, tmp_path):
     assert bmap.covered_bytes() == len(data)
 
 
-def test_a_truncated_filesystem_maps_what_is_there(tsk_image_factory, tmp_path):
-    image = tsk_image_factory("fat32")
+def test_a_file_whose_runs_tsk_drops_is_a_finding(tsk_image_factory, tmp_path):
+    """/docs/big.bin's data run moved to cluster 2**40 (its record's fixups kept valid): TSK
+    drops the file's data attributes without an error; a warning names the file, whose
+    clusters stay unnamed. (A FAT entry claiming 4 GiB goes further: TSK drops the name.)"""
+    crafted = copy_image(tsk_image_factory("ntfs"), tmp_path)
+    volume = NtfsVolume.read(crafted)
+    n = volume.find("big.bin", volume.find("docs", 5))
+    record = volume.record(n)
+    volume.write_record(n, volume.set_runs(record, 0x80, encode_run(50, 1 << 40) + b"\0"))
+    with Image(crafted) as img:
+        bmap = map_images([img])
+    (finding,) = [f for f in bmap.findings if "gives no place" in f.message]
+    assert finding.severity == Severity.WARNING and "'/docs/big.bin'" in finding.message
+    frame = bmap.to_dataframe()
+    assert frame[(frame["path"] == "/docs/big.bin") & (frame["type"] == "f")].empty
+
+
+@pytest.mark.parametrize("name", ["fat32", "fat16"])
+def test_a_truncated_filesystem_maps_what_is_there(tsk_image_factory, tmp_path, name):
+    """Cut to its first 3 MiB (FAT16: fewer clusters left than FAT12's limit, still read as
+    the 16-bit FAT the boot sector's count says, so no cluster in use reads as free): an
+    error says so, and what is there maps."""
+    image = tsk_image_factory(name)
     cut = tmp_path / "cut.img"
     cut.write_bytes(image.read_bytes()[: 3 * (1 << 20)])
     with Image(cut) as img:
@@ -642,6 +665,8 @@ def test_a_truncated_filesystem_maps_what_is_there(tsk_image_factory, tmp_path):
     frame = bmap.to_dataframe()
     assert (frame["end"] <= 3 << 20).all()
     assert bmap.covered_bytes() == 3 << 20
+    assert any("claims" in f.message for f in bmap.findings if f.severity == Severity.ERROR)
+    assert not [f for f in bmap.findings if "free in the allocation table" in f.message]
 
 
 def test_describe_says_what_tsk_reads(tsk_image_factory):
