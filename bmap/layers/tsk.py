@@ -1122,16 +1122,16 @@ class _Mapper:
                 f"{shown}{more}",
             )
         if self.unplaced:
-            shown = ", ".join(repr(p) for p in self.unplaced_shown)
-            more = self.unplaced - len(self.unplaced_shown)
+            named = ", ".join(repr(p) for p in self.unplaced_shown)
+            rest = self.unplaced - len(self.unplaced_shown)
             self.finding(
                 Severity.WARNING,
                 None,
                 f"{self.device} tsk",
                 f"{self.unplaced} files hold data The Sleuth Kit gives no place for (it drops "
                 "runs it rejects: an entry claiming more than the volume holds, a run past its "
-                f"end); their blocks are not named: {shown}"
-                + (f" and {more} more" if more > 0 else ""),
+                f"end); their blocks are not named: {named}"
+                + (f" and {rest} more" if rest > 0 else ""),
             )
         if self.orphans:
             self.finding(
