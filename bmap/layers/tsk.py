@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import struct
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ MAX_BITMAP_RUNS = 1 << 16
 TABLE_CHUNK = 1 << 20
 #: Runs held before the window goes to the builder, whatever the names.
 RUN_WINDOW = 1 << 16
+#: Bytes of the MFT read at a time for resident values.
+MFT_CHUNK = 1 << 18
 #: The smallest directory entry of the formats here (FAT, exFAT): bounds the entries a volume
 #: can really hold.
 MIN_ENTRY = 32
@@ -658,6 +661,7 @@ class _Mapper:
         self.layout: Layout | None = None
         self.mft_runs: tuple[list[int], list[int], list[int]] | None = None
         self.mft_record = 1024
+        self._mft_chunk: tuple[int, bytes] = (0, b"")
         self._kind_objects: dict[str, int] = {}
         self.exfat_bitmap: list[tuple[int, int, int]] = []
         self.unit = self.block  # the allocation unit, once the layout is read
@@ -827,6 +831,15 @@ class _Mapper:
             return None
         start = physical[i] + at - logical[i]
         return start, start + self.mft_record
+
+    def mft_bytes(self, lo: int, hi: int) -> bytes:
+        """Volume bytes ``[lo, hi)`` of an MFT record, read :data:`MFT_CHUNK` bytes at a time
+        (a directory's files have neighbouring records)."""
+        chunk = self._mft_chunk
+        if lo < chunk[0] or hi > chunk[0] + len(chunk[1]):
+            start = lo // MFT_CHUNK * MFT_CHUNK
+            chunk = self._mft_chunk = (start, self.volume.stream.pread(start, MFT_CHUNK))
+        return chunk[1][lo - chunk[0] : hi - chunk[0]]
 
     def walk(self) -> None:
         fs = self.fs
@@ -1053,7 +1066,7 @@ class _Mapper:
                 self.take_runs(attr, 1 << 62, code, prefix, name + suffix, inode, None)
             elif flags & _RES and record is not None and atype in (_DATA_TYPES[1], _IDXROOT):
                 if record_bytes is None:
-                    record_bytes = self.volume.stream.pread(record[0], record[1] - record[0])
+                    record_bytes = self.mft_bytes(record[0], record[1])
                 value = _resident_value(record_bytes, atype, aname)
                 if value is not None and value[1] > value[0]:
                     obj = w.add(code, prefix, name + suffix, inode)
@@ -1262,29 +1275,33 @@ class _Mapper:
             )
 
 
+_ATTR_HEAD = struct.Struct("<IIBBH")  # type, length, non-resident, name length, name offset
+_RESIDENT = struct.Struct("<IH")  # value length, value offset (at 16)
+
+
 def _resident_value(record: bytes, atype: int, name: bytes) -> tuple[int, int] | None:
     """``[start, end)`` inside an MFT record of the resident attribute of ``atype`` and UTF-8
     ``name``; None where the record holds no such attribute (each step moves forward, so the
     walk ends inside the record)."""
     if len(record) < 48 or record[:4] != b"FILE":
         return None
-    at = _u(record, 20, 2)
-    want = name.decode("utf-8", "replace")
-    while at + 24 <= len(record):
-        kind = _u(record, at, 4)
-        length = _u(record, at + 4, 4)
-        if kind == 0xFFFFFFFF or length < 24 or at + length > len(record):
+    at = int.from_bytes(record[20:22], "little")
+    want = name.decode("utf-8", "replace") if name else ""
+    end = len(record)
+    while at + 24 <= end:
+        kind, length, nonresident, name_len, name_off = _ATTR_HEAD.unpack_from(record, at)
+        if kind == 0xFFFFFFFF or length < 24 or at + length > end:
             return None
-        if kind == atype and record[at + 8] == 0:
-            name_len, name_off = record[at + 9], _u(record, at + 10, 2)
-            stored = record[at + name_off : at + name_off + 2 * name_len].decode(
-                "utf-16-le", "replace"
-            )
+        if kind == atype and nonresident == 0:
+            if name_len == 0:
+                stored = ""
+            else:
+                raw = record[at + name_off : at + name_off + 2 * name_len]
+                stored = raw.decode("utf-16-le", "replace")
             if stored == want:
-                size, off = _u(record, at + 16, 4), _u(record, at + 20, 2)
+                size, off = _RESIDENT.unpack_from(record, at + 16)
                 lo = at + off
-                hi = min(lo + size, at + length)
-                return lo, hi
+                return lo, min(lo + size, at + length)
         at += length
     return None
 
