@@ -819,18 +819,36 @@ class _Mapper:
             self.tsk_error("$MFT", exc)
         self.mft_runs = (logical.tolist(), physical.tolist(), length.tolist())
 
-    def record_at(self, inode: int) -> tuple[int, int] | None:
-        """Volume bytes of MFT record ``inode`` (None where ``$MFT`` does not reach it, or the
-        record is split across runs)."""
+    def record_at(self, inode: int) -> list[tuple[int, int, int]] | None:
+        """Where MFT record ``inode`` lies: ``(volume start, end, offset in the record)`` of
+        each piece, one unless the record straddles two of ``$MFT``'s runs (a record is
+        larger than a cluster of 512 bytes); None where ``$MFT`` does not reach all of it."""
         if self.mft_runs is None:
             return None
         logical, physical, length = self.mft_runs
         at = inode * self.mft_record
+        end = at + self.mft_record
         i = bisect.bisect_right(logical, at) - 1
-        if i < 0 or at + self.mft_record > logical[i] + length[i]:
-            return None
-        start = physical[i] + at - logical[i]
-        return start, start + self.mft_record
+        pieces = []
+        while at < end:
+            if i < 0 or i >= len(logical) or not logical[i] <= at < logical[i] + length[i]:
+                return None
+            upto = min(end, logical[i] + length[i])
+            start = physical[i] + at - logical[i]
+            pieces.append((start, start + upto - at, at - inode * self.mft_record))
+            at = upto
+            i += 1
+        return pieces
+
+    def place_in_record(
+        self, obj: int, pieces: list[tuple[int, int, int]], lo: int, hi: int
+    ) -> None:
+        """The record's bytes ``[lo, hi)`` as runs of ``obj``, through its pieces."""
+        w = self.window
+        for start, end, off in pieces:
+            a, b = max(lo, off), min(hi, off + end - start)
+            if a < b:
+                w.run(obj, start + a - off, start + b - off, a - lo)
 
     def mft_bytes(self, lo: int, hi: int) -> bytes:
         """Volume bytes ``[lo, hi)`` of an MFT record, read :data:`MFT_CHUNK` bytes at a time
@@ -1030,7 +1048,8 @@ class _Mapper:
         record = self.record_at(inode)
         if record is not None:
             obj = w.add(_RECORD_CODE, prefix, name, inode)
-            w.run(obj, record[0], record[1], 0)
+            for start, end, off in record:
+                w.run(obj, start, end, off)
         try:
             attrs = list(entry)
         except OSError as exc:
@@ -1066,12 +1085,12 @@ class _Mapper:
                 self.take_runs(attr, 1 << 62, code, prefix, name + suffix, inode, None)
             elif flags & _RES and record is not None and atype in (_DATA_TYPES[1], _IDXROOT):
                 if record_bytes is None:
-                    record_bytes = self.mft_bytes(record[0], record[1])
+                    record_bytes = b"".join(self.mft_bytes(lo, hi) for lo, hi, _ in record)
                 value = _resident_value(record_bytes, atype, aname)
                 if value is not None and value[1] > value[0]:
                     obj = w.add(code, prefix, name + suffix, inode)
                     self.placed = True
-                    w.run(obj, record[0] + value[0], record[0] + value[1], 0)
+                    self.place_in_record(obj, record, value[0], value[1])
 
     def take_runs(
         self,

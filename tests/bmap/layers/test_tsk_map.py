@@ -850,3 +850,36 @@ def test_every_kind_is_documented(mapped, name):
     kinds = set(frame.loc[frame["type"].isin(["m", "u"]), "kind"])
     assert kinds <= documented, kinds - documented
     assert kinds & {"fat", "exfat-fat", "mft", "iso-volume-descriptor", "hfs-catalog", "ufs-cg"}
+
+
+def test_an_mft_record_across_two_runs_is_named_in_two_pieces():
+    """$MFT in two runs whose boundary falls inside record 3 (512-byte clusters, 1 KiB
+    records): the record's pieces, with their offsets in the record; a record past $MFT's end
+    has none."""
+    zeros = bytes(1 << 20)
+
+    class Zeros:
+        def pread(self, offset, size):
+            return zeros[offset : offset + size]
+
+    volume = Volume(
+        device="/dev/sda1",
+        disk=1,
+        offset=0,
+        stream=RangeStream(Zeros(), 0, len(zeros)),
+        placement=Placement.contiguous(1, 0, len(zeros)),
+        content=Content("ntfs", None, None, None, len(zeros)),
+    )
+    mapper = tsk._Mapper(None, "ntfs", volume, MapBuilder())
+    # Logical bytes [0, 3584) at 0x10000, then [3584, 8192) at 0x40000.
+    mapper.mft_runs = ([0, 3584], [0x10000, 0x40000], [3584, 4608])
+    mapper.mft_record = 1024
+    assert mapper.record_at(2) == [(0x10000 + 2048, 0x10000 + 3072, 0)]
+    assert mapper.record_at(3) == [(0x10000 + 3072, 0x10000 + 3584, 0), (0x40000, 0x40200, 512)]
+    assert mapper.record_at(4) == [(0x40200, 0x40600, 0)]
+    assert mapper.record_at(8) is None
+    # A resident value spanning the seam lands in both pieces, at its offsets in the value.
+    obj = mapper.window.add(0, "/", b"x", 3)
+    mapper.place_in_record(obj, mapper.record_at(3), 400, 700)
+    got = list(zip(mapper.window.start, mapper.window.end, mapper.window.offset))
+    assert got == [(0x10000 + 3072 + 400, 0x10000 + 3584, 0), (0x40000, 0x40000 + 188, 112)]
