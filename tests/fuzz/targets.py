@@ -361,6 +361,25 @@ def _tsk_seed_list() -> tuple[tuple[str, bytes], ...]:
         )
         iso = ["genisoimage", "-quiet", "-R", "-J", "-V", "SEEDISO", "-o", "IMG", str(src)]
         build("tsk-iso", ("genisoimage",), 0, [iso])
+        # UFS1 as makefs writes it (TSK reads it; UFS2 only through parsers/ufs.py).
+        ufs = ["makefs", "-t", "ffs", "-o", "version=1", "-s", "1m", "IMG", str(src)]
+        build("tsk-ufs1", ("makefs",), 0, [ufs])
+        # HFS+: xorriso's hybrid, then the Apple_HFS partition cut out of it.
+        hfs = ["xorriso", "-as", "mkisofs", "-quiet", "-hfsplus", "-o", "IMG", str(src)]
+        build("tsk-hfsplus", ("xorriso",), 0, [hfs])
+        for i, (name, image) in enumerate(made):
+            if name == "tsk-hfsplus":
+                from tests.tsk_images import apple_partitions
+
+                hybrid = work / "hybrid.iso"
+                hybrid.write_bytes(image)
+                parts = [(o, n) for k, o, n in apple_partitions(hybrid) if k == "Apple_HFS"]
+                if parts:
+                    made[i] = (name, image[parts[0][0] : parts[0][0] + parts[0][1]][:MAX_LEN])
+                else:
+                    del made[i]
+                    TSK_SEEDS_SKIPPED[name] = "xorriso wrote no Apple_HFS partition"
+                break
     for name, reason in sorted(TSK_SEEDS_SKIPPED.items()):
         warnings.warn(f"fuzz seed {name} not made: {reason}", stacklevel=2)
     return tuple(made)
