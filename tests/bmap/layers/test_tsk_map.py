@@ -563,22 +563,28 @@ def test_an_error_inside_tsk_is_a_finding_naming_the_structure(tsk_image_factory
     assert bmap.covered_bytes() == broken.stat().st_size
 
 
-def test_a_filesystem_tsk_cannot_open_is_one_finding_and_no_lines():
-    """Content that detection called vfat but TSK cannot open: a finding, nothing mapped."""
-    zeros = bytes(4 << 20)
+def zeros_volume(content: Content, size: int, offset: int) -> Volume:
+    """A volume of ``size`` zero bytes at ``offset`` of disk 1 that detection called
+    ``content``."""
+    zeros = bytes(size)
 
     class Zeros:
-        def pread(self, offset, size):
-            return zeros[offset : offset + size]
+        def pread(self, at, length):
+            return zeros[at : at + length]
 
-    volume = Volume(
+    return Volume(
         device="/dev/sda1",
         disk=1,
-        offset=1 << 20,
-        stream=RangeStream(Zeros(), 0, len(zeros)),
-        placement=Placement.contiguous(1, 1 << 20, len(zeros)),
-        content=Content("vfat", "FAT32", None, None, len(zeros)),
+        offset=offset,
+        stream=RangeStream(Zeros(), 0, size),
+        placement=Placement.contiguous(1, offset, size),
+        content=content,
     )
+
+
+def test_a_filesystem_tsk_cannot_open_is_one_finding_and_no_lines():
+    """Content that detection called vfat but TSK cannot open: a finding, nothing mapped."""
+    volume = zeros_volume(Content("vfat", "FAT32", None, None, 4 << 20), 4 << 20, 1 << 20)
     builder = MapBuilder()
     (finding,) = tsk.map_volume(volume, builder)
     assert finding.source == "/dev/sda1 tsk" and finding.offset == 1 << 20
@@ -856,20 +862,7 @@ def test_an_mft_record_across_two_runs_is_named_in_two_pieces():
     """$MFT in two runs whose boundary falls inside record 3 (512-byte clusters, 1 KiB
     records): the record's pieces, with their offsets in the record; a record past $MFT's end
     has none."""
-    zeros = bytes(1 << 20)
-
-    class Zeros:
-        def pread(self, offset, size):
-            return zeros[offset : offset + size]
-
-    volume = Volume(
-        device="/dev/sda1",
-        disk=1,
-        offset=0,
-        stream=RangeStream(Zeros(), 0, len(zeros)),
-        placement=Placement.contiguous(1, 0, len(zeros)),
-        content=Content("ntfs", None, None, None, len(zeros)),
-    )
+    volume = zeros_volume(Content("ntfs", None, None, None, 1 << 20), 1 << 20, 0)
     mapper = tsk._Mapper(None, "ntfs", volume, MapBuilder())
     # Logical bytes [0, 3584) at 0x10000, then [3584, 8192) at 0x40000.
     mapper.mft_runs = ([0, 3584], [0x10000, 0x40000], [3584, 4608])
