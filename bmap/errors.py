@@ -7,6 +7,7 @@ knowing that did not stop it, and travels with the map to the user and the repor
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from parsers.errors import ParserError
@@ -36,6 +37,9 @@ class ExitCode(enum.IntEnum):
     OVER_BUDGET = 9
     """The map was written, but part of the input was left unmapped because mapping it needed
     more memory than the budget (``--memory-limit``): see the findings."""
+    PARTIAL = 10
+    """``bmap batch``: some entries could not be mapped (the summary lists them); the dataset
+    holds the others."""
 
 
 #: The ``source`` of a finding that says a part of the input was left out to stay within the
@@ -123,3 +127,13 @@ class Finding:
     def __str__(self) -> str:
         where = f" at {self.offset:#x}" if self.offset is not None else ""
         return f"{self.severity}: disk {self.disk}: {self.source}{where}: {self.message}"
+
+
+def exit_code_for(findings: Iterable[Finding]) -> int:
+    """What a finished map exits with, from its findings: 9 where the memory budget left
+    something out, 3 where the input is damaged (a warning or an error), else 0."""
+    findings = list(findings)
+    if any(f.source.endswith(BUDGET_SOURCE) for f in findings):
+        return int(ExitCode.OVER_BUDGET)
+    damaged = any(f.severity >= Severity.WARNING for f in findings)
+    return int(ExitCode.DAMAGED if damaged else ExitCode.OK)

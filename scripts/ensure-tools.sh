@@ -43,6 +43,7 @@ tools=(
     makefs:makefs
     mount.exfat-fuse:exfat-fuse
     grub-mkstandalone:grub-common
+    bmaptool:bmap-tools
 )
 # The UEFI boot test's firmware and GRUB's EFI modules are no commands.
 if [ ! -f /usr/share/OVMF/OVMF_CODE_4M.fd ]; then

@@ -8,6 +8,7 @@ in; the ``bmap`` program sets its process up first (:mod:`bmap.cli.program`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,13 +30,12 @@ from bmap.cli.render import (
     vg_tree,
 )
 from bmap.errors import (
-    BUDGET_SOURCE,
     BmapError,
     ExitCode,
     Finding,
     ImageError,
     MapFormatError,
-    Severity,
+    exit_code_for,
 )
 from bmap.images import DiskImage, Image, format_of, is_uri, open_image, open_images
 from bmap.layers.mapper import map_disks, map_images
@@ -43,7 +43,15 @@ from bmap.layers.partitions import discover
 from bmap.model.escape import printable
 from bmap.model.ids import object_name
 from bmap.model.units import human_size
-from bmap.store.mapfile import FORMATS, read_map, sniff_format, write_map
+from bmap.store.mapfile import (
+    FILE_FORMATS,
+    FORMATS,
+    TEXT_FORMATS,
+    binary_format,
+    read_map,
+    sniff_file,
+    write_map,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,10 +185,7 @@ def _report_findings(findings: Sequence[Finding], where: str = "") -> None:
 
 
 def _exit_for(findings: Sequence[Finding]) -> int:
-    if any(f.source.endswith(BUDGET_SOURCE) for f in findings):
-        return int(ExitCode.OVER_BUDGET)
-    damaged = any(f.severity >= Severity.WARNING for f in findings)
-    return int(ExitCode.DAMAGED if damaged else ExitCode.OK)
+    return exit_code_for(findings)
 
 
 class _LazyProgress:
@@ -267,9 +272,12 @@ def _default_output(first: Path | str, fmt: str) -> Path:
     "-f",
     "--format",
     "fmt",
-    type=click.Choice(FORMATS),
+    type=click.Choice((*FORMATS, "bmaptool")),
     default=None,
-    help="bmap (text, default), csv or jsonl; by default taken from the output's extension.",
+    help="bmap (text, default), csv, jsonl or parquet (to a file, not stdout); by default "
+    "taken from the output's extension. bmaptool: bmaptool's XML block map (version 2.0) of "
+    "one raw image, listing every block but the filesystems' free ones (docs/bmaptool.md); "
+    "default output <image>.bmap, where bmaptool copy looks for it.",
 )
 @click.option("--sha256", is_flag=True, help="Record each image's SHA-256 in the map header.")
 @click.option(
@@ -277,6 +285,12 @@ def _default_output(first: Path | str, fmt: str) -> Path:
     is_flag=True,
     help="Write the map in the container files' own coordinates: where each object's bytes "
     "sit in the qcow2 file and its backing files, with the qcow2's own structures.",
+)
+@click.option(
+    "--bmaptool-keep-free",
+    is_flag=True,
+    help="With --format bmaptool: bmaptool's own rule, every block that is not a hole of the "
+    "image file (free blocks included), as bmaptool create lists them.",
 )
 @click.option(
     "--memory-limit",
@@ -300,6 +314,7 @@ def map_command(
     fmt: str | None,
     sha256: bool,
     host: bool,
+    bmaptool_keep_free: bool,
     memory_limit: str,
     temp_dir: str | None,
     sector_size: str,
@@ -308,15 +323,49 @@ def map_command(
     if fmt is None:
         ext = output.suffix.lstrip(".") if output is not None and str(output) != "-" else ""
         fmt = ext if ext in FORMATS else "bmap"
+    if fmt == "bmaptool" and (len(images) > 1 or host):
+        from bmap.store.bmaptool import BmaptoolExportError
+
+        raise BmaptoolExportError(
+            "--format bmaptool: bmaptool flashes one raw image; give one IMAGE"
+            + (" and no --host" if host else f", not {len(images)}")
+        )
+    if bmaptool_keep_free and fmt != "bmaptool":
+        raise click.BadParameter("only with --format bmaptool", param_hint="--bmaptool-keep-free")
+    if output is not None and str(output) == "-" and fmt not in (*TEXT_FORMATS, "bmaptool"):
+        raise click.BadParameter(
+            f"the {fmt} format is written to a file, not to stdout: give -o FILE",
+            param_hint="-o",
+        )
     try:
         budget = parse_size(memory_limit) or None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--memory-limit") from None
-    target = output or _default_output(images[0], fmt)
+    # bmaptool's XML goes where bmaptool copy looks for it, IMAGE.bmap (a text map there is
+    # not overwritten unasked, below).
+    target = output or _default_output(images[0], "bmap" if fmt == "bmaptool" else fmt)
     opened = open_images(images)
     try:
         if str(target) != "-":
             _refuse_to_overwrite_input(target, opened)
+        if fmt == "bmaptool":
+            from bmap.store.bmaptool import BmaptoolExportError
+
+            if opened[0].format != "raw":
+                raise BmaptoolExportError(
+                    f"--format bmaptool: {images[0]} is read as {opened[0].format}; bmaptool "
+                    "copies the image file's own bytes: give it a raw image (qemu-img convert "
+                    "-O raw, ewfexport -f raw)"
+                )
+            try:
+                existing = sniff_file(target) if output is None and target.exists() else None
+            except MapFormatError:
+                existing = None  # not a map of bmap's (an earlier bmaptool XML): replaced
+            if existing is not None:
+                raise BmaptoolExportError(
+                    f"--format bmaptool: {target} holds a bmap map; give -o {target} to "
+                    "replace it, or another -o"
+                )
         progress = _LazyProgress()
         try:
             bmap = map_images(
@@ -333,7 +382,25 @@ def map_command(
             from bmap.layers.host import host_map
 
             bmap = host_map(bmap, opened)
-        if str(target) == "-":
+        mapped = ""
+        if fmt == "bmaptool":
+            from bmap.store.bmaptool import write_bmaptool
+
+            try:
+                xml = write_bmaptool(
+                    bmap,
+                    opened[0].path,
+                    sys.stdout if str(target) == "-" else target,
+                    keep_free=bmaptool_keep_free,
+                )
+            except OSError as exc:
+                raise ImageError(f"{target}: cannot write the map: {exc.strerror or exc}") from None
+            sys.stdout.flush()
+            mapped = (
+                f", {xml.mapped_blocks} of {xml.blocks_count} blocks of {xml.block_size} "
+                f"bytes listed in {xml.ranges} range(s)"
+            )
+        elif str(target) == "-":
             write_map(bmap, sys.stdout, fmt)
             sys.stdout.flush()
         else:
@@ -343,7 +410,9 @@ def map_command(
                 raise ImageError(f"{target}: cannot write the map: {exc.strerror or exc}") from None
         _report_findings(
             bmap.findings,
-            " (all in the map's header)" if fmt == "bmap" else " (bmap info --json lists them all)",
+            " (all in the map's header)"
+            if fmt == "bmap" or fmt in FILE_FORMATS
+            else " (bmap info --json lists them all)",
         )
         total = sum(i.size for i in bmap.images)
         covered = bmap.covered_bytes()
@@ -351,7 +420,7 @@ def map_command(
         click.echo(
             f"bmap: wrote {where} ({fmt}): {len(bmap.images)} disk(s), "
             f"{len(bmap.objects)} objects, {len(bmap)} lines, {human_size(covered)} of "
-            f"{human_size(total)} covered, {len(bmap.findings)} finding(s)",
+            f"{human_size(total)} covered, {len(bmap.findings)} finding(s){mapped}",
             err=True,
         )
         sys.exit(_exit_for(bmap.findings))
@@ -432,12 +501,12 @@ def _looks_binary(path: Path) -> bool:
             head = fh.read(4096)
     except OSError:
         return False
-    return b"\0" in head
+    return b"\0" in head and binary_format(head) is None
 
 
 def _is_image(source: Path) -> bool:
-    """A block device, binary bytes, or a file an image format recognises (a VMDK descriptor
-    is text and starts with '#', as a map does)."""
+    """A block device, binary bytes that are no binary map (Parquet), or a file an image
+    format recognises (a VMDK descriptor is text and starts with '#', as a map does)."""
     if source.is_block_device() or _looks_binary(source):
         return True
     try:
@@ -466,11 +535,9 @@ def _is_image_path(source: Path) -> bool:
 
 
 def _read_map_file(source: Path) -> pd.DataFrame:
-    try:
-        with open(source, encoding="utf-8", errors="replace") as fh:
-            sniff_format(fh.readline())
-    except MapFormatError as exc:
-        raise MapFormatError(f"{source}: {exc}") from None
+    """A map file in any format (Parquet told by its magic before any text is read); every
+    error names the file."""
+    sniff_file(source)
     return read_map(source)
 
 
@@ -923,6 +990,22 @@ def _log_lines(log: str) -> Any:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
 
 
+def _python_strings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``command`` with pandas' strings held as Python objects (``mode.string_storage``,
+    for the call only): with pyarrow installed, pandas 3 infers Arrow-backed strings when it
+    groups by names, and Arrow refuses a name's bytes that are not UTF-8 (kept with
+    ``surrogateescape``)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import pandas as pd
+
+        with pd.option_context("mode.string_storage", "python"):
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 @main.command("report")
 @click.argument("sources", nargs=-1, required=True, metavar="MAP...", type=_IMAGE)
 @click.option(
@@ -952,6 +1035,7 @@ def _log_lines(log: str) -> Any:
     help="Write CSV cells that start with = + - @ as they are (by default they are quoted with "
     "a leading ' so that spreadsheets do not run them as formulas).",
 )
+@_python_strings
 def report_command(
     sources: tuple[Path | str, ...],
     traces: tuple[str, ...],
@@ -1034,7 +1118,15 @@ def _report_meta(sources: Sequence[Path | str], frame: pd.DataFrame) -> dict[str
 
 
 def _header_images(path: Path) -> dict[int, dict[str, Any]]:
-    """The ``# image N PATH size=.. sha256=..`` lines of a text map's header."""
+    """The ``# image N PATH size=.. sha256=..`` lines of a text map's header (a Parquet map's
+    metadata)."""
+    from bmap.store.mapfile import read_images
+
+    if sniff_file(path) in FILE_FORMATS:
+        return {
+            i.number: {"path": i.path, **({"sha256": i.sha256} if i.sha256 else {})}
+            for i in read_images(path)
+        }
     found: dict[int, dict[str, Any]] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -1120,3 +1212,4 @@ def _say_unparsed(log: str, parser: TraceParser) -> None:
         click.echo(f"bmap: {log}:{number}: not a {parser.name} line: {text!r}", err=True)
     if parser.unparsed:
         click.echo(f"bmap: {log}: {parser.unparsed} line(s) of no known format skipped", err=True)
+

@@ -2,7 +2,8 @@
 
 - :mod:`~bmap.store.mapfile`: the table of map formats, :func:`~bmap.store.mapfile.write_map`
   and :func:`~bmap.store.mapfile.read_map`; one module per format
-  (:mod:`~bmap.store.textmap`, :mod:`~bmap.store.csvmap`, :mod:`~bmap.store.jsonlmap`);
+  (:mod:`~bmap.store.textmap`, :mod:`~bmap.store.csvmap`, :mod:`~bmap.store.jsonlmap`,
+  :mod:`~bmap.store.parquetmap`);
 - :mod:`~bmap.store.index`: "what is at this offset?" for many offsets at once;
 - :mod:`~bmap.store.lookup`: the answers of ``bmap lookup``.
 

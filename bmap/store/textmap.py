@@ -163,7 +163,12 @@ def _fill_offsets(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     structure = frame["type"] == "m"
     contiguous = frame["type"].isin(["v", "p"])
-    lines = frame[contiguous].groupby(["disk", "type", "device"], sort=False)["start"]
+    # Devices by number: a key of names would become pandas' Arrow-backed strings (pandas 3
+    # with pyarrow), which refuse a name's bytes kept with surrogateescape.
+    import pandas as pd
+
+    device = pd.Series(pd.factorize(frame["device"].to_numpy(dtype=object))[0], frame.index)
+    lines = frame[contiguous].groupby([frame["disk"], frame["type"], device], sort=False)["start"]
     counts = lines.transform("size")
     frame.loc[counts.index[counts.to_numpy() == 1], "file_offset"] = 0
     frame.loc[structure, "file_offset"] = 0

@@ -40,7 +40,9 @@ def reads_frame(frame: pd.DataFrame, columns: Columns, disk: int = 1, run: int =
             names.append("")
         empty = names.index("")
         picked = np.where(known, codes[safe], empty) if len(frame) else np.full(len(row), 0)
-        return pd.Categorical.from_codes(picked, categories=pd.Index(names))
+        # Object categories: pandas' Arrow-backed strings (pandas 3 with pyarrow) refuse a
+        # name's bytes kept with surrogateescape.
+        return pd.Categorical.from_codes(picked, categories=pd.Index(names, dtype=object))
 
     inside = known & pieces.offset_known & (frame["file_offset"].notna().to_numpy()[safe])
     offsets = np.where(inside, pieces.start, NO_OFFSET)

@@ -17,7 +17,7 @@ import pytest
 from bmap.images import open_image
 from bmap.layers.mapper import map_images
 from bmap.model.blockmap import MapBuilder
-from bmap.store.mapfile import FORMATS, dumps_map
+from bmap.store.mapfile import TEXT_FORMATS, dumps_map
 from tests.conftest import is_root, manifest
 
 COLUMNS = ("disk", "start", "end", "type_code", "obj", "file_offset")
@@ -54,7 +54,7 @@ def test_a_spilled_map_equals_the_map_sorted_in_memory(spill_lines, seed, tmp_pa
     for column in COLUMNS:
         np.testing.assert_array_equal(getattr(spilled, column), getattr(reference, column))
     assert spilled.covered_bytes() == reference.covered_bytes()
-    for fmt in FORMATS:
+    for fmt in TEXT_FORMATS:  # dumps_map: the formats a string holds
         assert dumps_map(spilled, fmt) == dumps_map(reference, fmt)
     # The runs and merged columns are unnamed files: nothing is left in the directory.
     assert list(tmp_path.iterdir()) == []
