@@ -638,7 +638,71 @@ def _boot_view(page: _Page, objects: pd.DataFrame, reads: pd.DataFrame) -> None:
     page.add("</section>")
 
 
-def _assemble(page: _Page, title: str, meta: Mapping[str, Any]) -> str:
+def write_fleet(
+    tables: Mapping[str, pd.DataFrame], out: Path, meta: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """The fleet report of a ``bmap batch`` dataset (:mod:`reports.fleet`'s tables: ``images``,
+    ``space_by_kind``, ``boot_files``, ``where``) to the file ``out``."""
+    meta = dict(meta or {})
+    page = _Page()
+    shown = tables["images"]
+    page.add('<section id="overview"><h2>Images</h2>')
+    failed = int((shown["error"] != "").sum()) if "error" in shown else 0
+    page.add(
+        f'<ul class="counts"><li>{len(shown)} images</li><li>{failed} failed</li>'
+        f"<li>{human(float(shown['bytes'].sum()))}</li></ul>"
+    )
+    page.table("Images", _table(shown, list(shown.columns)))
+    page.add("</section>")
+    space = tables["space_by_kind"]
+    page.add('<section id="space"><h2>Space by kind</h2>')
+    images = [c for c in space.columns if c not in ("type", "kind", "images", "total")]
+    if len(space) and images:
+        top = space.head(12)
+        fig = go.Figure(
+            [
+                go.Bar(name=f"{t} {k}", x=images, y=[int(row[i]) for i in images])
+                for t, k, (_, row) in zip(top["type"], top["kind"], top.iterrows(), strict=True)
+            ]
+        )
+        fig.update_layout(barmode="stack", height=420, margin={"t": 20}, yaxis_title="bytes")
+        page.figure(fig)
+    page.table("Bytes of each kind on each image", _table(space, list(space.columns)))
+    page.add("</section>")
+    boot = tables.get("boot_files")
+    if boot is not None:
+        page.boot = True
+        page.add('<section id="boot"><h2>Files the boots read</h2>')
+        page.table(
+            "Each file read at boot: on how many of the traced images, and on which",
+            _table(boot, list(boot.columns)),
+        )
+        page.add("</section>")
+    places = tables.get("where")
+    if places is not None:
+        page.add('<section id="tables"><h2>Where each path sits</h2>')
+        page.table("Each path's lines on each image", _table(places, list(places.columns)))
+        page.add("</section>")
+    nav = [("overview", "images"), ("space", "space")]
+    nav += [("boot", "boot")] if boot is not None else []
+    nav += [("tables", "where")] if places is not None else []
+    out.write_text(
+        _assemble(page, meta.get("title", "bmap fleet report"), meta, nav),
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
+    return [out]
+
+
+_NAV = [("overview", "overview"), ("layout", "layout"), ("space", "space"), ("tables", "tables")]
+
+
+def _assemble(
+    page: _Page,
+    title: str,
+    meta: Mapping[str, Any],
+    nav: Sequence[tuple[str, str]] | None = None,
+) -> str:
     plotly_js = plotly.offline.get_plotlyjs()
     scripts = [plotly_js, _SCRIPT]
     footer = (
@@ -650,9 +714,12 @@ def _assemble(page: _Page, title: str, meta: Mapping[str, Any]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_csp(scripts)}">'
         f"<title>{_text(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_text(title)}</h1><p>{footer}</p><nav>"
-        '<a href="#overview">overview</a> <a href="#layout">layout</a> '
-        '<a href="#space">space</a> <a href="#tables">tables</a>'
-        + (' <a href="#boot">boot</a>' if page.boot else "")
+        + " ".join(
+            f'<a href="#{anchor}">{_text(text)}</a>'
+            for anchor, text in (
+                nav if nav is not None else [*_NAV, *([("boot", "boot")] if page.boot else [])]
+            )
+        )
         + "</nav></header><main>"
         + "".join(page.parts)
         + f"</main><script>{plotly_js}</script><script>{_SCRIPT}</script></body></html>\n"

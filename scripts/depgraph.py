@@ -31,6 +31,7 @@ NODES = (
     "bmap.layers",
     "bmap.store",
     "bmap.trace",
+    "bmap.fleet",
     "bmap.cli",
 )
 LABELS = {
@@ -43,6 +44,7 @@ LABELS = {
     "bmap.layers": "bmap.layers<br/>tables, LVM, filesystems, the mapper",
     "bmap.store": "bmap.store<br/>map files, index, lookup",
     "bmap.trace": "bmap.trace<br/>logs, annotation, serve",
+    "bmap.fleet": "bmap.fleet<br/>many images on Dask",
     "bmap.cli": "bmap.cli<br/>commands, rendering, process set-up",
 }
 

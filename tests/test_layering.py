@@ -44,6 +44,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "bmap.layers": ("bmap.layers", "bmap.model", "bmap.images", "bmap.errors", "parsers"),
     "bmap.store": ("bmap.store", "bmap.model", "bmap.errors"),
     "bmap.trace": ("bmap.trace", "bmap.store", "bmap.model", "bmap.errors"),
+    "bmap.fleet": (
+        "bmap.fleet",
+        "bmap.layers",
+        "bmap.images",
+        "bmap.store",
+        "bmap.trace",
+        "bmap.model",
+        "bmap.errors",
+    ),
     "bmap.cli": ("bmap", "parsers", "reports"),
     "bmap": ("bmap", "parsers", "reports"),  # the root: the lazy public API, python -m bmap
 }

@@ -1213,3 +1213,6 @@ def _say_unparsed(log: str, parser: TraceParser) -> None:
     if parser.unparsed:
         click.echo(f"bmap: {log}: {parser.unparsed} line(s) of no known format skipped", err=True)
 
+
+# bmap batch lives in its own module (Dask and pyarrow are imported only when it runs).
+from bmap.cli import batch as _batch  # noqa: E402, F401 - registers the command
