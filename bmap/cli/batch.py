@@ -216,8 +216,14 @@ def fleet_command(
         table = read_image_table(dataset)
     except Exception as exc:  # pyarrow's errors: a damaged table is a bad input
         raise MapFormatError(f"{dataset}/images.parquet: cannot read: {exc}") from None
-    maps = read_dataset(dataset)
-    reads = read_traces(dataset)
+    missing = [c for c in ("image", "paths", "sizes", "lines", "exit", "error") if c not in table]
+    if missing:
+        raise MapFormatError(f"{dataset}/images.parquet: no column {missing[0]!r}")
+    maps = read_dataset(dataset)  # each partition through read_map: a damaged one is exit 6
+    try:
+        reads = read_traces(dataset)
+    except Exception as exc:  # pyarrow's errors: a damaged trace partition is a bad input
+        raise MapFormatError(f"{dataset}/trace: cannot read: {exc}") from None
     made = {
         "images": fleet.images(table),
         "space_by_kind": fleet.space_by_kind(maps),

@@ -297,3 +297,28 @@ def test_boot_logs_and_the_fleet_report(fleet, tmp_path, browser):  # noqa: F811
         assert any(r and r[0] == "/README.TXT" for r in rows)
     finally:
         opened.page.close()
+
+
+def test_a_damaged_dataset_is_exit_6(fleet, tmp_path):
+    """A map partition, the image table or a trace partition overwritten with garbage: one
+    line and exit 6 from bmap fleet, never a traceback."""
+    out = tmp_path / "dataset"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "gpt-512.csv").write_text("0,512\n")
+    image = str(fleet["folder"] / "gpt-512.img")
+    code, err = run_cli(["batch", image, "--out", str(out), "--workers", "1", "--trace", str(logs)])
+    assert code in (0, 3), err
+    for victim in (
+        out / "map" / "image=gpt-512" / "part-0.parquet",
+        out / "trace" / "image=gpt-512" / "part-0.parquet",
+        out / "images.parquet",
+    ):
+        saved = victim.read_bytes()
+        victim.write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"PAR1")
+        code, err = run_cli(["fleet", str(out), "--csv", str(tmp_path / "csv")])
+        assert code == 6, (victim, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        victim.write_bytes(saved)
+    code, err = run_cli(["fleet", str(tmp_path), "--csv", str(tmp_path / "csv")])
+    assert code == 6 and "not a bmap batch dataset" in err
