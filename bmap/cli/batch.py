@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from bmap.cli.commands import main, parse_size
+from bmap.cli.commands import formula_guard_option, main, parse_size, python_strings
 from bmap.errors import ExitCode
 from bmap.model.escape import printable
 
@@ -189,11 +189,8 @@ class _Bar:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the HTML report to this .html file.",
 )
-@click.option(
-    "--no-formula-guard",
-    is_flag=True,
-    help="Write CSV cells that start with = + - @ as they are.",
-)
+@formula_guard_option
+@python_strings
 def fleet_command(
     dataset: Path,
     paths: tuple[str, ...],

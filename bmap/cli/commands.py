@@ -990,7 +990,16 @@ def _log_lines(log: str) -> Any:
         raise ImageError(f"{log}: cannot read: {exc.strerror or exc}") from None
 
 
-def _python_strings(command: Callable[..., Any]) -> Callable[..., Any]:
+#: ``--no-formula-guard`` of the commands that write CSV tables (report, fleet).
+formula_guard_option = click.option(
+    "--no-formula-guard",
+    is_flag=True,
+    help="Write CSV cells that start with = + - @ as they are (by default they are quoted with "
+    "a leading ' so that spreadsheets do not run them as formulas).",
+)
+
+
+def python_strings(command: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``command`` with pandas' strings held as Python objects (``mode.string_storage``,
     for the call only): with pyarrow installed, pandas 3 infers Arrow-backed strings when it
     groups by names, and Arrow refuses a name's bytes that are not UTF-8 (kept with
@@ -1029,13 +1038,8 @@ def _python_strings(command: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the HTML report to this .html file (or the objects table to a .csv file).",
 )
-@click.option(
-    "--no-formula-guard",
-    is_flag=True,
-    help="Write CSV cells that start with = + - @ as they are (by default they are quoted with "
-    "a leading ' so that spreadsheets do not run them as formulas).",
-)
-@_python_strings
+@formula_guard_option
+@python_strings
 def report_command(
     sources: tuple[Path | str, ...],
     traces: tuple[str, ...],
