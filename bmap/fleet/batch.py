@@ -266,13 +266,14 @@ def run_batch(
     scheduler: str | None = None,
     worker_memory: int | None = None,
     progress: Progress | None = None,
+    task: Callable[[Entry, Options], dict[str, Any]] = map_entry,
 ) -> BatchResult:
     """Map every entry on Dask: a local cluster of ``workers`` processes (one thread each,
     ``worker_memory`` bytes each, Dask's nanny restarting one that passes it), or the running
     scheduler at ``scheduler``; write the image table; return the rows.
 
     A task whose worker died (killed for memory, say) is a row with that error; the batch
-    goes on.
+    goes on. ``task`` is what runs each entry (:func:`map_entry`; tests give another).
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -294,7 +295,7 @@ def run_batch(
     try:
         result.workers = len(client.scheduler_info().get("workers", {}))
         futures = {
-            client.submit(map_entry, entry, options, key=f"bmap-{i}-{entry.name}", pure=False): i
+            client.submit(task, entry, options, key=f"bmap-{i}-{entry.name}", pure=False): i
             for i, entry in enumerate(entries)
         }
         rows: list[dict[str, Any] | None] = [None] * len(entries)

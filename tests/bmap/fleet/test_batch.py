@@ -322,3 +322,26 @@ def test_a_damaged_dataset_is_exit_6(fleet, tmp_path):
         victim.write_bytes(saved)
     code, err = run_cli(["fleet", str(tmp_path), "--csv", str(tmp_path / "csv")])
     assert code == 6 and "not a bmap batch dataset" in err
+
+
+def test_a_worker_that_dies_is_a_row_and_the_batch_goes_on(fleet, tmp_path):
+    """The worker mapping zero.img ends (as the nanny ends one past its memory): that entry is
+    a row saying the task did not finish, the others are mapped, and the image table is
+    written."""
+    import dask
+
+    from bmap.fleet.batch import Options, run_batch
+    from tests.bmap.fleet.dying import die_on_zero
+
+    picked = [str(fleet["folder"] / n) for n in ("gpt-512.img", "zero.img", "fat16.img")]
+    out = tmp_path / "dataset"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        result = run_batch(
+            entries_from(picked), Options(str(out), 1 << 30), workers=2, task=die_on_zero
+        )
+    rows = {r["image"]: r for r in result.rows}
+    assert "did not finish" in rows["zero"]["error"] and rows["zero"]["exit"] == 1
+    assert rows["gpt-512"]["error"] == "" and rows["fat16"]["error"] == ""
+    table = read_image_table(out)
+    assert list(table["image"]) == ["gpt-512", "zero", "fat16"]
+    assert set(read_dataset(out)["image"]) == {"gpt-512", "fat16"}
