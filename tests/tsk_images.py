@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 import shutil
 import struct
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.ext_images import NeedsRoot, cache_root_of, cached_file, is_root, run, tool_path
+from tests.ext_images import _data as data  # deterministic, incompressible bytes
 
 IMAGES_VERSION = "tsk-images-3"
 MiB = 1 << 20
@@ -45,11 +45,6 @@ MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
 #: GPT layout of ``esp_in_gpt``: the ESP at 1 MiB, 40 MiB long, then a small Linux partition.
 ESP_OFFSET = 1 * MiB
 ESP_SIZE = 40 * MiB
-
-
-def data(seed: str, size: int) -> bytes:
-    """Deterministic, incompressible bytes."""
-    return random.Random(seed).randbytes(size)
 
 
 def compressible(seed: str, size: int) -> bytes:

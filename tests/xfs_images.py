@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,7 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ext_images import NeedsRoot, cache_root_of, cached_file, is_root, tool_path
+from tests.ext_images import (
+    NeedsRoot,
+    _data,
+    _write,
+    cache_root_of,
+    cached_file,
+    is_root,
+    tool_path,
+)
 
 IMAGES_VERSION = "xfs-images-2"
 MKFS_ENV = {"TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
@@ -108,15 +115,6 @@ def xfsprogs_version() -> str:
 
 def cache_version() -> str:
     return f"{IMAGES_VERSION}-xfsprogs-{xfsprogs_version()}"
-
-
-def _data(seed: int | str, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def _write(path: Path | bytes, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
 
 
 def mkfs(image: Path, size: int, *args: str, name: str) -> None:
