@@ -58,7 +58,7 @@ from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.images.streams import MappedReader, PositionalReader
 from bmap.layers.content import Volume
-from bmap.layers.fswalk import ORPHAN_DIR, free_in_use
+from bmap.layers.fswalk import ORPHAN_DIR, FilesystemWalk
 from bmap.model.blockmap import MapBuilder, PathColumn
 from bmap.model.intervals import subtract, union
 from parsers import hfsplus, ufs
@@ -631,19 +631,19 @@ def _np(values: array[int]) -> Array:
     return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
 
 
-class _Mapper:
+class _Mapper(FilesystemWalk):
+    """One filesystem's walk through TSK: the lines, claims, kinds and free-space wording of
+    :class:`~bmap.layers.fswalk.FilesystemWalk`, the names and runs from TSK."""
+
     def __init__(self, fs: Any, kind: str, volume: Volume, builder: MapBuilder) -> None:
+        super().__init__(volume, builder)
         self.fs = fs
         self.kind = kind
         self.volume = volume
-        self.builder = builder
-        self.device = volume.device
         self.size = volume.size
         # Without TSK (it cannot open the filesystem) only the layout is mapped: no runs.
         self.block = int(fs.info.block_size) if fs is not None else 512
-        self.findings: list[Finding] = []
         self.window = _Window()
-        self.claimed: list[tuple[Array, Array]] = []
         self.deleted = 0
         self.deleted_shown: list[str] = []
         # Files with data whose runs TSK left out (it drops what it rejects without an error).
@@ -662,7 +662,6 @@ class _Mapper:
         self.mft_runs: tuple[list[int], list[int], list[int]] | None = None
         self.mft_record = 1024
         self._mft_chunk: tuple[int, bytes] = (0, b"")
-        self._kind_objects: dict[str, int] = {}
         self.exfat_bitmap: list[tuple[int, int, int]] = []
         self.unit = self.block  # the allocation unit, once the layout is read
         self.most_runs = min(MAX_RUNS, self.size // max(self.block, 1) + 1)
@@ -670,6 +669,7 @@ class _Mapper:
     # -- output -----------------------------------------------------------------------------
 
     def finding(self, severity: Severity, offset: int | None, source: str, message: str) -> None:
+        """A finding; ``offset`` is in the volume, the finding's on the disk."""
         disk_offset = None
         if offset is not None and self.volume.offset is not None:
             disk_offset = self.volume.offset + offset
@@ -683,19 +683,6 @@ class _Mapper:
         self.error_shown.setdefault(
             key, f"{structure}: {text.splitlines()[0] if text else type(exc).__name__}"
         )
-
-    def emit_kind(
-        self, kind: str, starts: Array, ends: Array, type_: str = "m", claim: bool = True
-    ) -> None:
-        if not len(starts):
-            return
-        obj = self._kind_objects.get(kind)
-        if obj is None:
-            obj = self._kind_objects[kind] = self.builder.add_object(type_, self.device, kind)
-        offsets = np.zeros(len(starts), np.int64) if type_ == "m" else None
-        self.volume.placement.place(self.builder, obj, starts, ends, offsets)
-        if claim:
-            self.claimed.append((starts, ends))
 
     def flush(self) -> None:
         w = self.window
@@ -711,12 +698,7 @@ class _Mapper:
         objs = self.builder.add_objects(_CLASSES, _np(w.code), self.device, paths, _np(w.inode))
         if len(w.obj):
             starts, ends = _np(w.start).copy(), _np(w.end).copy()
-            self.volume.placement.place(
-                self.builder, objs[_np(w.obj)], starts, ends, _np(w.offset).copy()
-            )
-            self.claimed.append((starts, ends))
-            if len(self.claimed) > 64:
-                self.claimed_union()
+            self.emit(objs[_np(w.obj)], starts, ends, _np(w.offset).copy())
         self.window = _Window()
 
     # -- the walk ---------------------------------------------------------------------------
@@ -737,7 +719,7 @@ class _Mapper:
             self.flush()
         self.directory_records()
         self.structures_after_walk()
-        self.report()
+        self.report_walk()
         self.free_space()
 
     def directory_records(self) -> None:
@@ -763,16 +745,6 @@ class _Mapper:
             if hi > lo:
                 rest = subtract((np.array([lo], np.int64), np.array([hi], np.int64)), claimed)
                 self.emit_kind(kind, rest[0], rest[1])
-
-    def claimed_union(self) -> tuple[Array, Array]:
-        if not self.claimed:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        merged = union(
-            np.concatenate([c[0] for c in self.claimed]),
-            np.concatenate([c[1] for c in self.claimed]),
-        )
-        self.claimed = [merged]
-        return merged
 
     def read_layout(self) -> Layout | None:
         stream = self.volume.stream
@@ -1138,7 +1110,8 @@ class _Mapper:
 
     # -- after the walk ---------------------------------------------------------------------
 
-    def report(self) -> None:
+    def report_walk(self) -> None:
+        """What the walk counted: deleted, unplaced and orphan entries, runs cut, TSK errors."""
         if self.deleted:
             shown = ", ".join(repr(p) for p in self.deleted_shown)
             more = (
@@ -1257,18 +1230,15 @@ class _Mapper:
         assert layout is not None
         claimed = self.claimed_union()
         fs_end = min(layout.fs_end, self.size)
-        whole = (np.array([0], np.int64), np.array([fs_end], np.int64))
         free = self.allocation_free()
         if free is not None:
             free = (np.clip(free[0], 0, fs_end), np.clip(free[1], 0, fs_end))
-            message = free_in_use(claimed, free, "allocation table")
-            if message:
-                self.finding(Severity.WARNING, None, self.device, message)
+            self.check_free(claimed, free, "allocation table")
             free = subtract(free, claimed)
             self.emit_kind("unallocated", free[0], free[1], type_="u", claim=False)
         else:
             free = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        rest = subtract(subtract(whole, claimed), free)
+        rest = self.unreferenced(claimed, free, fs_end)
         if layout.tail is not None:
             tail = (
                 np.array([layout.tail[0]], np.int64),
@@ -1283,15 +1253,7 @@ class _Mapper:
                 claim=False,
             )
             rest = subtract(rest, tail)
-        self.emit_kind("unreferenced", rest[0], rest[1], type_="u", claim=False)
-        if self.size > fs_end:
-            self.emit_kind(
-                "volume-slack",
-                np.array([fs_end], np.int64),
-                np.array([self.size], np.int64),
-                type_="u",
-                claim=False,
-            )
+        self.emit_rest(rest, fs_end)
 
 
 _ATTR_HEAD = struct.Struct("<IIBBH")  # type, length, non-resident, name length, name offset
