@@ -511,9 +511,13 @@ def ufs_layout(stream: RangeStream) -> Layout:
         layout = ufs.read_layout(stream.pread, stream.size)
     except ParserError as exc:
         raise TskError(str(exc)) from exc
+    return _from_ufs(layout, stream.size)
+
+
+def _from_ufs(layout: ufs.UfsLayout, size: int) -> Layout:
     out = Layout(
         cluster=layout.fragment,
-        fs_end=min(layout.fs_end, stream.size),
+        fs_end=min(layout.fs_end, size),
         structures=list(layout.structures),
         free=layout.free,
         # ffs_balloc: only a file that fits in its 12 direct blocks may end in fragments.
@@ -635,8 +639,18 @@ class _Mapper(FilesystemWalk):
     """One filesystem's walk through TSK: the lines, claims, kinds and free-space wording of
     :class:`~bmap.layers.fswalk.FilesystemWalk`, the names and runs from TSK."""
 
-    def __init__(self, fs: Any, kind: str, volume: Volume, builder: MapBuilder) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        kind: str,
+        volume: Volume,
+        builder: MapBuilder,
+        layout: Layout | None = None,
+    ) -> None:
+        """``layout``: the filesystem's own layout where it was read already (UFS, ISO9660:
+        before TSK was given the volume); else it is read when the walk runs."""
         super().__init__(volume, builder)
+        self.preread = layout
         self.fs = fs
         self.kind = kind
         self.volume = volume
@@ -749,7 +763,9 @@ class _Mapper(FilesystemWalk):
     def read_layout(self) -> Layout | None:
         stream = self.volume.stream
         try:
-            if self.kind == "vfat":
+            if self.preread is not None:
+                layout = self.preread
+            elif self.kind == "vfat":
                 layout = fat_layout(stream)
             elif self.kind == "exfat":
                 layout = exfat_layout(stream)
@@ -1305,36 +1321,31 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
     one) a finding says so, and what its own headers say is still mapped (its structures and,
     where the table is read without TSK, its free space); no file is named."""
     kind = volume.content.kind if volume.content is not None else "unknown"
-    overlay, shown = _harmless(kind, volume)
-    costly = _too_costly(volume.stream)
-    try:
-        if costly is not None:
-            raise TskError(costly)
-        fs = open_filesystem(volume.stream, overlay)
-    except TskError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "cannot open"
-        mapper = _Mapper(None, kind, volume, builder)
+    stream = volume.stream
+    # The layouts TSK's safety depends on are read once, before TSK sees the volume.
+    own: Layout | None = None
+    overlay: dict[int, bytes] = {}
+    shown: list[tuple[int, str]] = []
+    if kind == "ufs":
         try:
-            mapper.run()
-        except MemoryError:
-            mapper.findings = []
-        inside = (
-            "its files are not mapped; its structures are, from its own headers"
-            if mapper.layout is not None
-            else "it is not mapped inside"
-        )
-        opened = Finding(
-            Severity.ERROR,
-            volume.disk,
-            volume.offset,
-            f"{volume.device} tsk",
-            f"The Sleuth Kit is not given the {kind} filesystem: {first}; {inside}"
-            if costly is not None
-            else f"The Sleuth Kit cannot open the {kind} filesystem ({first}); {inside}",
-        )
-        # Without a layout, the layout's own complaint says the same again.
-        return [opened, *(mapper.findings if mapper.layout is not None else [])]
-    mapper = _Mapper(fs, kind, volume, builder)
+            raw = ufs.read_layout(stream.pread, stream.size)
+        except ParserError:
+            pass  # the walk reads it again and says why
+        else:
+            own = _from_ufs(raw, stream.size)
+            overlay, shown = _harmless(raw, stream)
+    iso = _iso_of(stream)
+    if kind == "iso9660":
+        own = iso
+    costly = _too_costly(iso) if iso is not None else None
+    fs = None
+    failure = costly
+    if costly is None:
+        try:
+            fs = open_filesystem(stream, overlay)
+        except TskError as exc:
+            failure = str(exc).splitlines()[0] if str(exc) else "cannot open"
+    mapper = _Mapper(fs, kind, volume, builder, own)
     for offset, message in shown:
         mapper.finding(Severity.ERROR, offset, volume.device, message)
     try:
@@ -1346,7 +1357,24 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
             f"{volume.device} {BUDGET_SOURCE}",
             "ran out of memory while mapping the filesystem; what was mapped before stays",
         )
-    return mapper.findings
+    if fs is not None:
+        return mapper.findings
+    inside = (
+        "its files are not mapped; its structures are, from its own headers"
+        if mapper.layout is not None
+        else "it is not mapped inside"
+    )
+    opened = Finding(
+        Severity.ERROR,
+        volume.disk,
+        volume.offset,
+        f"{volume.device} tsk",
+        f"The Sleuth Kit is not given the {kind} filesystem: {failure}; {inside}"
+        if costly is not None
+        else f"The Sleuth Kit cannot open the {kind} filesystem ({failure}); {inside}",
+    )
+    # Without a layout, the layout's own complaint says the same again.
+    return [opened, *(mapper.findings if mapper.layout is not None else [])]
 
 
 #: Inodes named one by one in findings before a count takes over.
@@ -1358,15 +1386,20 @@ ISO_MAX_PATH_ENTRIES = 16_384
 ISO_MAX_DIRECTORY_BYTES = 16_384 * 34
 
 
-def _too_costly(stream: RangeStream) -> str | None:
-    """Why TSK should not be given this volume at all (its work would grow with the square of
-    a count read from the volume), or None."""
+def _iso_of(stream: RangeStream) -> Layout | None:
+    """The ISO9660 layout of a volume that has ISO9660's descriptors, whatever detection
+    called it (TSK finds the format by itself), or None."""
     if stream.pread(16 * 2048 + 1, 5) != b"CD001":
         return None
     try:
-        layout = iso_layout(stream)
+        return iso_layout(stream)
     except TskError:
         return None
+
+
+def _too_costly(layout: Layout) -> str | None:
+    """Why TSK should not be given this ISO9660 volume at all (its work would grow with the
+    square of a count read from the volume), or None."""
     if layout.path_entries > ISO_MAX_PATH_ENTRIES:
         return (
             f"its path table lists {layout.path_entries:,} directories, more than "
@@ -1383,17 +1416,12 @@ def _too_costly(stream: RangeStream) -> str | None:
     return None
 
 
-def _harmless(kind: str, volume: Volume) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
+def _harmless(
+    layout: ufs.UfsLayout, stream: RangeStream
+) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
     """What TSK is shown instead of hostile fields, and a finding for each: UFS inodes whose
     block trees would make TSK's run list builder work past the volume's size
     (:func:`parsers.ufs.tree_overruns`), shown shorter or empty."""
-    if kind != "ufs":
-        return {}, []
-    stream = volume.stream
-    try:
-        layout = ufs.read_layout(stream.pread, stream.size)
-    except ParserError:
-        return {}, []
     overlay: dict[int, bytes] = {}
     shown: list[tuple[int, str]] = []
     overruns = ufs.tree_overruns(stream.pread, layout, stream.size)
@@ -1429,7 +1457,8 @@ def _fs_type_name(code: int) -> str:
 def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
     """What TSK says of the filesystem, for ``bmap info``; None where it cannot open it (or is
     not given it: :func:`_too_costly`)."""
-    if _too_costly(stream) is not None:
+    iso = _iso_of(stream)
+    if iso is not None and _too_costly(iso) is not None:
         return None
     try:
         fs = open_filesystem(stream)
