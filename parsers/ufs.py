@@ -322,6 +322,8 @@ class UfsLayout:
     inode_tables: list[tuple[int, int, int]] = field(default_factory=list)
     """``(first inode number, byte offset, inodes)`` of each group's inode table, inside the
     volume."""
+    superblock: Superblock | None = None
+    """The superblock read (its fields as found, unchecked counts included)."""
 
 
 class _Findings:
@@ -373,6 +375,7 @@ def read_layout(read: Callable[[int, int], bytes], size: int) -> UfsLayout:
         superblock_offset=sb.offset,
         byte_order=sb.byte_order,
         cylinder_groups=0,
+        superblock=sb,
     )
     findings = _Findings(layout.findings)
     num_cgs, fs_frags = _bounded_counts(sb, size, findings)
@@ -499,14 +502,15 @@ def _fixed_structures(
     expected = -(-sb.num_cgs * 16 // fsize) * fsize  # struct csum is 16 bytes
     summary = sb.summary_size
     if summary != expected:
+        used = min(expected, -(-num_cgs * 16 // fsize) * fsize)
         findings.add(
             "summary",
             "warning",
             sb.offset,
             f"ufs-superblock: a summary of {summary} bytes for {sb.num_cgs} groups; "
-            f"{expected} is used",
+            f"{used} is used",
         )
-        summary = min(expected, -(-num_cgs * 16 // fsize) * fsize)
+        summary = used
     at = sb.summary_frag * fsize
     structures.append(("ufs-summary", at, at + -(-summary // fsize) * fsize))
     return structures
@@ -665,7 +669,7 @@ class Overrun:
 
 
 def tree_overruns(read: Callable[[int, int], bytes], layout: UfsLayout, size: int) -> list[Overrun]:
-    """Inodes in use whose block trees would make a walker work past what the volume holds.
+    """Inodes whose block trees would make a walker work past what the volume holds.
 
     A walker that builds a file's run list (TSK's) visits every address up to the file's size,
     the absent (sparse) parts of the tree included, and appends a run for each stretch. So:
@@ -714,11 +718,11 @@ def tree_overruns(read: Callable[[int, int], bytes], layout: UfsLayout, size: in
             fast = ((mode & _IFMT) == _IFLNK) & (length < _FAST_SYMLINK[version])
             spans = np.ceil(length.astype(np.float64) / bsize)
             held_blocks = np.minimum(held * 512 / bsize, volume_blocks) + 1
+            # Any inode, in use or not: TSK builds the run list of whatever inode it is asked
+            # for (an unused root included), and walks a size with no tree below it too.
             candidates = np.flatnonzero(
-                (mode != 0)
-                & ~fast
-                & indirect.any(axis=1)
-                & ((spans > held_blocks + DIRECT_BLOCKS) | (spans > span))
+                ~fast
+                & ((indirect.any(axis=1) & (spans > held_blocks + DIRECT_BLOCKS)) | (spans > span))
             )
             for i in candidates.tolist():
                 inode = first + done + i

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of bmap's entry points for untrusted bytes (atheris: libFuzzer for
 Python). ``make fuzz`` runs every target for a while; the test suite runs each briefly.
 
-    python scripts/fuzz.py [TARGET...] [--seconds N | --runs N] [--keep]
+    python scripts/fuzz.py [TARGET...] [--seconds N | --runs N] [--keep] [--seed N]
 
 Each target (tests/fuzz/targets.py) runs in its own process (the image target in rounds of
 500 inputs, a fresh process each: atheris's instrumentation grows its process by 1 to 2 MiB
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -44,7 +45,9 @@ def _remove_scratch_of_dead_processes() -> None:
             path.unlink(missing_ok=True)
 
 
-def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[str, object]:
+def run(
+    target: str, seconds: int | None, runs: int | None, keep: bool, seed: int | None = None
+) -> dict[str, object]:
     corpus = ROOT / "build" / "fuzz" / "corpus" / target
     corpus.mkdir(parents=True, exist_ok=True)
     if not any(corpus.iterdir()):
@@ -68,7 +71,7 @@ def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[
     # long campaign at the 2 GiB limit with a false out-of-memory (the same inputs run
     # uninstrumented stay flat at 91 MiB).
     start = time.monotonic()
-    total_runs, last = 0, ("0", "0", "0", "0", "0", "")
+    total_runs, rounds, last = 0, 0, ("0", "0", "0", "0", "0", "")
     proc = None
     while True:
         size = ROUND_RUNS.get(target)
@@ -76,7 +79,15 @@ def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[
         round_runs = (
             size if left_runs is None else left_runs if size is None else min(size, left_runs)
         )
-        round_options = [*options] + ([f"-runs={round_runs}"] if round_runs is not None else [])
+        # libFuzzer counts the corpus it loads first (and one empty input) in -runs: a round
+        # of a grown corpus would else try nothing new.
+        loaded = sum(1 for _ in corpus.iterdir()) + 1 if size is not None else 0
+        round_options = [*options] + (
+            [f"-runs={round_runs + loaded}"] if round_runs is not None else []
+        )
+        if seed is not None:
+            round_options.append(f"-seed={seed + rounds}")
+        rounds += 1
         if seconds is not None:
             left = seconds - (time.monotonic() - start)
             if left < 1:
@@ -85,6 +96,9 @@ def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[
         proc = subprocess.run(
             [sys.executable, "-m", "tests.fuzz.run_one", target, *round_options, str(corpus)],
             cwd=ROOT,
+            # A fixed seed explores the same inputs only where coverage does not depend on
+            # the order of a set of strings.
+            env={**os.environ, "PYTHONHASHSEED": "0"} if seed is not None else None,
             capture_output=True,
             text=True,
             errors="replace",
@@ -95,8 +109,10 @@ def run(target: str, seconds: int | None, runs: int | None, keep: bool) -> dict[
             last = stats[-1]
         done = re.search(r"stat::number_of_executed_units: (\d+)", proc.stderr)
         executed = int(done.group(1)) if done else int(last[0])
-        total_runs += executed
-        if proc.returncode != 0 or executed == 0 or (runs is not None and total_runs >= runs):
+        inited = re.search(r"#(\d+)\s+INITED", proc.stderr)
+        new_inputs = executed - (int(inited.group(1)) if inited and size is not None else 0)
+        total_runs += new_inputs if size is not None else executed
+        if proc.returncode != 0 or new_inputs <= 0 or (runs is not None and total_runs >= runs):
             break
         if (seconds is None and runs is None) or size is None:
             break  # one process: it ran to its time or its count
@@ -129,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--seconds", type=int, help="time per target (default 60)")
     group.add_argument("--runs", type=int, help="inputs per target")
     ap.add_argument("--keep", action="store_true", help="crashers go to tests/fuzz/crashers")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        help="libFuzzer's random seed (round N of a target uses SEED + N): the same inputs "
+        "every run, as the test suite's short campaign needs; default: a new seed each run",
+    )
     args = ap.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
@@ -138,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| target | seconds | runs | exec/s | cov | features | corpus | crashes |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for target in args.targets or list(TARGETS):
-        r = run(target, seconds, args.runs, args.keep)
+        r = run(target, seconds, args.runs, args.keep, args.seed)
         print(
             f"| {target} | {r['seconds']} | {r['runs']} | {r['exec_per_s']} | {r['cov']} | "
             f"{r['features']} | {r['corpus']} | {len(r['crashes'])} |",

@@ -48,7 +48,7 @@ import struct
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -189,6 +189,8 @@ class VolumeImage(pytsk3.Img_Info):  # type: ignore[misc]
         self._stream = stream
         self._size = stream.size
         self._overlay = sorted((overlay or {}).items())
+        if any(len(value) > _OVERLAY_PIECE for _, value in self._overlay):
+            raise ValueError(f"an overlay piece is longer than {_OVERLAY_PIECE} bytes")
         self._overlay_at = [at for at, _ in self._overlay]
         super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
 
@@ -198,7 +200,7 @@ class VolumeImage(pytsk3.Img_Info):  # type: ignore[misc]
         data = self._stream.pread(offset, min(size, self._size - offset))
         if self._overlay:
             end = offset + len(data)
-            first = bisect.bisect_left(self._overlay_at, offset - 64)
+            first = bisect.bisect_left(self._overlay_at, offset - _OVERLAY_PIECE)
             patched = None
             for at, value in self._overlay[first:]:
                 if at >= end:
@@ -850,6 +852,19 @@ class _Mapper(FilesystemWalk):
     def walk(self) -> None:
         fs = self.fs
         root = int(fs.info.root_inum)
+        if root == int(fs.info.last_inum):
+            # TSK's virtual orphan directory is its last number; where that is the root's too
+            # (an ISO9660 path table it reads no directory from), opening the root looks for
+            # orphans by walking the tree from the root, under a lock it already holds: TSK
+            # would wait for itself forever.
+            self.finding(
+                Severity.ERROR,
+                None,
+                f"{self.volume.device} tsk",
+                "The Sleuth Kit numbers no file but the root, whose number is also its virtual "
+                "orphan directory's: it would deadlock opening it; no file is named",
+            )
+            return
         visited = {root}
         queue: collections.deque[tuple[int, str, int, bool]] = collections.deque()
         queue.append((root, "/", 0, False))
@@ -1306,11 +1321,29 @@ def _resident_value(record: bytes, atype: int, name: bytes) -> tuple[int, int] |
 # -- the registry's entry points -----------------------------------------------------------
 
 
-def open_filesystem(stream: RangeStream, overlay: dict[int, bytes] | None = None) -> Any:
-    """TSK's view of the filesystem in ``stream`` (with ``overlay`` shown over it); raises
+#: The TSK filesystem type asked for each content kind bmap gives TSK: TSK is never left to
+#: detect a format by itself, so it only reads the one bmap identified and checked.
+_TSK_TYPES = {
+    "vfat": "TSK_FS_TYPE_FAT_DETECT",
+    "exfat": "TSK_FS_TYPE_EXFAT",
+    "ntfs": "TSK_FS_TYPE_NTFS_DETECT",
+    "iso9660": "TSK_FS_TYPE_ISO9660_DETECT",
+    "hfsplus": "TSK_FS_TYPE_HFS_DETECT",
+    "ufs": "TSK_FS_TYPE_FFS_DETECT",
+}
+
+
+def open_filesystem(
+    stream: RangeStream, overlay: dict[int, bytes] | None = None, kind: str | None = None
+) -> Any:
+    """TSK's view of the filesystem in ``stream`` (with ``overlay`` shown over it), read as
+    ``kind`` (a content kind of :data:`_TSK_TYPES`; None: TSK detects it); raises
     :class:`TskError`."""
+    fs_type = getattr(pytsk3, _TSK_TYPES[kind]) if kind in _TSK_TYPES else None
     try:
-        return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0)
+        if fs_type is None:
+            return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0)
+        return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0, type=fs_type)
     except OSError as exc:
         raise TskError(str(exc).strip() or "TSK cannot open the filesystem") from exc
 
@@ -1326,23 +1359,27 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
     own: Layout | None = None
     overlay: dict[int, bytes] = {}
     shown: list[tuple[int, str]] = []
+    refused: str | None = None
     if kind == "ufs":
         try:
             raw = ufs.read_layout(stream.pread, stream.size)
-        except ParserError:
-            pass  # the walk reads it again and says why
+        except ParserError as exc:
+            # TSK's UFS code trusts every count it reads: it is not given a volume whose
+            # superblock bmap cannot check (the walk reads it again and says why).
+            refused = f"its superblock is not usable ({exc.reason})"
         else:
             own = _from_ufs(raw, stream.size)
-            overlay, shown = _harmless(raw, stream)
+            overlay, shown, refused = _ufs_shown_to_tsk(raw, stream)
     iso = _iso_of(stream)
     if kind == "iso9660":
         own = iso
-    costly = _too_costly(iso) if iso is not None else None
+    if refused is None and iso is not None:
+        refused = _too_costly(iso)
     fs = None
-    failure = costly
-    if costly is None:
+    failure = refused
+    if refused is None:
         try:
-            fs = open_filesystem(stream, overlay)
+            fs = open_filesystem(stream, overlay, kind)
         except TskError as exc:
             failure = str(exc).splitlines()[0] if str(exc) else "cannot open"
     mapper = _Mapper(fs, kind, volume, builder, own)
@@ -1370,7 +1407,7 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
         volume.offset,
         f"{volume.device} tsk",
         f"The Sleuth Kit is not given the {kind} filesystem: {failure}; {inside}"
-        if costly is not None
+        if refused is not None
         else f"The Sleuth Kit cannot open the {kind} filesystem ({failure}); {inside}",
     )
     # Without a layout, the layout's own complaint says the same again.
@@ -1416,18 +1453,158 @@ def _too_costly(layout: Layout) -> str | None:
     return None
 
 
-def _harmless(
+#: Where TSK's ffs_open looks for a superblock, in its order, by magic alone: (byte offset,
+#: UFS version). FreeBSD's order (:data:`parsers.ufs.SUPERBLOCK_OFFSETS`) differs.
+_TSK_UFS_SUPERBLOCKS = ((65536, 2), (262144, 2), (8192, 1))
+#: Byte offsets of fields TSK reads without checking: fs_ncg, fs_fragshift and fs_inopb in the
+#: superblock, cg_iusedoff in a cylinder group header (cg_freeoff follows it).
+_SB_NCG_AT, _SB_FRAGSHIFT_AT, _SB_INOPB_AT, _CG_MAPS_AT = 44, 96, 120, 92
+#: The longest piece of an overlay (:class:`VolumeImage` looks this far back for one).
+_OVERLAY_PIECE = 64
+_M32 = 0xFFFFFFFF
+
+
+def _ufs_shown_to_tsk(
     layout: ufs.UfsLayout, stream: RangeStream
-) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
-    """What TSK is shown instead of hostile fields, and a finding for each: UFS inodes whose
-    block trees would make TSK's run list builder work past the volume's size
-    (:func:`parsers.ufs.tree_overruns`), shown shorter or empty."""
+) -> tuple[dict[int, bytes], list[tuple[int, str]], str | None]:
+    """What TSK is shown of a UFS volume instead of the fields its C code trusts, a finding
+    for each, and why TSK is not given the volume at all (or None).
+
+    TSK's UFS code (ffs.c) indexes its buffers with counts and offsets read from the volume:
+
+    - it reads the first superblock it finds by magic alone, in its own order: the one bmap
+      checked must be the one it reads (others before it are hidden; where TSK would never
+      reach bmap's, it is not given the volume);
+    - fs_inopb divides and places an inode inside a block buffer: shown ``bsize / isize``;
+      fs_fragshift places the inode's block: shown log2 of the fragments per block;
+    - fs_ncg bounds the groups it loads: shown no more than the groups the volume holds;
+    - a group header's cg_iusedoff and cg_freeoff place the inode and fragment maps in a
+      one-block buffer, checked only against ``> bsize`` (a negative one, or one whose map
+      runs past the block, reads outside it; and once a group fails that check its buffer
+      stays cached unchecked): shown just past the header's fixed fields, the inode map all
+      in use;
+    - a block tree walked past the volume's size (:func:`parsers.ufs.tree_overruns`): the
+      inode is shown shorter or empty.
+    """
+    sb = layout.superblock
+    assert sb is not None
+    order: Literal["little", "big"] = "little" if layout.byte_order == "<" else "big"
     overlay: dict[int, bytes] = {}
     shown: list[tuple[int, str]] = []
+    magic_at = ufs.SUPERBLOCK_SIZE - 4
+    for at, version in _TSK_UFS_SUPERBLOCKS:
+        if (at, version) == (sb.offset, sb.version):
+            break
+        raw = stream.pread(at + magic_at, 4)
+        magic = ufs.UFS2_MAGIC if version == 2 else ufs.UFS1_MAGIC
+        if magic in (int.from_bytes(raw, "little"), int.from_bytes(raw, "big")):
+            overlay[at + magic_at] = bytes(4)
+            shown.append(
+                (
+                    at,
+                    f"a UFS{version} superblock at {at:#x} that bmap does not read is hidden "
+                    f"from The Sleuth Kit, which would read it before the one at {sb.offset:#x}",
+                )
+            )
+    else:
+        return (
+            {},
+            [],
+            (
+                f"its UFS{sb.version} superblock at {sb.offset:#x} is not where The Sleuth Kit "
+                "looks for one"
+            ),
+        )
+
+    def show(at: int, value: int, message: str) -> None:
+        overlay[at] = (value & _M32).to_bytes(4, order)
+        shown.append((at, message))
+
+    isize = sb.inode_size
+    if sb.inodes_per_block != sb.block_size // isize:
+        show(
+            sb.offset + _SB_INOPB_AT,
+            sb.block_size // isize,
+            f"ufs-superblock: {sb.inodes_per_block} inodes per block where a {sb.block_size}-"
+            f"byte block holds {sb.block_size // isize}; The Sleuth Kit is shown "
+            f"{sb.block_size // isize}",
+        )
+    shift = sb.frags_per_block.bit_length() - 1
+    found = int.from_bytes(stream.pread(sb.offset + _SB_FRAGSHIFT_AT, 4), order, signed=True)
+    if found != shift:
+        show(
+            sb.offset + _SB_FRAGSHIFT_AT,
+            shift,
+            f"ufs-superblock: a fragment shift of {found} where a block holds "
+            f"{sb.frags_per_block} fragments; The Sleuth Kit, which places inodes with it, is "
+            f"shown {shift}",
+        )
+    groups = layout.cylinder_groups
+    if sb.num_cgs > groups:
+        show(
+            sb.offset + _SB_NCG_AT,
+            groups,
+            f"ufs-superblock: {sb.num_cgs} cylinder groups where the volume holds {groups}; "
+            f"The Sleuth Kit is shown {groups}, and inodes past them are not named",
+        )
+    bsize, fsize = sb.block_size, sb.fragment_size
+    if ufs.CG_HEADER_SIZE + -(-sb.inodes_per_group // 8) + -(-sb.frags_per_group // 8) > bsize:
+        return (
+            {},
+            [],
+            f"the maps of {sb.inodes_per_group} inodes and {sb.frags_per_group} fragments a "
+            f"group holds do not fit its {bsize}-byte header block, which The Sleuth Kit "
+            "reads them from",
+        )
+    inode_map = -(-sb.inodes_per_group // 8)
+    # (field, what, map length, where TSK is shown it, how it reads there): a bad inode map is
+    # shown all in use (so that no live file is hidden), a bad fragment map after it (TSK's
+    # view of free fragments is not what bmap's free space comes from).
+    maps = (
+        (0, "inode", inode_map, ufs.CG_HEADER_SIZE, "every inode of the group in use"),
+        (
+            4,
+            "fragment",
+            -(-sb.frags_per_group // 8),
+            ufs.CG_HEADER_SIZE + inode_map,
+            "the bytes there as its free fragments",
+        ),
+    )
+    bad_groups = 0
+    for cg in range(groups):
+        # cgtod() as TSK computes it: cgbase and the stagger in 32-bit unsigned arithmetic.
+        start = (sb.frags_per_group * cg) & _M32
+        if sb.version == 1:
+            start += (sb.cg_offset * (cg & ~sb.cg_mask & _M32)) & _M32
+        header = (start + sb.cblkno) * fsize
+        if header + bsize > stream.size:
+            continue  # TSK's read of the block fails, and it says so
+        raw = stream.pread(header + _CG_MAPS_AT, 8)
+        for at, what, length, instead, reads in maps:
+            offset = int.from_bytes(raw[at : at + 4], order, signed=True)
+            if 0 <= offset <= bsize - length:
+                continue
+            bad_groups += 1
+            field_at = header + _CG_MAPS_AT + at
+            overlay[field_at] = instead.to_bytes(4, order)
+            if what == "inode":
+                for lo in range(0, length, _OVERLAY_PIECE):
+                    piece = min(_OVERLAY_PIECE, length - lo)
+                    overlay[header + instead + lo] = b"\xff" * piece
+            if bad_groups <= _SHOWN_INODES:
+                shown.append(
+                    (
+                        field_at,
+                        f"ufs-cg {cg}: its {what} map of {length} bytes at {offset} lies outside "
+                        f"its {bsize}-byte block; The Sleuth Kit is shown {reads}",
+                    )
+                )
+    if bad_groups > _SHOWN_INODES:
+        shown.append((0, f"{bad_groups - _SHOWN_INODES} more such maps"))
     overruns = ufs.tree_overruns(stream.pread, layout, stream.size)
     for n, over in enumerate(overruns):
-        value = over.shown_size.to_bytes(8, "little")
-        overlay[over.size_offset] = value if layout.byte_order == "<" else value[::-1]
+        value = over.shown_size.to_bytes(8, order)
+        overlay[over.size_offset] = value
         if n < _SHOWN_INODES:
             what = "empty" if over.shown_size == 0 else f"{over.shown_size} bytes long"
             shown.append(
@@ -1439,7 +1616,7 @@ def _harmless(
             )
     if len(overruns) > _SHOWN_INODES:
         shown.append((0, f"{len(overruns) - _SHOWN_INODES} more such inodes"))
-    return overlay, shown
+    return overlay, shown, None
 
 
 def _fs_type_name(code: int) -> str:

@@ -11,9 +11,9 @@ directories that loop, NTFS runs at 4 PiB, ...
 
 The checksum code here is written from the formats (lvm2's ``lib/format_text/layout.h``, the
 UEFI spec, the ext4 wiki, the exFAT specification), not taken from bmap, and each one is first
-checked against the checksum the real tool wrote into the base image. The FAT, exFAT, NTFS and
-ISO9660 bases are the images of :mod:`tests.tsk_images` (mkfs.vfat and mtools, mkfs.exfat and
-exfat-fuse, mkntfs and ntfs-3g, genisoimage).
+checked against the checksum the real tool wrote into the base image. The FAT, exFAT, NTFS,
+ISO9660 and UFS bases are the images of :mod:`tests.tsk_images` (mkfs.vfat and mtools,
+mkfs.exfat and exfat-fuse, mkntfs and ntfs-3g, genisoimage, makefs).
 
 Each case is a function ``case(bases, out) -> Case``: it builds its input under ``out`` from
 the base images of ``bases`` (copied first; the bases are never written) and says which bmap
@@ -59,6 +59,11 @@ class Case:
     expect_exit: tuple[int, ...] | None = None
     """Exit codes the documentation prescribes for this input, where it does."""
     note: str = ""
+    expect_findings: tuple[str, ...] = ()
+    """Text each of which some finding line of the map must hold (bmap saw the damage and
+    said what it did about it)."""
+    expect_objects: tuple[str, ...] = ()
+    """Paths the map must still name (the damage did not hide them)."""
 
 
 class Bases(Protocol):
@@ -1737,6 +1742,128 @@ def iso_root_4gib(bases: Bases, out: Path) -> Case:
     return map_case("iso_root_4gib", [img], out, "root directories of 4 GiB - 1 bytes")
 
 
+def iso_empty_path_table(bases: Bases, out: Path) -> Case:
+    """Both descriptors' path tables are 0 bytes long: TSK numbers no directory, so its root
+    (number 0) is also its virtual orphan directory (the last number), and opening it waited
+    forever on a lock TSK already held."""
+    img = copy_image(bases.tsk("iso"), out)
+    for tree in iso_trees(img):
+        _write(img, tree.descriptor + 132, struct.pack("<I", 0) + struct.pack(">I", 0))
+    case = map_case("iso_empty_path_table", [img], out, "path tables of 0 bytes")
+    case.expect_findings = ("whose number is also its virtual orphan directory's",)
+    return case
+
+
+# --------------------------------------------------------------------------------------------
+# UFS1 (base ``ufs1`` of tests/ufs_images.py: makefs, 15 MiB, 8 KiB blocks, 1 KiB fragments,
+# eight cylinder groups of 2048 fragments, the superblock at 8 KiB, little-endian). No
+# checksums: UFS1 has none. Each field below is one The Sleuth Kit's C code trusted.
+
+UFS_SB = 8192
+
+
+def _ufs_i32(img: Path, offset: int) -> int:
+    return int(struct.unpack("<i", _read(img, offset, 4))[0])
+
+
+def _ufs_case(
+    name: str,
+    bases: Bases,
+    out: Path,
+    edits: Callable[[Path], list[tuple[int, int]]],
+    note: str,
+    findings: tuple[str, ...],
+    objects: tuple[str, ...] = ("/big.bin", "/dir1/dir2/dir3/small.txt"),
+) -> Case:
+    """A copy of ``ufs1`` with the int32 fields ``edits(img)`` names set, mapped."""
+    img = copy_image(bases.tsk("ufs1"), out)
+    for offset, value in edits(img):
+        _write(img, offset, struct.pack("<I", value & 0xFFFFFFFF))
+    case = map_case(name, [img], out, note)
+    case.expect_findings, case.expect_objects = findings, objects
+    return case
+
+
+def _ufs_cg_header(img: Path, cg: int) -> int:
+    fpg, cblkno = _ufs_i32(img, UFS_SB + 188), _ufs_i32(img, UFS_SB + 12)
+    return (cg * fpg + cblkno) * _ufs_i32(img, UFS_SB + 52)
+
+
+def ufs_cg_map_offsets(bases: Bases, out: Path) -> Case:
+    """Group 0's inode map lies 64 KiB before its header (cg_iusedoff -65536: TSK read the
+    heap there), group 1's fragment map 2 bytes before the end of its block (cg_freeoff 8190,
+    a 256-byte map)."""
+    return _ufs_case(
+        "ufs_cg_map_offsets",
+        bases,
+        out,
+        lambda img: [
+            (_ufs_cg_header(img, 0) + 92, -65536),
+            (_ufs_cg_header(img, 1) + 96, 8190),
+        ],
+        "cylinder group maps outside their block",
+        ("ufs-cg 0: its inode map of 32 bytes at -65536", "ufs-cg 1: its fragment map"),
+    )
+
+
+def ufs_zero_inodes_per_block(bases: Bases, out: Path) -> Case:
+    """fs_inopb 0 (TSK divided by it: SIGFPE) and fs_fragshift 40."""
+    return _ufs_case(
+        "ufs_zero_inodes_per_block",
+        bases,
+        out,
+        lambda img: [(UFS_SB + 120, 0), (UFS_SB + 96, 40)],
+        "inodes per block 0, fragment shift 40",
+        ("0 inodes per block where a 8192-byte block holds 64", "a fragment shift of 40"),
+    )
+
+
+def ufs_2g_groups(bases: Bases, out: Path) -> Case:
+    """fs_ncg 2^31 - 1 on a 15 MiB volume of eight groups."""
+    return _ufs_case(
+        "ufs_2g_groups",
+        bases,
+        out,
+        lambda img: [(UFS_SB + 44, 2**31 - 1)],
+        "2^31 - 1 cylinder groups",
+        ("2147483647 cylinder groups where the volume holds 8",),
+    )
+
+
+def ufs_unused_root_3tib(bases: Bases, out: Path) -> Case:
+    """The root inode is unused (mode 0) and 3.26 TiB long, with no indirect block: TSK built
+    its run list a block at a time (minutes)."""
+
+    def edits(img: Path) -> list[tuple[int, int]]:
+        root = _ufs_i32(img, UFS_SB + 16) * 1024 + 2 * 128
+        size = 3_581_683_957_760
+        return [(root, 0), (root + 8, size & 0xFFFFFFFF), (root + 12, size >> 32)]
+
+    return _ufs_case(
+        "ufs_unused_root_3tib",
+        bases,
+        out,
+        edits,
+        "an unused root of 3.26 TiB",
+        ("inode 2: its size 3581683957760 spans more than 8 times the volume",),
+        objects=(),
+    )
+
+
+def ufs_decoy_ufs2_superblock(bases: Bases, out: Path) -> Case:
+    """A UFS2 magic at 64 KiB + 1372 (inside the root directory's block): TSK takes the first
+    UFS2 magic it finds there for a superblock before the UFS1 one at 8 KiB; bmap reads the
+    UFS1 one."""
+    return _ufs_case(
+        "ufs_decoy_ufs2_superblock",
+        bases,
+        out,
+        lambda img: [(65536 + 1372, 0x19540119)],
+        "a decoy UFS2 magic at 64 KiB",
+        ("a UFS2 superblock at 0x10000 that bmap does not read is hidden",),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 
 CASES: dict[str, Callable[[Bases, Path], Case]] = {
@@ -1793,5 +1920,11 @@ CASES: dict[str, Callable[[Bases, Path], Case]] = {
         iso_dir_loop,
         iso_dir_4gib,
         iso_root_4gib,
+        iso_empty_path_table,
+        ufs_cg_map_offsets,
+        ufs_zero_inodes_per_block,
+        ufs_2g_groups,
+        ufs_unused_root_3tib,
+        ufs_decoy_ufs2_superblock,
     )
 }

@@ -43,6 +43,7 @@ from tests.tsk_images import (  # noqa: F401 - pytest fixtures
     tsk_image_factory_fixture,
     tsk_images_cache_fixture,
 )
+from tests.ufs_images import BUILDERS as _UFS_BUILDERS  # noqa: F401 - joins tsk_images
 
 # Thresholds. A real 32-48 MiB image maps in about 0.3 s and 40 MiB; these leave room for a
 # slow shared machine while still catching a quadratic loop or a blow-up of one object per
@@ -191,6 +192,17 @@ def map_lines_outside(map_path: Path, images: list[Path]) -> list[str]:
     return bad
 
 
+def _named_paths(text: str) -> set[str]:
+    """The paths of the ``f`` and ``d`` lines of a text map (BMAP-FORMAT: four fields split on
+    single spaces, then the ID: ``<device> <path>``; no escaped characters in these names)."""
+    named = set()
+    for line in text.splitlines():
+        fields = line.split(" ", 4)
+        if len(fields) == 5 and fields[3] in ("f", "d"):
+            named.add(fields[4].split(" ", 1)[1])
+    return named
+
+
 def _param(name: str) -> object:
     marks = [pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL else []
     return pytest.param(name, id=name, marks=marks)
@@ -235,6 +247,16 @@ def test_crafted(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> N
         bad = map_lines_outside(case.map_out, case.map_images)
         if bad:
             problems.append(f"map lines outside their disk: {bad}")
+    if case.expect_findings or case.expect_objects:
+        text = case.map_out.read_text() if case.map_out and case.map_out.exists() else ""
+        found = [line for line in text.splitlines() if line.startswith("# finding ")]
+        for want in case.expect_findings:
+            if not any(want in line for line in found):
+                problems.append(f"no finding says {want!r} (findings: {found[:8]})")
+        named = _named_paths(text)
+        for path in case.expect_objects:
+            if path not in named:
+                problems.append(f"{path} is not named in the map")
     changed = [str(p) for p, digest in before.items() if _sha256(p) != digest]
     if changed:
         problems.append(f"inputs changed: {changed}")
