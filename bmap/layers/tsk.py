@@ -32,12 +32,15 @@ Deleted entries TSK still lists are findings (a count and the first few paths); 
 never claimed. Files TSK finds under its virtual ``$OrphanFiles`` directory whose metadata is
 still allocated are listed as ``/$OrphanFiles/<name>``, as the ext layer lists its orphans.
 An error inside TSK is a finding naming the structure; a filesystem TSK cannot open leaves its
-partition line and a finding. The walk is bounded: each directory is read once (by TSK's
+partition line and a finding. TSK runs in a child process (:mod:`bmap.layers.isolate`): a crash
+or a hang of its C code is a finding too, and the volume is mapped as one TSK refuses. What
+its C code is known to trust (UFS counts and offsets, an ISO9660 root that is also its orphan
+directory) is checked first and shown to it harmless (:func:`_ufs_shown_to_tsk`). The walk is bounded: each directory is read once (by TSK's
 metadata address), at most :data:`MAX_DEPTH` deep, at most one entry per 32 bytes of the
 volume, at most one run per block of it; names and runs go to the builder in windows.
 
-Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for vfat, exfat, ntfs, iso9660 and
-hfsplus.
+Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for vfat, exfat, ntfs, iso9660,
+hfsplus and ufs.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import pytsk3
 from bmap.errors import BUDGET_SOURCE, Finding, Severity
 from bmap.images import RangeStream
 from bmap.images.streams import MappedReader, PositionalReader
+from bmap.layers import isolate
 from bmap.layers.content import Volume
 from bmap.layers.fswalk import ORPHAN_DIR, FilesystemWalk
 from bmap.model.blockmap import MapBuilder, PathColumn
@@ -852,11 +856,7 @@ class _Mapper(FilesystemWalk):
     def walk(self) -> None:
         fs = self.fs
         root = int(fs.info.root_inum)
-        if root == int(fs.info.last_inum):
-            # TSK's virtual orphan directory is its last number; where that is the root's too
-            # (an ISO9660 path table it reads no directory from), opening the root looks for
-            # orphans by walking the tree from the root, under a lock it already holds: TSK
-            # would wait for itself forever.
+        if _root_is_orphan_dir(fs):
             self.finding(
                 Severity.ERROR,
                 None,
@@ -1291,6 +1291,14 @@ _ATTR_HEAD = struct.Struct("<IIBBH")  # type, length, non-resident, name length,
 _RESIDENT = struct.Struct("<IH")  # value length, value offset (at 16)
 
 
+def _root_is_orphan_dir(fs: Any) -> bool:
+    """Whether TSK's root directory has its virtual orphan directory's number (its last).
+    Then (an ISO9660 path table it reads no directory from) opening the root looks for
+    orphans by walking the tree from the root, under a lock TSK already holds: it would wait
+    for itself forever."""
+    return int(fs.info.root_inum) == int(fs.info.last_inum)
+
+
 def _resident_value(record: bytes, atype: int, name: bytes) -> tuple[int, int] | None:
     """``[start, end)`` inside an MFT record of the resident attribute of ``atype`` and UTF-8
     ``name``; None where the record holds no such attribute (each step moves forward, so the
@@ -1352,14 +1360,27 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
     """Map the FAT, exFAT, NTFS, ISO9660, HFS+ or UFS filesystem of ``volume`` into
     ``builder``; returns the findings. Where TSK cannot open the filesystem (UFS2, a damaged
     one) a finding says so, and what its own headers say is still mapped (its structures and,
-    where the table is read without TSK, its free space); no file is named."""
+    where the table is read without TSK, its free space); no file is named.
+
+    TSK runs in a child process (:mod:`bmap.layers.isolate`): where its C code crashes or
+    waits on itself there, a finding says so and the volume is mapped as one TSK refuses."""
+    try:
+        return isolate.run_isolated(
+            lambda into: _map_volume(volume, into), builder, builder.temp_dir
+        )
+    except isolate.Isolated as exc:
+        return _map_volume(volume, builder, f"it {exc.how} on this volume ({exc.why})")
+
+
+def _map_volume(volume: Volume, builder: MapBuilder, failed: str | None = None) -> list[Finding]:
+    """:func:`map_volume` in this process; ``failed``: why TSK is not given the volume."""
     kind = volume.content.kind if volume.content is not None else "unknown"
     stream = volume.stream
     # The layouts TSK's safety depends on are read once, before TSK sees the volume.
     own: Layout | None = None
     overlay: dict[int, bytes] = {}
     shown: list[tuple[int, str]] = []
-    refused: str | None = None
+    refused = failed
     if kind == "ufs":
         try:
             raw = ufs.read_layout(stream.pread, stream.size)
@@ -1369,7 +1390,8 @@ def map_volume(volume: Volume, builder: MapBuilder) -> list[Finding]:
             refused = f"its superblock is not usable ({exc.reason})"
         else:
             own = _from_ufs(raw, stream.size)
-            overlay, shown, refused = _ufs_shown_to_tsk(raw, stream)
+            overlay, shown, why = _ufs_shown_to_tsk(raw, stream)
+            refused = refused or why
     iso = _iso_of(stream)
     if kind == "iso9660":
         own = iso
@@ -1633,7 +1655,15 @@ def _fs_type_name(code: int) -> str:
 
 def describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
     """What TSK says of the filesystem, for ``bmap info``; None where it cannot open it (or is
-    not given it: :func:`_too_costly`)."""
+    not given it: :func:`_too_costly`, or crashes on it: TSK runs in a child process, as for
+    :func:`map_volume`)."""
+    try:
+        return isolate.run_isolated(lambda _: _describe(stream, size), MapBuilder(), None)
+    except isolate.Isolated:
+        return None
+
+
+def _describe(stream: RangeStream, size: int) -> dict[str, Any] | None:
     iso = _iso_of(stream)
     if iso is not None and _too_costly(iso) is not None:
         return None

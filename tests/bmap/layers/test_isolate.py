@@ -1,0 +1,114 @@
+"""The Sleuth Kit in a child process (bmap/layers/isolate.py): a crash or a wait on itself in
+its C code becomes a finding, and an isolated map is the map made in process.
+
+The crashes are real: the crafted UFS1 of tests/hostile/craft.py whose fs_inopb is 0 makes
+TSK divide by zero (SIGFPE), and the ISO9660 whose path tables are empty makes it wait
+forever on its own lock, once the guard bmap puts in front of each is taken away here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmap.images import Image
+from bmap.layers import isolate, tsk
+from bmap.layers.mapper import map_images
+from bmap.model.blockmap import MapBuilder
+from bmap.store.mapfile import dumps_map
+from tests.tsk_images import (  # noqa: F401 - pytest fixtures
+    tsk_image_factory_fixture,
+    tsk_images_cache_fixture,
+)
+from tests.ufs_images import BUILDERS as _UFS_BUILDERS  # noqa: F401 - joins tsk_images
+
+pytestmark = pytest.mark.skipif(isolate.in_process(), reason="needs os.fork")
+
+
+def _map(path: Path):
+    with Image(path) as image:
+        return map_images([image])
+
+
+def _copy(src: Path, tmp_path: Path, edits: list[tuple[int, bytes]]) -> Path:
+    out = tmp_path / src.name
+    shutil.copyfile(src, out)
+    with open(out, "r+b") as fh:
+        for offset, data in edits:
+            fh.seek(offset)
+            fh.write(data)
+    return out
+
+
+def _messages(bmap) -> list[str]:
+    return [f.message for f in bmap.findings]
+
+
+def test_a_crash_in_tsk_becomes_a_finding(tsk_image_factory, tmp_path, monkeypatch):
+    img = _copy(tsk_image_factory("ufs1"), tmp_path, [(8192 + 120, struct.pack("<i", 0))])
+    # Without the overlay that shows TSK a sound fs_inopb, TSK divides by 0.
+    monkeypatch.setattr(tsk, "_ufs_shown_to_tsk", lambda layout, stream: ({}, [], None))
+    bmap = _map(img)
+    said = [m for m in _messages(bmap) if "The Sleuth Kit is not given the ufs" in m]
+    assert said and "it crashed on this volume (killed by SIGFPE)" in said[0], _messages(bmap)
+    frame = bmap.to_dataframe()
+    # The volume is mapped as one TSK refuses: its structures from bmap's own reading.
+    assert {"ufs-superblock", "ufs-cg", "ufs-inodes"} <= set(frame["kind"].dropna())
+    assert not (frame["type"] == "f").any()
+
+
+def test_tsk_waiting_on_itself_is_ended(tsk_image_factory, tmp_path, monkeypatch):
+    iso = tsk_image_factory("iso")
+    edits = []
+    with open(iso, "rb") as fh:
+        for n in range(16, 20):
+            fh.seek(n * 2048)
+            vd = fh.read(2048)
+            if vd[1:6] == b"CD001" and vd[0] in (1, 2):
+                edits.append((n * 2048 + 132, struct.pack("<I", 0) + struct.pack(">I", 0)))
+    assert len(edits) == 2
+    img = _copy(iso, tmp_path, edits)
+    monkeypatch.setattr(tsk, "_root_is_orphan_dir", lambda fs: False)
+    monkeypatch.setattr(isolate, "STALL_SECONDS", 1.0)
+    bmap = _map(img)
+    said = [m for m in _messages(bmap) if "The Sleuth Kit is not given the iso9660" in m]
+    assert said and "it stalled on this volume (used no CPU for 1 s" in said[0], _messages(bmap)
+    assert "iso-volume-descriptor" in set(bmap.to_dataframe()["kind"].dropna())
+
+
+@pytest.mark.parametrize("name", ["fat32", "ntfs", "ufs1"])
+def test_an_isolated_map_is_the_map_made_in_process(tsk_image_factory, monkeypatch, name):
+    path = tsk_image_factory(name)
+    isolated = dumps_map(_map(path))
+    monkeypatch.setenv("BMAP_IN_PROCESS", "1")
+    assert isolate.in_process()
+    assert dumps_map(_map(path)) == isolated
+    assert " f " in isolated and isolated.count("\n") > 30
+
+
+def test_what_the_child_raises_is_raised_here_after_its_work():
+    builder = MapBuilder()
+
+    def layer(into: MapBuilder) -> None:
+        obj = into.add_object("p", "/dev/sda1")
+        into.add_extents(obj, 1, np.array([0, 4096]), np.array([512, 8192]))
+        raise ValueError("from the child")
+
+    with pytest.raises(ValueError, match="from the child"):
+        isolate.run_isolated(layer, builder, None)
+    assert len(builder.objects) == 1 and builder.extent_count() == 2
+
+
+def test_the_child_result_and_object_numbers_come_back():
+    builder = MapBuilder()
+    builder.add_object("v", "/dev/sda")
+
+    def layer(into: MapBuilder) -> list[int]:
+        return [into.add_object("p", f"/dev/sda{n}") for n in (1, 2)]
+
+    assert isolate.run_isolated(layer, builder, None) == [1, 2]
+    assert len(builder.objects) == 3
