@@ -507,8 +507,7 @@ def _fixed_structures(
             "summary",
             "warning",
             sb.offset,
-            f"ufs-superblock: a summary of {summary} bytes for {sb.num_cgs} groups; "
-            f"{used} is used",
+            f"ufs-superblock: a summary of {summary} bytes for {sb.num_cgs} groups; {used} is used",
         )
         summary = used
     at = sb.summary_frag * fsize

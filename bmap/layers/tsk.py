@@ -35,9 +35,10 @@ An error inside TSK is a finding naming the structure; a filesystem TSK cannot o
 partition line and a finding. TSK runs in a child process (:mod:`bmap.layers.isolate`): a crash
 or a hang of its C code is a finding too, and the volume is mapped as one TSK refuses. What
 its C code is known to trust (UFS counts and offsets, an ISO9660 root that is also its orphan
-directory) is checked first and shown to it harmless (:func:`_ufs_shown_to_tsk`). The walk is bounded: each directory is read once (by TSK's
-metadata address), at most :data:`MAX_DEPTH` deep, at most one entry per 32 bytes of the
-volume, at most one run per block of it; names and runs go to the builder in windows.
+directory) is checked first and shown to it harmless (:func:`_ufs_shown_to_tsk`). The walk is
+bounded: each directory is read once (by TSK's metadata address), at most :data:`MAX_DEPTH`
+deep, at most one entry per 32 bytes of the volume, at most one run per block of it; names and
+runs go to the builder in windows.
 
 Registered in :data:`bmap.layers.registry.CONTENT_MAPPERS` for vfat, exfat, ntfs, iso9660,
 hfsplus and ufs.
