@@ -69,29 +69,34 @@ def _opened(data: bytes, path: Path = _FILE) -> Iterator[list[Any] | None]:
         path.unlink(missing_ok=True)
 
 
-def image(data: bytes) -> None:
-    from bmap.layers.mapper import map_images
-    from bmap.store.mapfile import dumps_map
-
-    # The Sleuth Kit runs in this process, not a child (bmap/layers/isolate.py): libFuzzer
-    # sees the coverage of the layer's Python and a crash in TSK's C code as the crash it is.
+@contextmanager
+def _tsk_in_process() -> Iterator[None]:
+    """The Sleuth Kit in this process, not a child (bmap/layers/isolate.py): libFuzzer sees
+    the coverage of the layer's Python, and a crash in TSK's C code as the crash it is."""
     before = os.environ.get("BMAP_IN_PROCESS")
     os.environ["BMAP_IN_PROCESS"] = "1"
     try:
-        with _opened(data) as opened:
-            if opened is None:
-                return
-            try:
-                bmap = map_images(opened)
-                text = dumps_map(bmap)
-            except _allowed():
-                return
-            size = opened[0].size
+        yield
     finally:
         if before is None:
             del os.environ["BMAP_IN_PROCESS"]
         else:
             os.environ["BMAP_IN_PROCESS"] = before
+
+
+def image(data: bytes) -> None:
+    from bmap.layers.mapper import map_images
+    from bmap.store.mapfile import dumps_map
+
+    with _tsk_in_process(), _opened(data) as opened:
+        if opened is None:
+            return
+        try:
+            bmap = map_images(opened)
+            text = dumps_map(bmap)
+        except _allowed():
+            return
+        size = opened[0].size
     assert text.startswith("# bmap-format")
     assert bool((bmap.end > bmap.start).all()), "an empty or reversed line"
     assert len(bmap) == 0 or int(bmap.end.max()) <= size, "a line past the disk's end"
@@ -106,7 +111,7 @@ def info(data: bytes) -> None:
     from bmap.layers.lvm import assemble, find_pvs
     from bmap.layers.partitions import discover
 
-    with _opened(data) as opened:
+    with _tsk_in_process(), _opened(data) as opened:
         if opened is None:
             return
         try:
