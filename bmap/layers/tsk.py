@@ -1285,6 +1285,20 @@ class _Mapper(FilesystemWalk):
                 claim=False,
             )
             rest = subtract(rest, tail)
+        if free is not None and self.kind in ("vfat", "exfat") and len(rest[0]):
+            # TSK drops a directory entry it finds unreasonable (one larger than the volume)
+            # without a word; fsck would call its clusters lost.
+            nbytes = int((rest[1] - rest[0]).sum())
+            if nbytes:
+                self.finding(
+                    Severity.WARNING,
+                    int(rest[0][0]),
+                    self.device,
+                    f"{nbytes:,} bytes in {len(rest[0]):,} ranges of clusters the "
+                    f"{'FAT' if self.kind == 'vfat' else 'allocation bitmap'} calls in use "
+                    "belong to no file The Sleuth Kit lists (lost chains, or entries it "
+                    "dropped); they are u unreferenced",
+                )
         self.emit_rest(rest, fs_end)
 
 
