@@ -19,6 +19,7 @@ layer runs in process.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import select
@@ -41,12 +42,14 @@ STALL_SECONDS = 30.0
 _POLL_SECONDS = 1.0
 #: The child's exit code after it wrote its result (any other: it failed before).
 _DONE = 0
+#: The child's exit code where it could not write its record (EX_OSERR: a full temp dir).
+_UNRECORDED = 71
 
 
 @dataclass(frozen=True)
 class Isolated(Exception):
-    """The isolated layer did not finish: ``how`` is ``crashed`` or ``stalled``; ``why``
-    says so in words (``killed by SIGSEGV``)."""
+    """The isolated layer did not finish: ``how`` is ``crashed``, ``stalled`` or ``failed``
+    (its work could not be recorded); ``why`` says so in words (``killed by SIGSEGV``)."""
 
     how: str
     why: str
@@ -112,6 +115,9 @@ def run_isolated(layer: Callable[[MapBuilder], T], builder: MapBuilder, temp_dir
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             raise Isolated("crashed", f"killed by {signal.Signals(sig).name}")
+        if os.WEXITSTATUS(status) == _UNRECORDED:
+            where = temp_dir or tempfile.gettempdir()
+            raise Isolated("failed", f"its work could not be written to {where} (is it full?)")
         if os.WEXITSTATUS(status) != _DONE:
             raise Isolated("crashed", f"ended with exit code {os.WEXITSTATUS(status)}")
         out.seek(0)
@@ -119,7 +125,10 @@ def run_isolated(layer: Callable[[MapBuilder], T], builder: MapBuilder, temp_dir
 
 
 def _child(layer: Callable[[MapBuilder], Any], builder: MapBuilder, out: IO[bytes]) -> None:
-    code = 70
+    code = _UNRECORDED
+    # A crash here is reported by the parent, in one line: no Python stack dump on stderr
+    # (pytest and PYTHONFAULTHANDLER turn one on).
+    faulthandler.disable()
     try:
         try:
             result = layer(Recording(builder, out))  # type: ignore[arg-type]

@@ -8,7 +8,9 @@ forever on its own lock, once the guard bmap puts in front of each is taken away
 
 from __future__ import annotations
 
+import resource
 import shutil
+import signal
 import struct
 from pathlib import Path
 
@@ -112,3 +114,20 @@ def test_the_child_result_and_object_numbers_come_back():
 
     assert isolate.run_isolated(layer, builder, None) == [1, 2]
     assert len(builder.objects) == 3
+
+
+def test_a_record_that_cannot_be_written_is_a_failure_and_adds_nothing():
+    builder = MapBuilder()
+
+    def layer(into: MapBuilder) -> None:
+        # In the child only: files may grow to 1 KiB, and a write past that fails (EFBIG)
+        # instead of killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        for n in range(1000):
+            into.add_object("p", f"/dev/sda{n}")
+
+    with pytest.raises(isolate.Isolated) as info:
+        isolate.run_isolated(layer, builder, None)
+    assert info.value.how == "failed" and "could not be written" in info.value.why
+    assert len(builder.objects) == 0
