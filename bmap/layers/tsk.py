@@ -991,16 +991,18 @@ class _Mapper(FilesystemWalk):
         if self.kind == "exfat" and prefix == "/" and name in _EXFAT_SPECIAL:
             system = _EXFAT_SPECIAL[name]
             code = _CODE["m", system]
+        ufs_kind = self.kind == "ufs"
         try:
             for attr in entry:
                 info = attr.info
                 if int(info.flags) & _NONRES:
                     unit = self.unit
+                    size = int(info.size)
                     whole = self.layout.whole_blocks if self.layout is not None else None
-                    if whole is not None and int(info.size) > whole[1]:
+                    if whole is not None and size > whole[1]:
                         unit = whole[0]
-                    limit = -(-int(info.size) // unit) * unit
-                    if int(info.type) == _UNIX_INDIR:  # UFS: the file's indirect blocks
+                    limit = -(-size // unit) * unit
+                    if ufs_kind and int(info.type) == _UNIX_INDIR:  # the file's indirect blocks
                         indirect = _CODE["m", "ufs-indirect"]
                         self.take_runs(attr, limit, indirect, prefix, name, inode, None)
                         continue
