@@ -8,10 +8,11 @@ builder. The child's builder started as the parent's exact copy, so each call re
 same object numbers in both (checked: a mismatch is an internal error). What the child
 returns, or raises, is sent the same way.
 
-A child that dies by a signal, or whose CPU time does not move for :data:`STALL_SECONDS` (a
-C loop waiting on its own lock: TSK's orphan scan once did), is ended and reported as
-:class:`Isolated` (``crashed`` or ``stalled``); nothing of its work reaches the builder. A
-child that computes for long is never ended: time follows the evidence.
+A child that dies by a signal, whose CPU time does not move for :data:`STALL_SECONDS` (a C
+loop waiting on its own lock: TSK's orphan scan once did), or that uses more CPU than the
+caller's budget (which follows the evidence's real size, never a count read from it) is ended
+and reported as :class:`Isolated` (``crashed``, ``stalled``, ``overran``); nothing of its work
+reaches the builder.
 
 Without ``os.fork`` (or with ``BMAP_IN_PROCESS=1`` in the environment, for a debugger), the
 layer runs in process.
@@ -38,6 +39,8 @@ T = TypeVar("T")
 
 #: A child whose CPU time has not moved for this long is taken to be waiting on itself.
 STALL_SECONDS = 30.0
+#: Clock ticks per second of ``/proc/PID/stat``'s CPU times.
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: How often the parent looks at the child's CPU time.
 _POLL_SECONDS = 1.0
 #: The child's exit code after it wrote its result (any other: it failed before).
@@ -48,8 +51,9 @@ _UNRECORDED = 71
 
 @dataclass(frozen=True)
 class Isolated(Exception):
-    """The isolated layer did not finish: ``how`` is ``crashed``, ``stalled`` or ``failed``
-    (its work could not be recorded); ``why`` says so in words (``killed by SIGSEGV``)."""
+    """The isolated layer did not finish: ``how`` is ``crashed``, ``stalled``, ``overran``
+    (its CPU budget) or ``failed`` (its work could not be recorded); ``why`` says so in words
+    (``killed by SIGSEGV``)."""
 
     how: str
     why: str
@@ -93,9 +97,15 @@ def in_process() -> bool:
     return not hasattr(os, "fork") or os.environ.get("BMAP_IN_PROCESS") == "1"
 
 
-def run_isolated(layer: Callable[[MapBuilder], T], builder: MapBuilder, temp_dir: str | None) -> T:
+def run_isolated(
+    layer: Callable[[MapBuilder], T],
+    builder: MapBuilder,
+    temp_dir: str | None,
+    cpu_budget: float | None = None,
+) -> T:
     """``layer(builder)``, run in a child process and replayed here; raises :class:`Isolated`
-    where the child crashed or stalled, and whatever ``layer`` raised in the child."""
+    where the child crashed, stalled or used more than ``cpu_budget`` seconds of CPU (None:
+    no limit), and whatever ``layer`` raised in the child."""
     if in_process():
         return layer(builder)
     with tempfile.TemporaryFile(dir=temp_dir) as out:
@@ -107,7 +117,7 @@ def run_isolated(layer: Callable[[MapBuilder], T], builder: MapBuilder, temp_dir
                 _child(layer, builder, out)
             os.close(alive)
             alive = -1
-            status = _wait(pid, ended)
+            status = _wait(pid, ended, cpu_budget)
         finally:
             os.close(ended)
             if alive >= 0:
@@ -155,10 +165,10 @@ def _cpu_ticks(pid: int) -> int | None:
         return None
 
 
-def _wait(pid: int, ended: int) -> int:
+def _wait(pid: int, ended: int, cpu_budget: float | None) -> int:
     """The child's wait status, once ``ended`` (the read end of a pipe only the child holds
-    open) says it is gone; a child whose CPU time stands still for STALL_SECONDS is killed
-    and :class:`Isolated` raised."""
+    open) says it is gone; a child whose CPU time stands still for STALL_SECONDS, or passes
+    ``cpu_budget`` seconds, is killed and :class:`Isolated` raised."""
     ticks, since = _cpu_ticks(pid), time.monotonic()
     try:
         while True:
@@ -166,6 +176,10 @@ def _wait(pid: int, ended: int) -> int:
             if readable:
                 return os.waitpid(pid, 0)[1]
             now = _cpu_ticks(pid)
+            if cpu_budget is not None and now is not None and now / _TICKS_PER_SECOND > cpu_budget:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise Isolated("overran", f"used more than {cpu_budget:.0f} s of CPU")
             if now != ticks:
                 ticks, since = now, time.monotonic()
             elif time.monotonic() - since > STALL_SECONDS:

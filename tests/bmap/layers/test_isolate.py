@@ -131,3 +131,32 @@ def test_a_record_that_cannot_be_written_is_a_failure_and_adds_nothing():
         isolate.run_isolated(layer, builder, None)
     assert info.value.how == "failed" and "could not be written" in info.value.why
     assert len(builder.objects) == 0
+
+
+def test_a_child_past_its_cpu_budget_is_ended():
+    def layer(into: MapBuilder) -> None:
+        while True:
+            pass
+
+    with pytest.raises(isolate.Isolated) as info:
+        isolate.run_isolated(layer, MapBuilder(), None, cpu_budget=1.0)
+    assert info.value.how == "overran" and "more than 1 s of CPU" in info.value.why
+
+
+def test_tsk_looping_past_its_budget_is_ended(tsk_image_factory, tmp_path, monkeypatch):
+    """An unused root inode of 3.26 TiB with no tree: TSK builds its run list a block at a
+    time (minutes) once bmap stops showing it shorter."""
+    base = tsk_image_factory("ufs1")
+    with open(base, "rb") as fh:
+        fh.seek(8192 + 16)
+        iblkno = struct.unpack("<i", fh.read(4))[0]
+    root = iblkno * 1024 + 2 * 128
+    size = struct.pack("<Q", 3_581_683_957_760)
+    img = _copy(base, tmp_path, [(root, b"\0\0"), (root + 8, size)])
+    monkeypatch.setattr(tsk.ufs, "tree_overruns", lambda read, layout, size: [])
+    monkeypatch.setattr(tsk, "CPU_SECONDS", 2.0)
+    monkeypatch.setattr(tsk, "CPU_SECONDS_PER_GIB", 0.0)
+    bmap = _map(img)
+    said = [m for m in _messages(bmap) if "The Sleuth Kit is not given the ufs" in m]
+    assert said and "it ran too long on this volume (used more than 2 s of CPU)" in said[0]
+    assert "ufs-inodes" in set(bmap.to_dataframe()["kind"].dropna())
