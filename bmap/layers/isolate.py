@@ -81,7 +81,7 @@ class Recording:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._builder, name)
         if name not in self.ADDING:
-            return attr
+            return attr  # looked up each time: a value may change
 
         def call(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
@@ -89,6 +89,7 @@ class Recording:
             pickle.dump(("call", name, args, kwargs, result), self._out, protocol=5)
             return result
 
+        setattr(self, name, call)  # made once per method
         return call
 
 
@@ -177,19 +178,15 @@ def _wait(pid: int, ended: int, cpu_budget: float | None) -> int:
                 return os.waitpid(pid, 0)[1]
             now = _cpu_ticks(pid)
             if cpu_budget is not None and now is not None and now / _TICKS_PER_SECOND > cpu_budget:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
                 raise Isolated("overran", f"used more than {cpu_budget:.0f} s of CPU")
             if now != ticks:
                 ticks, since = now, time.monotonic()
             elif time.monotonic() - since > STALL_SECONDS:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
                 raise Isolated(
                     "stalled", f"used no CPU for {STALL_SECONDS:.0f} s (it waits on itself)"
                 )
     except BaseException:
-        # Interrupted (Ctrl-C) or stalled: the child goes too.
+        # Stalled, past its budget, or interrupted here (Ctrl-C): the child goes.
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

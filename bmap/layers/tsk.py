@@ -1349,12 +1349,12 @@ def _resident_value(record: bytes, atype: int, name: bytes) -> tuple[int, int] |
 #: The TSK filesystem type asked for each content kind bmap gives TSK: TSK is never left to
 #: detect a format by itself, so it only reads the one bmap identified and checked.
 _TSK_TYPES = {
-    "vfat": "TSK_FS_TYPE_FAT_DETECT",
-    "exfat": "TSK_FS_TYPE_EXFAT",
-    "ntfs": "TSK_FS_TYPE_NTFS_DETECT",
-    "iso9660": "TSK_FS_TYPE_ISO9660_DETECT",
-    "hfsplus": "TSK_FS_TYPE_HFS_DETECT",
-    "ufs": "TSK_FS_TYPE_FFS_DETECT",
+    "vfat": pytsk3.TSK_FS_TYPE_FAT_DETECT,
+    "exfat": pytsk3.TSK_FS_TYPE_EXFAT,
+    "ntfs": pytsk3.TSK_FS_TYPE_NTFS_DETECT,
+    "iso9660": pytsk3.TSK_FS_TYPE_ISO9660_DETECT,
+    "hfsplus": pytsk3.TSK_FS_TYPE_HFS_DETECT,
+    "ufs": pytsk3.TSK_FS_TYPE_FFS_DETECT,
 }
 
 
@@ -1364,10 +1364,8 @@ def open_filesystem(
     """TSK's view of the filesystem in ``stream`` (with ``overlay`` shown over it), read as
     ``kind`` (a content kind of :data:`_TSK_TYPES`; None: TSK detects it); raises
     :class:`TskError`."""
-    fs_type = getattr(pytsk3, _TSK_TYPES[kind]) if kind in _TSK_TYPES else None
+    fs_type = _TSK_TYPES.get(kind or "", pytsk3.TSK_FS_TYPE_DETECT)
     try:
-        if fs_type is None:
-            return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0)
         return pytsk3.FS_Info(VolumeImage(stream, overlay), offset=0, type=fs_type)
     except OSError as exc:
         raise TskError(str(exc).strip() or "TSK cannot open the filesystem") from exc
@@ -1420,8 +1418,8 @@ def _map_volume(volume: Volume, builder: MapBuilder, failed: str | None = None) 
             refused = f"its superblock is not usable ({exc.reason})"
         else:
             own = _from_ufs(raw, stream.size)
-            overlay, shown, why = _ufs_shown_to_tsk(raw, stream)
-            refused = refused or why
+            if refused is None:  # what TSK would be shown, where it is given the volume
+                overlay, shown, refused = _ufs_shown_to_tsk(raw, stream)
     iso = _iso_of(stream)
     if kind == "iso9660":
         own = iso
@@ -1600,7 +1598,8 @@ def _ufs_shown_to_tsk(
             f"The Sleuth Kit is shown {groups}, and inodes past them are not named",
         )
     bsize, fsize = sb.block_size, sb.fragment_size
-    if ufs.CG_HEADER_SIZE + -(-sb.inodes_per_group // 8) + -(-sb.frags_per_group // 8) > bsize:
+    inode_map, frag_map = -(-sb.inodes_per_group // 8), -(-sb.frags_per_group // 8)
+    if ufs.CG_HEADER_SIZE + inode_map + frag_map > bsize:
         return (
             {},
             [],
@@ -1608,7 +1607,6 @@ def _ufs_shown_to_tsk(
             f"group holds do not fit its {bsize}-byte header block, which The Sleuth Kit "
             "reads them from",
         )
-    inode_map = -(-sb.inodes_per_group // 8)
     # (field, what, map length, where TSK is shown it, how it reads there): a bad inode map is
     # shown all in use (so that no live file is hidden), a bad fragment map after it (TSK's
     # view of free fragments is not what bmap's free space comes from).
@@ -1617,7 +1615,7 @@ def _ufs_shown_to_tsk(
         (
             4,
             "fragment",
-            -(-sb.frags_per_group // 8),
+            frag_map,
             ufs.CG_HEADER_SIZE + inode_map,
             "the bytes there as its free fragments",
         ),

@@ -9,9 +9,7 @@ forever on its own lock, once the guard bmap puts in front of each is taken away
 from __future__ import annotations
 
 import resource
-import shutil
 import signal
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from bmap.layers import isolate, tsk
 from bmap.layers.mapper import map_images
 from bmap.model.blockmap import MapBuilder
 from bmap.store.mapfile import dumps_map
+from tests.hostile import craft
 from tests.tsk_images import (  # noqa: F401 - pytest fixtures
     tsk_image_factory_fixture,
     tsk_images_cache_fixture,
@@ -36,14 +35,16 @@ def _map(path: Path):
         return map_images([image])
 
 
-def _copy(src: Path, tmp_path: Path, edits: list[tuple[int, bytes]]) -> Path:
-    out = tmp_path / src.name
-    shutil.copyfile(src, out)
-    with open(out, "r+b") as fh:
-        for offset, data in edits:
-            fh.seek(offset)
-            fh.write(data)
-    return out
+class _Bases:
+    """The crafted cases' bases (tests/hostile/craft.py): the Sleuth Kit test images."""
+
+    def __init__(self, factory) -> None:
+        self.tsk = lambda name: Path(factory(name))
+
+
+def _crafted(case, tsk_image_factory, tmp_path: Path) -> Path:
+    """The input image of a crafted case of tests/hostile/craft.py."""
+    return craft.CASES[case](_Bases(tsk_image_factory), tmp_path).inputs[0]
 
 
 def _messages(bmap) -> list[str]:
@@ -51,7 +52,7 @@ def _messages(bmap) -> list[str]:
 
 
 def test_a_crash_in_tsk_becomes_a_finding(tsk_image_factory, tmp_path, monkeypatch):
-    img = _copy(tsk_image_factory("ufs1"), tmp_path, [(8192 + 120, struct.pack("<i", 0))])
+    img = _crafted("ufs_zero_inodes_per_block", tsk_image_factory, tmp_path)
     # Without the overlay that shows TSK a sound fs_inopb, TSK divides by 0.
     monkeypatch.setattr(tsk, "_ufs_shown_to_tsk", lambda layout, stream: ({}, [], None))
     bmap = _map(img)
@@ -64,16 +65,7 @@ def test_a_crash_in_tsk_becomes_a_finding(tsk_image_factory, tmp_path, monkeypat
 
 
 def test_tsk_waiting_on_itself_is_ended(tsk_image_factory, tmp_path, monkeypatch):
-    iso = tsk_image_factory("iso")
-    edits = []
-    with open(iso, "rb") as fh:
-        for n in range(16, 20):
-            fh.seek(n * 2048)
-            vd = fh.read(2048)
-            if vd[1:6] == b"CD001" and vd[0] in (1, 2):
-                edits.append((n * 2048 + 132, struct.pack("<I", 0) + struct.pack(">I", 0)))
-    assert len(edits) == 2
-    img = _copy(iso, tmp_path, edits)
+    img = _crafted("iso_empty_path_table", tsk_image_factory, tmp_path)
     monkeypatch.setattr(tsk, "_root_is_orphan_dir", lambda fs: False)
     monkeypatch.setattr(isolate, "STALL_SECONDS", 1.0)
     bmap = _map(img)
@@ -146,13 +138,7 @@ def test_a_child_past_its_cpu_budget_is_ended():
 def test_tsk_looping_past_its_budget_is_ended(tsk_image_factory, tmp_path, monkeypatch):
     """An unused root inode of 3.26 TiB with no tree: TSK builds its run list a block at a
     time (minutes) once bmap stops showing it shorter."""
-    base = tsk_image_factory("ufs1")
-    with open(base, "rb") as fh:
-        fh.seek(8192 + 16)
-        iblkno = struct.unpack("<i", fh.read(4))[0]
-    root = iblkno * 1024 + 2 * 128
-    size = struct.pack("<Q", 3_581_683_957_760)
-    img = _copy(base, tmp_path, [(root, b"\0\0"), (root + 8, size)])
+    img = _crafted("ufs_unused_root_3tib", tsk_image_factory, tmp_path)
     monkeypatch.setattr(tsk.ufs, "tree_overruns", lambda read, layout, size: [])
     monkeypatch.setattr(tsk, "CPU_SECONDS", 2.0)
     monkeypatch.setattr(tsk, "CPU_SECONDS_PER_GIB", 0.0)
